@@ -1,0 +1,104 @@
+"""Encoder checkpoints: safetensors weights of the vision tower plus JSON metadata.
+
+A fine-tuned encoder is stored as the open_clip ``visual`` state dict, in safetensors (never a
+pickle), with metadata naming the base model it was fine-tuned from. Loading rebuilds the base
+model and swaps in the vision tower, exactly what a VLM user does with a robust encoder.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+from torch import nn
+
+ENCODER_FORMAT = "simclip-bench.encoder.v1"
+ENCODER_FILENAME = "encoder.safetensors"
+
+
+def _publish(tmp: str, path: Path) -> None:
+    """Give the temporary file ordinary permissions (mkstemp makes it 0600) and rename it into place."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)
+    os.replace(tmp, path)
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` via a temporary file, fsync and rename: readers never see half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        _publish(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def save_safetensors_atomic(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str]) -> None:
+    """``safetensors.save_file`` through a temporary file + rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, tmp, metadata=metadata)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        _publish(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_encoder(visual: nn.Module, path: Path, base_model: str, arch: str, extra: dict | None = None) -> str:
+    """Save a vision tower; returns its content hash (see :func:`state_dict_sha256`)."""
+    state = {k: v.float() for k, v in visual.state_dict().items()}
+    digest = state_dict_sha256(state)
+    meta = {"format": ENCODER_FORMAT, "base_model": base_model, "arch": arch, "sha256": digest,
+            "extra": json.dumps(extra or {})}
+    save_safetensors_atomic(state, path, meta)
+    return digest
+
+
+def read_safetensors_metadata(path: Path) -> dict[str, str]:
+    with safe_open(str(path), framework="pt") as f:
+        return dict(f.metadata() or {})
+
+
+def load_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    with safe_open(str(path), framework="pt") as f:
+        return {k: f.get_tensor(k) for k in f.keys()}
+
+
+def state_dict_sha256(state: dict[str, torch.Tensor]) -> str:
+    """A hash of tensor names, dtypes, shapes and values (float32), independent of file format."""
+    h = hashlib.sha256()
+    for name in sorted(state):
+        t = state[name].detach().float().contiguous().cpu()
+        h.update(name.encode())
+        h.update(str(tuple(t.shape)).encode())
+        h.update(t.numpy().tobytes())
+    return h.hexdigest()
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()

@@ -1,0 +1,33 @@
+"""The tidy result table: one row per model x task x dataset x attack x eps x metric.
+
+Per-sample outcomes are written beside it (``samples.csv``); every aggregate is a group-by of them.
+"""
+from __future__ import annotations
+
+import math
+
+RESULT_COLUMNS: tuple[str, ...] = (
+    "run_id", "created_at", "git_sha", "package_version",
+    "model", "checkpoint_hash",
+    "task", "dataset", "split", "n_samples", "sample_seed",
+    "attack", "attack_config", "norm", "eps", "eps_text",
+    "metric", "value", "ci_low", "ci_high",
+    "seconds", "device", "flags",
+)
+
+SAMPLE_COLUMNS: tuple[str, ...] = (
+    "run_id", "model", "checkpoint_hash", "task", "dataset", "sample_id",
+    "attack", "eps", "eps_text", "label", "clean_pred", "clean_correct", "adv_pred", "adv_correct",
+    "max_perturbation",
+)
+
+
+def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """95 % Wilson score interval of a proportion, as fractions in [0,1]."""
+    if n == 0:
+        return (math.nan, math.nan)
+    p = successes / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return (max(0.0, centre - half), min(1.0, centre + half))

@@ -1,0 +1,32 @@
+"""Default training recipes: what ``simclip train`` uses for options the user leaves out.
+
+* ``builtin``: the tiny CLIP was pretrained from scratch at lr 1e-3, and fine-tunes at that rate;
+  measured on the built-in data (README, "Which objective is the default").
+* ``robustvlm``: the FARE / TeCoA / Sim-CLIP recipe for pretrained open_clip encoders such as
+  ViT-L-14 ``openai`` (Schlarmann et al. 2024): 20 000 steps x batch 128, AdamW lr 1e-5,
+  weight decay 1e-4, 1 400 warm-up steps, cosine schedule.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from simclip_bench.models.builtin import BUILTIN_MODELS
+
+
+@dataclass(frozen=True)
+class Recipe:
+    name: str
+    steps: int
+    batch_size: int
+    lr: float
+    weight_decay: float
+    warmup_steps: int
+
+
+BUILTIN = Recipe("builtin", steps=250, batch_size=64, lr=1e-3, weight_decay=1e-4, warmup_steps=25)
+ROBUSTVLM = Recipe("robustvlm", steps=20000, batch_size=128, lr=1e-5, weight_decay=1e-4, warmup_steps=1400)
+
+
+def recipe_for(model_spec: str) -> Recipe:
+    """The built-in recipe for built-in models, the RobustVLM recipe for everything else."""
+    return BUILTIN if model_spec in BUILTIN_MODELS else ROBUSTVLM

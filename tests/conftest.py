@@ -1,0 +1,33 @@
+"""Shared fixtures: the built-in tiny model and a little generated data. No network anywhere."""
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # a test that reaches for a hub fails fast instead of hanging
+torch.set_num_threads(min(2, torch.get_num_threads()))
+
+
+@pytest.fixture(scope="session")
+def tiny():
+    """The built-in tiny CLIP, loaded through the public model-spec path (frozen, eval mode)."""
+    from simclip_bench.models.spec import load_model
+
+    return load_model("tiny-clip", "cpu")
+
+
+@pytest.fixture(scope="session")
+def shapes_test():
+    from simclip_bench.data.shapes import ShapesDataset
+
+    return ShapesDataset("test", size=200)
+
+
+@pytest.fixture(scope="session")
+def zero_shot_head(tiny, shapes_test):
+    from simclip_bench.tasks.zeroshot_head import ZeroShotClassifier, build_text_classifier
+
+    weights = build_text_classifier(tiny.model, shapes_test.classnames, shapes_test.templates)
+    return ZeroShotClassifier(tiny.model.encoder, weights).eval()
