@@ -7,7 +7,7 @@ from typing import Any
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 from typer.core import TyperGroup
 
@@ -84,7 +84,8 @@ def _progress() -> Progress:
   simclip train --model ViT-B-32:openai --eps 2/255 --device cuda""")
 def train(
     model: str = typer.Option("tiny-clip", help="Model spec to fine-tune (built-in name, ARCH:TAG, hf-hub:..., path)."),
-    objective: str = typer.Option(None, help="simclip (paper) or simclip-anchored (released code). Default: simclip-anchored."),
+    objective: str = typer.Option(
+        None, help="simclip (paper) or simclip-anchored (released code). Default: simclip-anchored."),
     eps: str = typer.Option("4/255", help="l-inf radius of the training attack, pixel units (4/255 or 0.0157)."),
     steps: int = typer.Option(None, help="Optimizer steps. Default: 250 built-in, 20000 otherwise (RobustVLM)."),
     batch_size: int = typer.Option(None, help="Images per step. Default: 64 built-in, 128 otherwise."),
@@ -112,8 +113,9 @@ def train(
         task = bar.add_task("train", total=cfg.steps, info="")
 
         def on_progress(step: int, record: dict) -> None:
-            bar.update(task, completed=step, info=f"loss {record['loss']:+.3f} std√d {record['embedding_std_sqrt_d']:.2f}"
-                                                  f" {record['images_per_s']:.0f} img/s")
+            info = (f"loss {record['loss']:+.3f} std√d {record['embedding_std_sqrt_d']:.2f} "
+                    f"{record['images_per_s']:.0f} img/s")
+            bar.update(task, completed=step, info=info)
 
         run_dir = run_training(cfg, progress=on_progress, log=console.print)
     stdout.print(str(run_dir))
@@ -124,10 +126,12 @@ def train(
   simclip eval --attack apgd --eps 2/255 --eps 4/255\n
   simclip eval --model tiny-clip --model runs/my-run --n-samples 200""")
 def eval_(
-    model: list[str] = typer.Option(None, help="Model spec; repeat for several. Default: tiny-clip and the latest run."),
+    model: list[str] = typer.Option(
+        None, help="Model spec; repeat for several. Default: tiny-clip and the latest run under runs/."),
     dataset: str = typer.Option("shapes", help="Dataset (built-in: shapes)."),
     attack: str = typer.Option("apgd", help="apgd (APGD-CE, 100 iterations) or none (clean only)."),
-    eps: list[str] = typer.Option(None, help="l-inf radius, pixel units (4/255 or 0.0157); repeat for several. Default 4/255."),
+    eps: list[str] = typer.Option(
+        None, help="l-inf radius, pixel units (4/255 or 0.0157); repeat for several. Default 4/255."),
     n_samples: int = typer.Option(1000, help="Evaluate the first N test images."),
     iterations: int = typer.Option(100, help="APGD iterations."),
     batch_size: int = typer.Option(500, help="Images per batch."),
@@ -142,6 +146,13 @@ def eval_(
                           eps=_eps_list(eps or ["4/255"]), n_samples=n_samples, n_iter=iterations,
                           batch_size=batch_size, seed=seed, out=out, device=device)
     validate(request)
+    if not model:
+        from simclip_bench.evaluate import default_models
+
+        found = default_models(request.runs_dir)
+        if len(found) == 1:
+            console.print(f"no finished 'simclip train' run under {request.runs_dir}/: evaluating {found[0]} only")
+        request.models = found
     with _progress() as bar:
         result = run_eval(request, progress=bar)
     table = Table(title=f"zero-shot accuracy on {dataset} (n={n_samples})")
@@ -174,7 +185,8 @@ def attack(
     request = AttackRequest(model=model, images=list(image or []), n_images=n_images, eps=_eps_list([eps])[0],
                             n_iter=iterations, seed=seed, out=out, device=device)
     for item in run_attack_gallery(request):
-        stdout.print(f"{item.name}: {item.clean_label} ({item.clean_prob:.0%}) -> {item.adv_label} "
+        truth = f" [true: {item.true_label}]" if item.true_label else ""
+        stdout.print(f"{item.name}{truth}: {item.clean_label} ({item.clean_prob:.0%}) -> {item.adv_label} "
                   f"({item.adv_prob:.0%})  max |δ| {item.max_perturbation * 255:.2f}/255  {item.panel_path}")
 
 

@@ -41,6 +41,7 @@ class AttackRequest:
 @dataclass
 class AttackedImage:
     name: str
+    true_label: str | None
     clean_label: str
     clean_prob: float
     adv_label: str
@@ -81,7 +82,7 @@ def _panel(x: torch.Tensor, x_adv: torch.Tensor, eps: float, before: str, after:
     canvas = Image.new("RGB", (3 * side + 4 * pad, side + 2 * pad + text_h), "white")
     draw = ImageDraw.Draw(canvas)
     captions = (f"clean: {before}", f"perturbation x{0.5 / eps:.0f}", f"adversarial: {after}")
-    for i, (tile, caption) in enumerate(zip(tiles, captions)):
+    for i, (tile, caption) in enumerate(zip(tiles, captions, strict=True)):
         left = pad + i * (side + pad)
         canvas.paste(tile.resize((side, side), Image.NEAREST), (left, pad))
         draw.text((left, side + pad + 6), caption, fill="black")
@@ -119,7 +120,8 @@ def run_attack_gallery(request: AttackRequest) -> list[AttackedImage]:
     target = labels.to(device) if labels is not None else clean_probs.argmax(-1)
     gen = torch.Generator(device=device).manual_seed(request.seed)
     with autocast(device):
-        result = apgd_linf(ClassifierObjective(head, target), x, request.eps.value, n_iter=request.n_iter, generator=gen)
+        result = apgd_linf(ClassifierObjective(head, target), x, request.eps.value, n_iter=request.n_iter,
+                           generator=gen)
     norms = check_linf_perturbation(result.x_adv, x, request.eps.value)
     with torch.no_grad():
         adv_probs = head(result.x_adv).softmax(-1)
@@ -129,10 +131,13 @@ def run_attack_gallery(request: AttackRequest) -> list[AttackedImage]:
     for i, name in enumerate(names):
         c, a = int(clean_probs[i].argmax()), int(adv_probs[i].argmax())
         before, after = f"{classes[c]} {clean_probs[i, c]:.0%}", f"{classes[a]} {adv_probs[i, a]:.0%}"
+        if labels is not None:
+            before += f" (true: {classes[int(labels[i])]})"
         adv_path = request.out / f"{name}_adv.png"
         panel_path = request.out / f"{name}_panel.png"
         _to_pil(result.x_adv[i]).save(adv_path)
         _panel(x[i], result.x_adv[i], request.eps.value, before, after).save(panel_path)
-        items.append(AttackedImage(name, classes[c], float(clean_probs[i, c]), classes[a], float(adv_probs[i, a]),
-                                   float(norms[i]), adv_path, panel_path))
+        truth = classes[int(labels[i])] if labels is not None else None
+        items.append(AttackedImage(name, truth, classes[c], float(clean_probs[i, c]), classes[a],
+                                   float(adv_probs[i, a]), float(norms[i]), adv_path, panel_path))
     return items

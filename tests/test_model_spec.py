@@ -58,7 +58,7 @@ def test_malicious_pickle_is_refused_and_never_runs(tmp_path):
     marker = tmp_path / "marker.txt"
     path = tmp_path / "evil.pt"
     with open(path, "wb") as f:
-        pickle.dump({"state_dict": _WritesAFile(marker)}, f)
+        pickle.dump({"state_dict": _WritesAFile(marker)}, f, protocol=2)
     with pytest.raises(UserError, match="refusing"):
         load_model(f"simclip-tiny:{path}")
     assert not marker.exists()
@@ -93,3 +93,22 @@ def test_directory_without_checkpoint_is_refused(tmp_path):
 def test_builtin_weights_ship_with_the_package_and_are_small():
     weights = BUILTIN_MODELS["tiny-clip"].weights
     assert weights.is_file() and weights.stat().st_size < 8_000_000
+
+
+def test_open_clip_local_dir_folder_loads(tmp_path, tiny):
+    import json
+
+    from simclip_bench.models.builtin import CONFIG_DIR
+
+    cfg = json.loads((CONFIG_DIR / "simclip-tiny.json").read_text())
+    (tmp_path / "open_clip_config.json").write_text(json.dumps({"model_cfg": cfg, "preprocess_cfg": {}}))
+    save_file({k: v.contiguous() for k, v in tiny.model.clip.state_dict().items()},
+              str(tmp_path / "open_clip_model.safetensors"))
+    assert load_model(str(tmp_path)).checkpoint_hash == tiny.checkpoint_hash
+
+
+@pytest.mark.parametrize("spec", ["hf-hub:nobody/no-such-model", "ViT-B-32:openai"])
+def test_hub_download_failure_offline_is_one_clear_error(spec, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(UserError, match="could not load open_clip model"):
+        load_model(spec)

@@ -74,8 +74,6 @@ def wrap_open_clip(clip, tokenizer) -> PixelSpaceCLIP:
 
 def _create(arch_or_schema: str, pretrained: str | None):
     register_model_configs()
-    # open_clip logs a warning when it initialises randomly; we only ever call it with weights.
-    logging.getLogger().setLevel(max(logging.getLogger().level, logging.ERROR))
     try:
         clip = open_clip.create_model(arch_or_schema, pretrained=pretrained, weights_only=True)
     except pickle.UnpicklingError as e:
@@ -91,7 +89,13 @@ def _create(arch_or_schema: str, pretrained: str | None):
 def create_untrained(arch: str) -> PixelSpaceCLIP:
     """A randomly initialised open_clip architecture (used by ``pretrain-builtin``); trainable."""
     register_model_configs()
-    clip = open_clip.create_model(arch)
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)  # open_clip warns that the model is random: here that is the point
+    try:
+        clip = open_clip.create_model(arch)
+    finally:
+        root.setLevel(level)
     model = PixelSpaceCLIP(clip, open_clip.get_tokenizer(arch), *_preprocess_stats(clip), _image_size(clip))
     return model
 
@@ -154,10 +158,13 @@ def load_model(spec: str, device: torch.device | str = "cpu") -> LoadedModel:
             raise UserError(f"unknown open_clip architecture {arch!r}{did_you_mean(arch, open_clip.list_models())}; "
                             "see open_clip.list_models()")
         tags = open_clip.list_pretrained_tags_by_model(arch)
-        if tag not in tags and not Path(tag).expanduser().is_file():
+        weights_file = Path(tag).expanduser()
+        if weights_file.is_file():
+            return _finish(spec, arch, *_create(arch, str(weights_file)), device)
+        if tag not in tags:
             raise UserError(f"{tag!r} is neither a pretrained tag of {arch} nor a file{did_you_mean(tag, tags)}; "
                             f"known tags: {', '.join(tags) or 'none'}")
-        return _finish(spec, arch, *_create(arch, str(Path(tag).expanduser()) if Path(tag).expanduser().is_file() else tag), device)
+        return _finish(spec, arch, *_create(arch, tag), device)
     choices = list(BUILTIN_MODELS) + open_clip.list_models()
     raise UserError(f"unknown model {spec!r}{did_you_mean(spec, choices)}; use a built-in name "
                     f"({', '.join(BUILTIN_MODELS)}), ARCH:TAG (e.g. ViT-L-14:openai), hf-hub:org/repo or a path")

@@ -139,4 +139,4 @@ def _sample_rows(loaded, dataset, sample_ids, labels, clean_pred, adv_pred, max_
              "eps": eps.value if eps else 0.0, "eps_text": eps.text if eps else "0", "label": lab,
              "clean_pred": cp, "clean_correct": cp == lab, "adv_pred": ap, "adv_correct": ap == lab,
              "max_perturbation": mp}
-            for sid, lab, cp, ap, mp in zip(sample_ids, labels, clean_pred, adv_pred, max_pert)]
+            for sid, lab, cp, ap, mp in zip(sample_ids, labels, clean_pred, adv_pred, max_pert, strict=True)]

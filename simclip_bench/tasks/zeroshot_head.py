@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from simclip_bench.data.shapes import ShapesDataset
 from simclip_bench.models.pixel_clip import PixelSpaceCLIP
 
 LOGIT_SCALE = 100.0  # CLIP's zero-shot scale, as in CLIP_benchmark and RobustVLM
@@ -34,3 +35,15 @@ class ZeroShotClassifier(nn.Module):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         z = F.normalize(self.encoder(images).float(), dim=-1)
         return self.logit_scale * z @ self.text_weights.T
+
+
+@torch.no_grad()
+def zero_shot_accuracy(model: PixelSpaceCLIP, dataset: ShapesDataset, batch_size: int = 500) -> float:
+    """Clean zero-shot accuracy (fraction in [0,1]) of ``model`` on ``dataset``."""
+    model.eval()
+    head = ZeroShotClassifier(model.encoder, build_text_classifier(model, dataset.classnames, dataset.templates))
+    x, y = dataset.tensors()
+    correct = 0
+    for i in range(0, len(x), batch_size):
+        correct += (head(x[i:i + batch_size]).argmax(-1) == y[i:i + batch_size]).sum().item()
+    return correct / len(x)

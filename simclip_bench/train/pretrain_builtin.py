@@ -20,7 +20,7 @@ from simclip_bench.data.shapes import ShapesDataset
 from simclip_bench.models.builtin import BUILTIN_MODELS, DEFAULT_MODEL
 from simclip_bench.models.checkpoint import save_safetensors_atomic
 from simclip_bench.models.spec import create_untrained
-from simclip_bench.tasks.zeroshot_head import ZeroShotClassifier, build_text_classifier
+from simclip_bench.tasks.zeroshot_head import zero_shot_accuracy
 from simclip_bench.train.schedule import warmup_cosine
 
 
@@ -37,18 +37,6 @@ class PretrainConfig:
     seed: int = 0
     eval_every: int = 500
     out: str = str(BUILTIN_MODELS[DEFAULT_MODEL].weights)
-
-
-@torch.no_grad()
-def zero_shot_accuracy(model, dataset: ShapesDataset, batch_size: int = 500) -> float:
-    """Clean zero-shot accuracy (fraction in [0,1]) of ``model`` on ``dataset``."""
-    model.eval()
-    head = ZeroShotClassifier(model.encoder, build_text_classifier(model, dataset.classnames, dataset.templates))
-    x, y = dataset.tensors()
-    correct = 0
-    for i in range(0, len(x), batch_size):
-        correct += (head(x[i:i + batch_size]).argmax(-1) == y[i:i + batch_size]).sum().item()
-    return correct / len(x)
 
 
 def pretrain_builtin(cfg: PretrainConfig, log: Callable[[str], None] = print) -> dict:

@@ -26,8 +26,8 @@ from simclip_bench.errors import UserError
 from simclip_bench.models.checkpoint import ENCODER_FILENAME, atomic_write_text, save_encoder
 from simclip_bench.models.spec import RUN_CONFIG, load_model
 from simclip_bench.provenance import git_sha, new_run_id, package_version, utc_now
+from simclip_bench.tasks.zeroshot_head import zero_shot_accuracy
 from simclip_bench.train.objectives import CosineDistanceObjective, get_objective
-from simclip_bench.train.pretrain_builtin import zero_shot_accuracy
 from simclip_bench.train.recipes import recipe_for
 from simclip_bench.train.schedule import warmup_cosine
 
@@ -181,7 +181,8 @@ def train(cfg: TrainConfig, progress: Callable[[int, dict], None] | None = None,
             with torch.no_grad():
                 spread = embedding_spread(encoder(x))
             elapsed = time.time() - start
-            record = {"step": step + 1, "loss": round(report.loss, 5), "cos_adv_target": round(report.cos_adv_target, 5),
+            record = {"step": step + 1, "loss": round(report.loss, 5),
+                      "cos_adv_target": round(report.cos_adv_target, 5),
                       "embedding_std_sqrt_d": round(spread, 4), "lr": lr,
                       "images_per_s": round((step + 1) * cfg.batch_size / elapsed, 1), "seconds": round(elapsed, 1)}
             metrics_lines.append(json.dumps(record))
