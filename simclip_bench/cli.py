@@ -124,17 +124,21 @@ def train(
 @app.command(name="eval", epilog="""[bold]Examples[/bold]\n
   simclip eval                                    # built-in base model vs. latest 'simclip train' run\n
   simclip eval --attack apgd --eps 2/255 --eps 4/255\n
+  simclip eval --attack apgd-ce+apgd-t --eps 4/255      # RobustVLM's zero-shot protocol\n
+  simclip eval --attack autoattack --eps 4/255          # standard AutoAttack (reference code)\n
   simclip eval --model tiny-clip --model runs/my-run --n-samples 200""")
 def eval_(
     model: list[str] = typer.Option(
         None, help="Model spec; repeat for several. Default: tiny-clip and the latest run under runs/."),
     dataset: str = typer.Option("shapes", help="Dataset (built-in: shapes)."),
-    attack: str = typer.Option("apgd", help="apgd (APGD-CE, 100 iterations) or none (clean only)."),
+    attack: str = typer.Option(
+        "apgd-ce", help="apgd-ce | apgd-dlr | apgd-t | square | pgd, an ensemble joined with '+' "
+                        "(apgd-ce+apgd-t = RobustVLM), autoattack, ref:<ensemble>, or none (clean only)."),
     eps: list[str] = typer.Option(
         None, help="l-inf radius, pixel units (4/255 or 0.0157); repeat for several. Default 4/255."),
     n_samples: int = typer.Option(1000, help="Evaluate the first N test images."),
-    iterations: int = typer.Option(100, help="APGD iterations."),
-    batch_size: int = typer.Option(500, help="Images per batch."),
+    iterations: int = typer.Option(100, help="Iterations of each gradient attack (Square keeps its 5000 queries)."),
+    batch_size: int = typer.Option(500, help="Working-batch size of the attacks."),
     seed: int = typer.Option(0, help="Attack seed."),
     out: Path = typer.Option(Path("simclip-results"), help="Directory of results.csv and samples.csv (appended)."),
     device: str = typer.Option("auto", help="auto | cpu | cuda | cuda:N."),
@@ -162,6 +166,8 @@ def eval_(
         table.add_row(r["model"], r["attack"], r["eps_text"], f"{100 * r['value']:.1f}%",
                       f"{100 * r['ci_low']:.1f}–{100 * r['ci_high']:.1f}", f"{r['seconds']:.1f}")
     stdout.print(table)
+    for flag in result.flags:
+        stdout.print(f"[bold red]masking check:[/] {flag}")
     stdout.print(f"results: {result.results_path}  per-sample: {result.samples_path}")
 
 

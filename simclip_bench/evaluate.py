@@ -24,7 +24,7 @@ class EvalRequest:
 
     models: list[str] = field(default_factory=list)
     dataset: str = "shapes"
-    attack: str = "apgd"
+    attack: str = "apgd-ce"
     eps: list[Eps] = field(default_factory=list)
     n_samples: int = 1000
     n_iter: int = 100
@@ -40,6 +40,7 @@ class EvalResult:
     rows: list[dict]
     results_path: Path
     samples_path: Path
+    flags: list[str] = field(default_factory=list)
 
 
 def default_models(runs_dir: Path = DEFAULT_RUNS_DIR) -> list[str]:
@@ -74,18 +75,20 @@ def run_eval(request: EvalRequest, progress=None) -> EvalResult:
     run_id = new_run_id()
     rows: list[dict] = []
     sample_rows: list[dict] = []
+    flags: list[str] = []
     for model in loaded:
         dataset = ShapesDataset("test", image_size=model.model.image_size)
         task = None
         if progress is not None:
-            attacked = settings.n_samples * len(settings.eps) if settings.resolved_attack() != "none" else 0
             name = model.model_id if len(model.model_id) <= 24 else "…" + model.model_id[-23:]
-            task = progress.add_task(name, total=max(attacked, 1), info="")
+            total = 0 if settings.spec().is_clean else len(settings.eps)
+            task = progress.add_task(name, total=max(total, 1), info=f"{settings.spec().name} per eps")
         outcome = evaluate_zero_shot(model, dataset, settings, run_id, device,
-                                     on_batch=(lambda k, t=task: progress.advance(t, k)) if task is not None else None)
+                                     on_eps_done=(lambda t=task: progress.advance(t)) if task is not None else None)
         if task is not None:
             progress.update(task, completed=progress.tasks[task].total)
+        flags += [f"{model.model_id}: {f}" for f in outcome.flags]
         rows += outcome.rows
         sample_rows += outcome.sample_rows
     results_path, samples_path = append_results(request.out, rows, sample_rows)
-    return EvalResult(rows=rows, results_path=results_path, samples_path=samples_path)
+    return EvalResult(rows=rows, results_path=results_path, samples_path=samples_path, flags=flags)

@@ -14,8 +14,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, UnidentifiedImageError
 
-from simclip_bench.attacks.apgd import apgd_linf
-from simclip_bench.attacks.base import ClassifierObjective, check_linf_perturbation
+from simclip_bench.attacks.apgd import apgd_attack
+from simclip_bench.attacks.base import ClassifierObjective, check_perturbation
 from simclip_bench.data.shapes import ShapesDataset
 from simclip_bench.devices import autocast, resolve_device
 from simclip_bench.eps import Eps
@@ -118,11 +118,10 @@ def run_attack_gallery(request: AttackRequest) -> list[AttackedImage]:
         clean_probs = head(x).softmax(-1)
     # Untargeted against the true label when known, else against the clean prediction.
     target = labels.to(device) if labels is not None else clean_probs.argmax(-1)
-    gen = torch.Generator(device=device).manual_seed(request.seed)
     with autocast(device):
-        result = apgd_linf(ClassifierObjective(head, target), x, request.eps.value, n_iter=request.n_iter,
-                           generator=gen)
-    norms = check_linf_perturbation(result.x_adv, x, request.eps.value)
+        result = apgd_attack(ClassifierObjective(head, target), x, request.eps.value, n_iter=request.n_iter,
+                             seed=request.seed)
+    norms = check_perturbation(result.x_adv, x, request.eps.value)
     with torch.no_grad():
         adv_probs = head(result.x_adv).softmax(-1)
     request.out.mkdir(parents=True, exist_ok=True)

@@ -1,40 +1,47 @@
-"""Auto-PGD, l-inf (Croce & Hein, "Reliable evaluation of adversarial robustness with an ensemble
-of diverse parameter-free attacks", ICML 2020).
+"""Auto-PGD (Croce & Hein, "Reliable evaluation of adversarial robustness with an ensemble of
+diverse parameter-free attacks", ICML 2020), l-inf and l2, any loss.
 
 Defaults are the paper's and the reference implementation's (fra31/auto-attack):
 
-* 100 iterations, 1 restart, uniform random start rescaled to the ball's surface;
-* initial step size 2·eps, halved at the checkpoints when the loss oscillates
-  (fewer than rho = 0.75 of the steps since the last checkpoint increased it) or when neither the
-  step was reduced nor the best loss improved since the last checkpoint; after a halving the
-  iterate restarts from the best point found;
-* checkpoints after 22 % of the iterations, then at shrinking intervals (-3 %, at least 6 %);
+* 100 iterations, 1 restart, random start on the ball's surface;
+* initial step size 2·eps, halved at the checkpoints when the loss oscillates (at most
+  rho = 0.75 of the steps since the last checkpoint increased it) or when neither the step was
+  reduced nor the best loss improved since the last checkpoint; after a halving the iterate
+  restarts from the best point found;
+* checkpoints after 22 % of the iterations, then at intervals shrinking by 3 % down to 6 %;
 * momentum 0.75 (the first step has none).
 
-The attack never synchronises with the host inside its loop: all per-sample bookkeeping is done
-with tensor masks, and the checkpoint schedule depends only on ``n_iter``.
+How it runs: a *stream*. A working batch of ``batch_size`` slots holds samples at different
+iterations, each with its own counters and checkpoints. Every ``refill_every`` iterations the
+slots whose sample is done (fooled, or out of iterations) hand in their result and take the next
+samples from the queue. Fooled samples therefore stop costing compute, the batch stays full, and
+the host synchronises once per ``refill_every`` iterations, not per iteration. A sample's
+trajectory depends only on its own image, seed and objective, never on its batch mates.
 """
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 
 from simclip_bench.attacks.base import (
     AttackObjective,
     AttackResult,
+    Norm,
     loss_and_grad,
-    project_linf,
-    random_linf_start,
+    normalized_step,
+    project,
+    random_start,
 )
+from simclip_bench.attacks.rng import sample_seeds
 
 MOMENTUM = 0.75
 RHO = 0.75
 
 
-def checkpoint_schedule(n_iter: int) -> list[int]:
-    """Iterations (0-based) after which the step-size conditions are checked."""
-    k = max(int(0.22 * n_iter), 1)
-    k_min = max(int(0.06 * n_iter), 1)
-    decrease = max(int(0.03 * n_iter), 1)
+def checkpoint_schedule(n_iter: int) -> list[tuple[int, int]]:
+    """(iteration, interval) pairs: after which 0-based iterations the step-size conditions are checked."""
+    k, k_min, decrease = _schedule_constants(n_iter)
     checks, counter = [], 0
     for i in range(n_iter):
         counter += 1
@@ -45,68 +52,178 @@ def checkpoint_schedule(n_iter: int) -> list[int]:
     return checks
 
 
-def _expand(mask: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+def _schedule_constants(n_iter: int) -> tuple[int, int, int]:
+    return max(int(0.22 * n_iter), 1), max(int(0.06 * n_iter), 1), max(int(0.03 * n_iter), 1)
+
+
+def _v(mask: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return mask.view(-1, *([1] * (like.ndim - 1)))
 
 
-def apgd_linf(objective: AttackObjective, x: torch.Tensor, eps: float, n_iter: int = 100,
-              generator: torch.Generator | None = None) -> AttackResult:
-    """One run of APGD maximising ``objective`` within the l-inf ``eps``-ball around ``x``.
+@dataclass
+class _Slots:
+    """The working batch: one row per slot; ``sample`` is the position of its sample in the input."""
+
+    sample: torch.Tensor
+    x: torch.Tensor
+    x_adv: torch.Tensor
+    x_prev: torch.Tensor
+    grad: torch.Tensor
+    x_best: torch.Tensor
+    grad_best: torch.Tensor
+    loss_best: torch.Tensor
+    loss_best_last_check: torch.Tensor
+    reduced_last_check: torch.Tensor
+    found: torch.Tensor
+    x_found: torch.Tensor
+    step: torch.Tensor
+    it: torch.Tensor
+    counter: torch.Tensor
+    k: torch.Tensor
+    loss_steps: torch.Tensor  # (n_iter, slots)
+
+    def select(self, keep: torch.Tensor) -> _Slots:
+        fields = {name: getattr(self, name) for name in self.__dataclass_fields__}
+        out = {name: (v[:, keep] if name == "loss_steps" else v[keep]) for name, v in fields.items()}
+        return _Slots(**out)
+
+    @staticmethod
+    def concat(a: _Slots, b: _Slots) -> _Slots:
+        out = {}
+        for name in a.__dataclass_fields__:
+            va, vb = getattr(a, name), getattr(b, name)
+            out[name] = torch.cat([va, vb], dim=1 if name == "loss_steps" else 0)
+        return _Slots(**out)
+
+
+class APGD:
+    """APGD over a set of samples, with a refilled working batch (see module docstring).
 
     Args:
-        objective: maps images in [0,1] to (loss per sample, success per sample).
-        x: clean images (B, 3, H, W) in [0,1].
-        eps: l-inf radius in pixel units, e.g. 4/255.
-        n_iter: iterations (default 100).
-        generator: source of the random start (default: torch's global generator).
+        eps: radius in pixel units (e.g. 4/255 for l-inf, 0.5 for l2).
+        norm: ``linf`` (default) or ``l2``.
+        n_iter: iterations per restart (default 100).
+        n_restarts: random restarts; a restart runs only on samples not yet fooled (default 1).
+        batch_size: working-batch slots (default 500).
+        refill_every: iterations between refills, i.e. between host synchronisations (default 10).
+        seed: run seed; sample i's randomness is a function of (seed, i, restart) only.
     """
-    x = x.detach()
-    checks = dict(checkpoint_schedule(n_iter))
-    x_adv = random_linf_start(x, eps, generator)
-    loss, success, grad = loss_and_grad(objective, x_adv)
-    x_best, grad_best, loss_best = x_adv.clone(), grad.clone(), loss.clone()
-    x_found = x_adv.clone()  # first successful point per sample, else overwritten by x_best at the end
-    found = success.clone()
-    step = torch.full((x.shape[0],), 2.0 * eps, device=x.device, dtype=x.dtype)
-    loss_steps = torch.zeros((n_iter, x.shape[0]), device=x.device, dtype=loss.dtype)
-    loss_best_last_check = loss_best.clone()
-    reduced_last_check = torch.ones_like(found)
-    x_prev = x_adv.clone()
 
-    for i in range(n_iter):
-        with torch.no_grad():
-            a = MOMENTUM if i > 0 else 1.0
-            s = _expand(step, x)
-            z = project_linf(x_adv + s * grad.sign(), x, eps)
-            x_next = project_linf(x_adv + a * (z - x_adv) + (1 - a) * (x_adv - x_prev), x, eps)
-            x_prev, x_adv = x_adv, x_next
+    def __init__(self, eps: float, norm: Norm = "linf", n_iter: int = 100, n_restarts: int = 1,
+                 batch_size: int = 500, refill_every: int = 10, seed: int = 0) -> None:
+        if norm not in ("linf", "l2"):
+            raise ValueError(f"APGD supports linf and l2, not {norm!r}")
+        self.eps, self.norm, self.n_iter, self.n_restarts = eps, norm, n_iter, n_restarts
+        self.batch_size, self.refill_every, self.seed = batch_size, refill_every, seed
+        self.k0, self.k_min, self.k_decrease = _schedule_constants(n_iter)
 
-        loss, success, grad = loss_and_grad(objective, x_adv)
+    def run(self, objective: AttackObjective, x: torch.Tensor, idx: torch.Tensor) -> AttackResult:
+        """Attack images ``x`` (N, C, H, W) in [0,1], the samples ``idx`` (N,) of ``objective``."""
+        x = x.detach()
+        out_x = x.clone()
+        out_success = torch.zeros(len(x), dtype=torch.bool, device=x.device)
+        out_loss = torch.full((len(x),), float("-inf"), device=x.device)
+        for restart in range(self.n_restarts):
+            todo = torch.nonzero(~out_success).flatten()
+            if len(todo) == 0:
+                break
+            seeds = sample_seeds(self.seed, idx[todo], salt=restart)
+            r = self._run_stream(objective, x[todo], idx[todo], seeds)
+            better = r.success | (~out_success[todo] & (r.loss > out_loss[todo]))
+            take = todo[better]
+            out_x[take], out_loss[take] = r.x_adv[better], r.loss[better]
+            out_success[todo] |= r.success
+        return AttackResult(x_adv=out_x, success=out_success, loss=out_loss)
 
-        with torch.no_grad():
-            newly = success & ~found
-            x_found = torch.where(_expand(newly, x), x_adv, x_found)
-            found |= success
-            loss_steps[i] = loss
-            better = loss > loss_best
-            x_best = torch.where(_expand(better, x), x_adv, x_best)
-            grad_best = torch.where(_expand(better, x), grad, grad_best)
-            loss_best = torch.where(better, loss, loss_best)
+    def _enter(self, objective: AttackObjective, x: torch.Tensor, idx: torch.Tensor, seeds: torch.Tensor,
+               positions: torch.Tensor) -> _Slots:
+        xs = x[positions]
+        x_adv = random_start(xs, self.eps, self.norm, seeds[positions])
+        loss, success, grad = loss_and_grad(objective, x_adv, idx[positions])
+        n = len(positions)
+        zeros = torch.zeros(n, dtype=torch.long, device=x.device)
+        return _Slots(
+            sample=positions, x=xs, x_adv=x_adv, x_prev=x_adv.clone(), grad=grad, x_best=x_adv.clone(),
+            grad_best=grad.clone(), loss_best=loss.clone(), loss_best_last_check=loss.clone(),
+            reduced_last_check=torch.ones(n, dtype=torch.bool, device=x.device), found=success.clone(),
+            x_found=x_adv.clone(), step=torch.full((n,), 2.0 * self.eps, device=x.device, dtype=x.dtype),
+            it=zeros.clone(), counter=zeros.clone(), k=zeros + self.k0,
+            loss_steps=torch.zeros((self.n_iter, n), device=x.device, dtype=loss.dtype))
 
-            if i in checks:
-                k = checks[i]
-                # Count increases over the last k steps; like the reference, index -1 reads the
-                # (still zero) last row of loss_steps at the first checkpoint.
-                idx = torch.arange(i, i - k, -1)
-                increases = (loss_steps[idx] > loss_steps[idx - 1]).sum(dim=0)
-                oscillating = increases <= k * RHO
-                stalled = ~reduced_last_check & (loss_best_last_check >= loss_best)
-                reduce = oscillating | stalled
-                reduced_last_check = reduce.clone()
-                loss_best_last_check = loss_best.clone()
-                step = torch.where(reduce, step / 2.0, step)
-                x_adv = torch.where(_expand(reduce, x), x_best, x_adv)
-                grad = torch.where(_expand(reduce, x), grad_best, grad)
+    def _run_stream(self, objective: AttackObjective, x: torch.Tensor, idx: torch.Tensor,
+                    seeds: torch.Tensor) -> AttackResult:
+        n = len(x)
+        res_x, res_loss = x.clone(), torch.empty(n, device=x.device)
+        res_success = torch.zeros(n, dtype=torch.bool, device=x.device)
+        queue = torch.arange(n, device=x.device)
+        head = min(self.batch_size, n)
+        slots = self._enter(objective, x, idx, seeds, queue[:head])
+        offsets = torch.arange(self.k0, device=x.device)
+        while len(slots.sample):
+            for _ in range(self.refill_every):
+                self._iterate(objective, idx, slots, offsets)
+            done = slots.found | (slots.it >= self.n_iter)
+            if bool(done.any()) or head < n:
+                fin = slots.select(done)
+                res_x[fin.sample] = torch.where(_v(fin.found, fin.x), fin.x_found, fin.x_best)
+                res_success[fin.sample] = fin.found
+                res_loss[fin.sample] = fin.loss_best
+                slots = slots.select(~done)
+                free = min(self.batch_size - len(slots.sample), n - head)
+                if free > 0:
+                    slots = _Slots.concat(slots, self._enter(objective, x, idx, seeds, queue[head:head + free]))
+                    head += free
+        return AttackResult(x_adv=res_x, success=res_success, loss=res_loss)
 
-    x_out = torch.where(_expand(found, x), x_found, x_best)
-    return AttackResult(x_adv=x_out.detach(), success=found, loss=loss_best)
+    @torch.no_grad()
+    def _iterate(self, objective: AttackObjective, idx: torch.Tensor, s: _Slots, offsets: torch.Tensor) -> None:
+        """One APGD iteration for every slot still running; finished slots are left untouched."""
+        active = ~s.found & (s.it < self.n_iter)
+        a = torch.where(s.it == 0, 1.0, MOMENTUM).to(s.x.dtype)
+        z = project(s.x_adv + _v(s.step, s.x) * normalized_step(s.grad, self.norm), s.x, self.eps, self.norm)
+        x_next = project(s.x_adv + _v(a, s.x) * (z - s.x_adv) + _v(1 - a, s.x) * (s.x_adv - s.x_prev),
+                         s.x, self.eps, self.norm)
+        s.x_prev = torch.where(_v(active, s.x), s.x_adv, s.x_prev)
+        s.x_adv = torch.where(_v(active, s.x), x_next, s.x_adv)
+
+        loss, success, grad = loss_and_grad(objective, s.x_adv, idx[s.sample])
+        success &= active
+        s.x_found = torch.where(_v(success, s.x), s.x_adv, s.x_found)
+        s.found |= success
+        s.grad = torch.where(_v(active, s.x), grad, s.grad)
+        row = s.it.clamp(max=self.n_iter - 1)
+        cols = torch.arange(len(row), device=row.device)
+        s.loss_steps[row, cols] = torch.where(active, loss, s.loss_steps[row, cols])
+        better = active & (loss > s.loss_best)
+        s.x_best = torch.where(_v(better, s.x), s.x_adv, s.x_best)
+        s.grad_best = torch.where(_v(better, s.x), grad, s.grad_best)
+        s.loss_best = torch.where(better, loss, s.loss_best)
+
+        s.counter = s.counter + active.long()
+        check = active & (s.counter == s.k)
+        # Increases over the last k steps; like the reference, at the first checkpoint the oldest
+        # comparison reads row -1 (the last, still zero, row of the history).
+        rows = s.it[None, :] - offsets[:, None]
+        ups = s.loss_steps.gather(0, rows % self.n_iter) > s.loss_steps.gather(0, (rows - 1) % self.n_iter)
+        increases = (ups & (offsets[:, None] < s.k[None, :])).sum(dim=0)
+        oscillating = increases <= s.k.to(loss.dtype) * RHO
+        stalled = ~s.reduced_last_check & (s.loss_best_last_check >= s.loss_best)
+        reduce = check & (oscillating | stalled)
+        s.reduced_last_check = torch.where(check, reduce, s.reduced_last_check)
+        s.loss_best_last_check = torch.where(check, s.loss_best, s.loss_best_last_check)
+        s.step = torch.where(reduce, s.step / 2.0, s.step)
+        s.x_adv = torch.where(_v(reduce, s.x), s.x_best, s.x_adv)
+        s.grad = torch.where(_v(reduce, s.x), s.grad_best, s.grad)
+        s.k = torch.where(check, (s.k - self.k_decrease).clamp(min=self.k_min), s.k)
+        s.counter = torch.where(check, 0, s.counter)
+        s.it = s.it + active.long()
+
+
+def apgd_attack(objective: AttackObjective, x: torch.Tensor, eps: float, idx: torch.Tensor | None = None,
+                norm: Norm = "linf", n_iter: int = 100, n_restarts: int = 1, batch_size: int = 500,
+                seed: int = 0) -> AttackResult:
+    """Convenience wrapper: APGD on ``x`` with sample indices ``idx`` (default ``arange(N)``)."""
+    if idx is None:
+        idx = torch.arange(len(x), device=x.device)
+    return APGD(eps, norm=norm, n_iter=n_iter, n_restarts=n_restarts, batch_size=batch_size,
+                seed=seed).run(objective, x, idx)

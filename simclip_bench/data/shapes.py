@@ -283,5 +283,5 @@ class ShapesDataset:
         images, labels = self.arrays()
         if indices is not None:
             images, labels = images[indices], labels[indices]
-        x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float().div_(255.0)
+        x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float().div_(255.0).contiguous()
         return x, torch.from_numpy(np.ascontiguousarray(labels))

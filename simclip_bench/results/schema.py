@@ -18,7 +18,7 @@ RESULT_COLUMNS: tuple[str, ...] = (
 SAMPLE_COLUMNS: tuple[str, ...] = (
     "run_id", "model", "checkpoint_hash", "task", "dataset", "sample_id",
     "attack", "eps", "eps_text", "label", "clean_pred", "clean_correct", "adv_pred", "adv_correct",
-    "max_perturbation",
+    "fooled_by", "max_perturbation",
 )
 
 

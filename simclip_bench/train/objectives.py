@@ -48,8 +48,8 @@ class CosineDistanceObjective:
         self.encoder = encoder
         self.target = target.detach()
 
-    def __call__(self, x_adv: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        loss = neg_cosine(self.encoder(x_adv), self.target)
+    def __call__(self, x_adv: torch.Tensor, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        loss = neg_cosine(self.encoder(x_adv), self.target[idx])
         return loss, torch.zeros_like(loss, dtype=torch.bool)
 
 

@@ -161,7 +161,7 @@ def train(cfg: TrainConfig, progress: Callable[[int, dict], None] | None = None,
         for g in opt.param_groups:
             g["lr"] = lr
         idx = rng.choice(len(train_data), size=cfg.batch_size, replace=False)
-        x = torch.from_numpy(images[idx]).to(device).permute(0, 3, 1, 2).float().div_(255.0)
+        x = torch.from_numpy(images[idx]).to(device).permute(0, 3, 1, 2).float().div_(255.0).contiguous()
 
         encoder.eval()  # the inner maximisation runs in eval mode, as in the papers
         with autocast(device):

@@ -1,0 +1,129 @@
+"""Worst case per sample over a list of attacks on a classifier (AutoAttack's protocol).
+
+Robust flags are the state: they start as "clean-correct", each attack runs only on the samples
+still robust, and a sample fooled by any attack is not robust (the AND of the per-sample flags).
+Every adversarial example is checked (inside the eps-ball and [0,1]) and its prediction
+recomputed in float32, outside any autocast, before it counts.
+"""
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from simclip_bench.attacks.apgd import APGD
+from simclip_bench.attacks.base import ClassifierObjective, Norm, check_perturbation
+from simclip_bench.attacks.checks import FLAG_SQUARE_BEAT_WHITE_BOX
+from simclip_bench.attacks.pgd import pgd
+from simclip_bench.attacks.registry import AttackSpec, EnsembleSpec
+from simclip_bench.attacks.rng import sample_seeds
+
+
+@dataclass
+class EnsembleOutcome:
+    """Per-sample results over N samples: ``robust`` (N,), ``x_adv`` (N, C, H, W), ``fooled_by`` (N,)
+    names ("" when robust or never attacked), ``norms`` (N,) perturbation norms, plus flags."""
+
+    robust: torch.Tensor
+    x_adv: torch.Tensor
+    fooled_by: list[str]
+    norms: torch.Tensor
+    flags: list[str] = field(default_factory=list)
+
+
+def _salt(*parts: object) -> int:
+    return zlib.crc32("/".join(map(str, parts)).encode())
+
+
+@torch.no_grad()
+def predict(classifier: nn.Module, x: torch.Tensor, batch_size: int) -> torch.Tensor:
+    """Top-1 predictions in float32 (no autocast), in batches."""
+    with torch.autocast(x.device.type, enabled=False):
+        return torch.cat([classifier(x[i:i + batch_size]).float().argmax(-1) for i in range(0, len(x), batch_size)])
+
+
+@torch.no_grad()
+def logits_of(classifier: nn.Module, x: torch.Tensor, batch_size: int) -> torch.Tensor:
+    return torch.cat([classifier(x[i:i + batch_size]).float() for i in range(0, len(x), batch_size)])
+
+
+def _run_single(spec: AttackSpec, classifier: nn.Module, x: torch.Tensor, labels: torch.Tensor, idx: torch.Tensor,
+                eps: float, norm: Norm, seed: int, batch_size: int, clean_logits: torch.Tensor,
+                target_rank: int = 0) -> torch.Tensor:
+    """Adversarial images for samples ``idx`` (positions into ``labels`` and ``clean_logits``) from one
+    attack; for apgd-t, the run towards the ``target_rank``-th most likely clean class."""
+    if spec.kind == "apgd":
+        targets = None
+        if spec.loss == "dlr-targeted":
+            targets = clean_logits.argsort(dim=1, descending=True)[:, target_rank - 1]
+        objective = ClassifierObjective(classifier, labels, spec.loss, targets)
+        attack = APGD(eps, norm=norm, n_iter=spec.n_iter, n_restarts=spec.n_restarts, batch_size=batch_size,
+                      seed=seed ^ _salt(spec.name, target_rank))
+        return attack.run(objective, x, idx).x_adv
+    if spec.kind == "square":
+        from simclip_bench.attacks.square import square_attack
+
+        out = torch.empty_like(x)
+        objective = ClassifierObjective(classifier, labels, "margin")
+        seeds = sample_seeds(seed ^ _salt(spec.name), idx)
+        for i in range(0, len(x), batch_size):
+            out[i:i + batch_size] = square_attack(objective, x[i:i + batch_size], idx[i:i + batch_size], eps,
+                                                  seeds[i:i + batch_size], norm=norm, n_queries=spec.n_iter).x_adv
+        return out
+    if spec.kind == "pgd":
+        gen = torch.Generator(device=x.device).manual_seed(seed ^ _salt(spec.name))
+        objective = ClassifierObjective(classifier, labels, spec.loss)
+        out = torch.empty_like(x)
+        for i in range(0, len(x), batch_size):
+            out[i:i + batch_size] = pgd(objective, x[i:i + batch_size], eps, n_iter=spec.n_iter,
+                                        step_size=2.5 * eps / spec.n_iter, norm=norm, generator=gen,
+                                        idx=idx[i:i + batch_size]).x_adv
+        return out
+    raise ValueError(spec.kind)  # pragma: no cover - the registry is closed
+
+
+def run_ensemble(spec: EnsembleSpec, classifier: nn.Module, x: torch.Tensor, labels: torch.Tensor, eps: float,
+                 norm: Norm = "linf", seed: int = 0, batch_size: int = 500, autocast=None) -> EnsembleOutcome:
+    """Run ``spec``'s attacks in order, each on the samples still robust; return per-sample outcomes.
+
+    ``autocast`` (a context-manager factory, e.g. bf16 on CUDA) wraps the attack search only.
+    """
+    import contextlib
+
+    autocast = autocast or contextlib.nullcontext
+    n = len(x)
+    clean_logits = logits_of(classifier, x, batch_size)
+    robust = clean_logits.argmax(-1) == labels
+    x_adv = x.clone()
+    fooled_by = [""] * n
+    norms = torch.zeros(n, device=x.device)
+    flags: list[str] = []
+    n_classes = clean_logits.shape[1]
+    white_box_ran = False
+    for attack in spec.attacks:
+        ranks = range(2, attack.n_targets + 2) if attack.loss == "dlr-targeted" else [0]
+        if attack.loss == "dlr-targeted" and n_classes < 4 or attack.loss == "dlr" and n_classes < 3:
+            flags.append(f"skipped-{attack.name}({n_classes}-classes)")
+            continue
+        for rank in ranks:
+            if rank and rank > n_classes:
+                break
+            todo = torch.nonzero(robust).flatten()
+            if len(todo) == 0:
+                break
+            with autocast():
+                adv = _run_single(attack, classifier, x[todo], labels, todo, eps, norm, seed, batch_size,
+                                  clean_logits, rank)
+            todo_norms = check_perturbation(adv, x[todo], eps, norm)
+            fooled = predict(classifier, adv, batch_size) != labels[todo]
+            hit = todo[fooled]
+            x_adv[hit], norms[hit] = adv[fooled], todo_norms[fooled]
+            robust[hit] = False
+            for i in hit.tolist():
+                fooled_by[i] = attack.name
+            if attack.kind == "square" and white_box_ran and len(hit):
+                flags.append(f"{FLAG_SQUARE_BEAT_WHITE_BOX}({len(hit)})")
+        white_box_ran |= attack.kind != "square"
+    return EnsembleOutcome(robust=robust, x_adv=x_adv, fooled_by=fooled_by, norms=norms, flags=flags)

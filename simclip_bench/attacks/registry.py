@@ -1,0 +1,120 @@
+"""Attacks and ensembles by name, as ``simclip eval --attack`` takes them.
+
+Single attacks (paper defaults):
+
+================  =================================================================
+``apgd-ce``       APGD, cross-entropy, 100 iterations (``apgd`` is an alias)
+``apgd-dlr``      APGD, DLR loss, 100 iterations
+``apgd-t``        APGD-T: targeted DLR towards each of the top-9 other classes, 100 iterations each
+``square``        Square attack, margin loss, 5 000 queries (black-box)
+``pgd``           PGD, cross-entropy, 100 steps of 2.5·eps/100 from a random start
+================  =================================================================
+
+Ensembles join single attacks with ``+`` (``apgd-ce+apgd-t`` is RobustVLM's zero-shot protocol):
+the worst case per sample, each later attack running only on the samples still robust.
+``autoattack`` runs standard AutoAttack through the reference code (pyautoattack);
+``ref:<ensemble>`` runs an ensemble through the reference code, for side-by-side checks.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+from simclip_bench.errors import UserError, did_you_mean
+
+
+@dataclass(frozen=True)
+class AttackSpec:
+    """One single attack: its kind, loss and budget."""
+
+    name: str
+    kind: str  # "apgd" | "square" | "pgd"
+    loss: str  # a ClassifierObjective loss
+    n_iter: int
+    n_targets: int = 0
+    n_restarts: int = 1
+
+    def config(self) -> dict:
+        return asdict(self)
+
+
+SINGLE_ATTACKS: dict[str, AttackSpec] = {
+    "apgd-ce": AttackSpec("apgd-ce", "apgd", "ce", 100),
+    "apgd-dlr": AttackSpec("apgd-dlr", "apgd", "dlr", 100),
+    "apgd-t": AttackSpec("apgd-t", "apgd", "dlr-targeted", 100, n_targets=9),
+    "square": AttackSpec("square", "square", "margin", 5000),
+    "pgd": AttackSpec("pgd", "pgd", "ce", 100),
+}
+ALIASES: dict[str, str] = {"apgd": "apgd-ce"}
+REFERENCE_NAMES: dict[str, str] = {"apgd-ce": "apgd-ce", "apgd-dlr": "apgd-dlr", "apgd-t": "apgd-t",
+                                   "square": "square"}
+NAMED_ENSEMBLES: dict[str, str] = {"robustvlm": "apgd-ce+apgd-t"}
+NO_ATTACK = "none"
+
+
+@dataclass(frozen=True)
+class EnsembleSpec:
+    """A resolved ``--attack``: ours (a list of single attacks) or the reference backend."""
+
+    name: str
+    attacks: tuple[AttackSpec, ...] = ()
+    backend: str = "ours"  # "ours" | "reference"
+    reference_attacks: tuple[str, ...] = ()  # for the reference backend; empty means standard AutoAttack
+
+    @property
+    def is_clean(self) -> bool:
+        return self.name == NO_ATTACK
+
+    def config(self) -> dict:
+        return {"backend": self.backend, "attacks": [a.config() for a in self.attacks],
+                "reference_attacks": list(self.reference_attacks) or ("standard" if self.backend == "reference"
+                                                                       else [])}
+
+    def with_iterations(self, n_iter: int) -> EnsembleSpec:
+        """The same ensemble with every gradient attack at ``n_iter`` iterations (Square keeps its queries)."""
+        attacks = tuple(a if a.kind == "square" else AttackSpec(a.name, a.kind, a.loss, n_iter, a.n_targets,
+                                                                a.n_restarts) for a in self.attacks)
+        return EnsembleSpec(self.name, attacks, self.backend, self.reference_attacks)
+
+
+def known_names() -> list[str]:
+    return [NO_ATTACK, *SINGLE_ATTACKS, *ALIASES, *NAMED_ENSEMBLES, "autoattack", "apgd-ce+apgd-t",
+            "ref:apgd-ce+apgd-t"]
+
+
+def _singles(text: str) -> tuple[AttackSpec, ...]:
+    specs = []
+    for part in text.split("+"):
+        part = ALIASES.get(part.strip(), part.strip())
+        if part not in SINGLE_ATTACKS:
+            raise UserError(f"unknown attack {part!r}{did_you_mean(part, [*SINGLE_ATTACKS, *ALIASES])}; "
+                            f"choose from {', '.join(SINGLE_ATTACKS)}, join them with '+', or use autoattack")
+        specs.append(SINGLE_ATTACKS[part])
+    return tuple(specs)
+
+
+def resolve_attack(text: str) -> EnsembleSpec:
+    """Parse an ``--attack`` value into an :class:`EnsembleSpec`; bad names raise UserError with a suggestion."""
+    text = text.strip().lower()
+    text = NAMED_ENSEMBLES.get(text, text)
+    if text == NO_ATTACK:
+        return EnsembleSpec(NO_ATTACK)
+    if text == "autoattack":
+        return EnsembleSpec("autoattack", backend="reference")
+    if text.startswith("ref:"):
+        inner = text[4:]
+        if inner == "autoattack":
+            return EnsembleSpec("ref:autoattack", backend="reference")
+        singles = _singles(inner)
+        missing = [a.name for a in singles if a.name not in REFERENCE_NAMES]
+        if missing:
+            raise UserError(f"the reference backend has no {', '.join(missing)}; "
+                            f"it runs {', '.join(REFERENCE_NAMES)}")
+        return EnsembleSpec("ref:" + "+".join(a.name for a in singles), singles, "reference",
+                            tuple(REFERENCE_NAMES[a.name] for a in singles))
+    if not text:
+        raise UserError(f"empty --attack; choose one of {', '.join(known_names())}")
+    if "+" not in text and text not in SINGLE_ATTACKS and text not in ALIASES:
+        raise UserError(f"unknown attack {text!r}{did_you_mean(text, known_names())}; "
+                        f"choose one of {', '.join(known_names())}")
+    singles = _singles(text)
+    return EnsembleSpec("+".join(a.name for a in singles), singles)

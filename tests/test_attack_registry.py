@@ -1,0 +1,39 @@
+"""--attack names: singles, '+' ensembles, the reference backends, and clear errors."""
+import pytest
+
+from simclip_bench.attacks.registry import resolve_attack
+from simclip_bench.errors import UserError
+
+
+def test_robustvlm_protocol_is_apgd_ce_then_apgd_t_with_9_targets_at_100_iterations():
+    spec = resolve_attack("apgd-ce+apgd-t")
+    assert [a.name for a in spec.attacks] == ["apgd-ce", "apgd-t"]
+    assert [a.n_iter for a in spec.attacks] == [100, 100]
+    assert spec.attacks[1].n_targets == 9 and spec.attacks[1].loss == "dlr-targeted"
+    assert resolve_attack("robustvlm") == spec
+
+
+def test_alias_and_case_are_accepted():
+    assert resolve_attack("APGD").name == "apgd-ce"
+
+
+def test_reference_backends():
+    assert resolve_attack("autoattack").backend == "reference"
+    ref = resolve_attack("ref:apgd-ce+apgd-t")
+    assert ref.backend == "reference" and ref.reference_attacks == ("apgd-ce", "apgd-t")
+
+
+def test_iterations_override_spares_squares_query_budget():
+    spec = resolve_attack("apgd-ce+square").with_iterations(7)
+    assert [a.n_iter for a in spec.attacks] == [7, 5000]
+
+
+@pytest.mark.parametrize("text, says", [
+    ("apgd-cee", "did you mean 'apgd-ce'"),
+    ("apgd-ce+sqare", "did you mean 'square'"),
+    ("ref:pgd", "reference backend has no pgd"),
+    ("", "empty --attack"),
+])
+def test_unknown_attacks_get_a_suggestion(text, says):
+    with pytest.raises(UserError, match=says):
+        resolve_attack(text)
