@@ -1,5 +1,6 @@
-"""The README's promise, measured: `simclip train` then `simclip eval --attack apgd --eps 4/255`,
-both with no other arguments, make the built-in model robust within 10 minutes on a 2-core CPU."""
+"""The README's promise: `simclip train` then `simclip eval --attack apgd --eps 4/255`, both with no
+other arguments, make the built-in model robust. (Their wall time, about 3.5 minutes on 2 cores, is
+a performance claim and lives in benchmarks/RESULTS.md, not in an assertion.)"""
 import time
 
 import pandas as pd
@@ -32,4 +33,3 @@ def test_default_train_then_eval_makes_the_tiny_model_robust(tmp_path, monkeypat
     assert base_robust <= 0.25, report
     assert tuned_robust >= base_robust + 0.20, report
     assert tuned_clean >= base_clean - 0.15, report
-    assert minutes < 10, report
