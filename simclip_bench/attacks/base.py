@@ -133,10 +133,6 @@ def project(x_adv: torch.Tensor, x: torch.Tensor, eps: float, norm: Norm = "linf
     return torch.clamp(x + delta * torch.clamp(eps / (n + 1e-12), max=1.0), 0.0, 1.0)
 
 
-def project_linf(x_adv: torch.Tensor, x: torch.Tensor, eps: float) -> torch.Tensor:
-    return project(x_adv, x, eps, "linf")
-
-
 def normalized_step(grad: torch.Tensor, norm: Norm) -> torch.Tensor:
     """Steepest-ascent direction of unit size in ``norm``: sign for l-inf, grad/||grad|| for l2."""
     if norm == "linf":
@@ -173,10 +169,6 @@ def check_perturbation(x_adv: torch.Tensor, x: torch.Tensor, eps: float, norm: N
     if bool((x_adv < 0).any() or (x_adv > 1).any()):
         raise PerturbationOutOfBounds("adversarial image leaves the [0,1] box")
     return norms
-
-
-def check_linf_perturbation(x_adv: torch.Tensor, x: torch.Tensor, eps: float) -> torch.Tensor:
-    return check_perturbation(x_adv, x, eps, "linf")
 
 
 def loss_and_grad(objective: AttackObjective, x_adv: torch.Tensor,
