@@ -116,3 +116,11 @@ def test_out_of_ball_output_is_caught():
         check_perturbation(x + 0.5, x, 0.5, "l2")
     with pytest.raises(PerturbationOutOfBounds):
         check_perturbation(torch.full_like(x, 1.01), torch.ones_like(x), EPS["linf"])
+
+
+def test_reported_predictions_are_a_fresh_float32_prediction_at_the_returned_images(data, zero_shot_head):
+    x, y = data
+    out = run_ensemble(fast(SINGLE_ATTACKS["apgd-ce"]), zero_shot_head, x, y, EPS["linf"])
+    with torch.no_grad():
+        assert torch.equal(out.adv_pred, zero_shot_head(out.x_adv).argmax(-1))
+    assert torch.equal(out.robust, out.adv_pred == y)

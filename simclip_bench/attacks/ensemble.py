@@ -7,6 +7,7 @@ recomputed in float32, outside any autocast, before it counts.
 """
 from __future__ import annotations
 
+import contextlib
 import zlib
 from dataclasses import dataclass, field
 
@@ -23,11 +24,13 @@ from simclip_bench.attacks.rng import sample_seeds
 
 @dataclass
 class EnsembleOutcome:
-    """Per-sample results over N samples: ``robust`` (N,), ``x_adv`` (N, C, H, W), ``fooled_by`` (N,)
-    names ("" when robust or never attacked), ``norms`` (N,) perturbation norms, plus flags."""
+    """Per-sample results over N samples: ``robust`` (N,), ``x_adv`` (N, C, H, W), ``adv_pred`` (N,) the
+    float32 prediction at ``x_adv``, ``fooled_by`` (N,) names ("" when robust or never attacked),
+    ``norms`` (N,) perturbation norms, plus flags."""
 
     robust: torch.Tensor
     x_adv: torch.Tensor
+    adv_pred: torch.Tensor
     fooled_by: list[str]
     norms: torch.Tensor
     flags: list[str] = field(default_factory=list)
@@ -90,12 +93,11 @@ def run_ensemble(spec: EnsembleSpec, classifier: nn.Module, x: torch.Tensor, lab
 
     ``autocast`` (a context-manager factory, e.g. bf16 on CUDA) wraps the attack search only.
     """
-    import contextlib
-
     autocast = autocast or contextlib.nullcontext
     n = len(x)
     clean_logits = logits_of(classifier, x, batch_size)
-    robust = clean_logits.argmax(-1) == labels
+    adv_pred = clean_logits.argmax(-1)
+    robust = adv_pred == labels
     x_adv = x.clone()
     fooled_by = [""] * n
     norms = torch.zeros(n, device=x.device)
@@ -117,13 +119,15 @@ def run_ensemble(spec: EnsembleSpec, classifier: nn.Module, x: torch.Tensor, lab
                 adv = _run_single(attack, classifier, x[todo], labels, todo, eps, norm, seed, batch_size,
                                   clean_logits, rank)
             todo_norms = check_perturbation(adv, x[todo], eps, norm)
-            fooled = predict(classifier, adv, batch_size) != labels[todo]
+            pred = predict(classifier, adv, batch_size)
+            fooled = pred != labels[todo]
             hit = todo[fooled]
-            x_adv[hit], norms[hit] = adv[fooled], todo_norms[fooled]
+            x_adv[hit], norms[hit], adv_pred[hit] = adv[fooled], todo_norms[fooled], pred[fooled]
             robust[hit] = False
             for i in hit.tolist():
                 fooled_by[i] = attack.name
             if attack.kind == "square" and white_box_ran and len(hit):
                 flags.append(f"{FLAG_SQUARE_BEAT_WHITE_BOX}({len(hit)})")
         white_box_ran |= attack.kind != "square"
-    return EnsembleOutcome(robust=robust, x_adv=x_adv, fooled_by=fooled_by, norms=norms, flags=flags)
+    return EnsembleOutcome(robust=robust, x_adv=x_adv, adv_pred=adv_pred, fooled_by=fooled_by, norms=norms,
+                           flags=flags)
