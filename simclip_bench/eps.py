@@ -14,7 +14,8 @@ _FRACTION = re.compile(r"^\s*([-+]?[0-9]*\.?[0-9]+)\s*/\s*([0-9]*\.?[0-9]+)\s*$"
 
 @dataclass(frozen=True)
 class Eps:
-    """A perturbation budget: ``value`` in pixel units (0 < value <= 1), ``text`` as written."""
+    """A perturbation budget: ``value`` in pixel units (l-inf: 0 < value <= 1; l2: any positive radius),
+    ``text`` as written."""
 
     value: float
     text: str
@@ -23,10 +24,15 @@ class Eps:
         return self.text
 
 
-def parse_eps(text: str) -> Eps:
-    """Parse ``"4/255"``, ``"0.0157"`` or ``"1e-2"``; raise ValueError with a fix-it message otherwise."""
+def parse_eps(text: str, norm: str = "linf") -> Eps:
+    """Parse ``"4/255"``, ``"0.0157"`` or ``"1e-2"``; raise ValueError with a fix-it message otherwise.
+
+    ``norm="linf"`` (default) needs 0 < eps <= 1; ``norm="l2"`` accepts any finite positive radius
+    (e.g. 0.5 or 2.0; the l2 norm of a 224 px image's perturbation can exceed 1).
+    """
     raw = str(text).strip()
-    hint = "write it as a fraction such as 4/255 or a decimal such as 0.0157 (pixel units, 0 < eps <= 1)"
+    limit = "0 < eps <= 1" if norm == "linf" else "eps > 0"
+    hint = f"write it as a fraction such as 4/255 or a decimal such as 0.0157 (pixel units, {limit})"
     m = _FRACTION.match(raw)
     try:
         if m:
@@ -40,8 +46,8 @@ def parse_eps(text: str) -> Eps:
             display = raw
     except ValueError:
         raise ValueError(f"{raw!r} is not an eps: {hint}") from None
-    if not math.isfinite(value) or value <= 0 or value > 1:
-        raise ValueError(f"eps {raw!r} = {value:g} is outside (0, 1]: {hint}")
+    if not math.isfinite(value) or value <= 0 or (norm == "linf" and value > 1):
+        raise ValueError(f"eps {raw!r} = {value:g} is outside {'(0, 1]' if norm == 'linf' else '(0, inf)'}: {hint}")
     if not m:
         # Show decimals that are k/255 in the usual form, so tables group them with fraction input.
         k = Fraction(value).limit_denominator(255)

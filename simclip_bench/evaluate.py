@@ -1,35 +1,61 @@
-"""``simclip eval`` as a library call: resolve models and data, run the task, append the tidy rows."""
+"""``simclip eval`` (zero-shot) as a library call: a grid of models x datasets x eps under one protocol.
+
+Everything that can be checked is checked before a model is loaded or an image attacked: the
+protocol and its overrides, every dataset (where it was looked for), every model spec. Then each
+(model, dataset) cell runs through :func:`simclip_bench.tasks.zeroshot.run_cell`, which appends
+per-sample outcomes a batch at a time and skips samples already in the store (resume); the cell's
+aggregate rows are written as soon as it finishes. The summary (average over datasets with a
+confidence interval) and the paired differences are group-bys of the stored samples.
+"""
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from simclip_bench.data.shapes import ShapesDataset
+import pandas as pd
+
+from simclip_bench.data.catalog import DEFAULT_DATASET_ROOT, check_name, expand, open_source
+from simclip_bench.data.subset import fixed_subset
 from simclip_bench.devices import resolve_device
-from simclip_bench.eps import Eps
-from simclip_bench.errors import UserError, did_you_mean
+from simclip_bench.errors import UserError
 from simclip_bench.models.builtin import DEFAULT_MODEL
 from simclip_bench.models.spec import load_model
-from simclip_bench.provenance import new_run_id
-from simclip_bench.results.store import append_results
-from simclip_bench.tasks.zeroshot import ZeroShotSettings, evaluate_zero_shot
+from simclip_bench.provenance import git_sha, new_run_id, package_version, utc_now
+from simclip_bench.results.aggregate import CellMeta, cell_rows, paired_differences, summary_table
+from simclip_bench.results.store import RESULTS_FILE, SAMPLES_FILE, read_samples, upsert_results
+from simclip_bench.tasks.protocols import DEFAULT_PROTOCOL, Protocol, get_protocol
+from simclip_bench.tasks.zeroshot import CellPlan, done_keys, run_cell
 from simclip_bench.train.trainer import DEFAULT_RUNS_DIR, latest_run
 
-DATASETS = ("shapes",)
+SUMMARY_FILE = "summary.csv"
+PAIRED_FILE = "paired.csv"
 
 
 @dataclass
 class EvalRequest:
-    """One ``simclip eval`` invocation. ``models`` empty means: the built-in base model and the latest run."""
+    """One ``simclip eval`` invocation. ``models`` empty means: the built-in base model and the latest run.
+
+    ``protocol`` names a preset; the fields after it override the preset when not None (eps as
+    written, e.g. "4/255"; ``n_iter`` per gradient attack). ``batch_size`` is both the attack's
+    working batch and the unit of resume; ``workers`` decode images in parallel.
+    """
 
     models: list[str] = field(default_factory=list)
-    dataset: str = "shapes"
-    attack: str = "apgd-ce"
-    eps: list[Eps] = field(default_factory=list)
-    n_samples: int = 1000
-    n_iter: int = 100
+    datasets: list[str] = field(default_factory=lambda: ["shapes"])
+    dataset_root: str = DEFAULT_DATASET_ROOT
+    protocol: str = DEFAULT_PROTOCOL
+    attack: str | None = None
+    eps: list[str] | None = None
+    norm: str | None = None
+    n_samples: int | None = None
+    n_iter: int | None = None
+    n_targets: int | None = None
+    sample_seed: int | None = None
+    seed: int | None = None
     batch_size: int = 500
-    seed: int = 0
+    workers: int = 0
     out: Path = Path("simclip-results")
     device: str = "auto"
     runs_dir: Path = DEFAULT_RUNS_DIR
@@ -38,8 +64,13 @@ class EvalRequest:
 @dataclass
 class EvalResult:
     rows: list[dict]
+    summary: pd.DataFrame
+    paired: pd.DataFrame
+    protocol: Protocol
     results_path: Path
     samples_path: Path
+    computed: int = 0
+    reused: int = 0
     flags: list[str] = field(default_factory=list)
 
 
@@ -49,46 +80,105 @@ def default_models(runs_dir: Path = DEFAULT_RUNS_DIR) -> list[str]:
     return [DEFAULT_MODEL] + ([str(latest)] if latest else [])
 
 
-def validate(request: EvalRequest) -> ZeroShotSettings:
-    """Check everything that can be checked before a model is loaded; return the task settings."""
-    if request.dataset not in DATASETS:
-        raise UserError(f"unknown dataset {request.dataset!r}{did_you_mean(request.dataset, DATASETS)}; "
-                        f"choose one of {', '.join(DATASETS)}")
-    settings = ZeroShotSettings(attack=request.attack, eps=request.eps, n_samples=request.n_samples,
-                                n_iter=request.n_iter, batch_size=request.batch_size, seed=request.seed)
-    settings.validate()
-    available = len(ShapesDataset("test"))
-    if settings.n_samples > available:
-        raise UserError(f"--n-samples {settings.n_samples} exceeds the {available} test images of {request.dataset}")
+def resolve_protocol(request: EvalRequest) -> Protocol:
+    """The preset with the request's overrides, validated."""
+    protocol = get_protocol(request.protocol).override(
+        attack=request.attack, eps=request.eps, norm=request.norm, n_samples=request.n_samples,
+        n_iter=request.n_iter, n_targets=request.n_targets, sample_seed=request.sample_seed,
+        attack_seed=request.seed)
+    protocol.validate()
+    return protocol
+
+
+def validate(request: EvalRequest) -> Protocol:
+    """Check everything that can be checked without touching a dataset or a model."""
+    protocol = resolve_protocol(request)
+    for name, value in (("--batch-size", request.batch_size),):
+        if value <= 0:
+            raise UserError(f"{name} must be a positive integer, got {value}")
+    if request.workers < 0:
+        raise UserError(f"--workers must be 0 or more, got {request.workers}")
+    if not request.datasets:
+        raise UserError("no --dataset given; e.g. --dataset shapes")
+    for name in request.datasets:
+        check_name(name)
     if request.out.exists() and not request.out.is_dir():
         raise UserError(f"--out {request.out} is a file; pass a directory for results.csv and samples.csv")
     resolve_device(request.device)
-    return settings
+    return protocol
 
 
-def run_eval(request: EvalRequest, progress=None) -> EvalResult:
-    """Evaluate every requested model; append rows only after all of them finished (nothing half-written)."""
-    settings = validate(request)
+def run_eval(request: EvalRequest, progress=None, notify: Callable[[str], None] | None = None) -> EvalResult:
+    """Evaluate the grid; returns the rows of this grid, its summary and paired differences.
+
+    ``notify`` receives notices for the user (e.g. that only the built-in model is evaluated); it is
+    called only after every input check has passed, so bad input still gets exactly one error line.
+    """
+    protocol = validate(request)
     device = resolve_device(request.device)
+    sources = [open_source(name, request.dataset_root, request.workers) for name in expand(request.datasets)]
+    for source in sources:
+        wanted = protocol.n_samples_for(source.name)
+        if "n_samples" in protocol.overridden and wanted > len(source):
+            raise UserError(f"--n-samples {wanted} exceeds the {len(source)} images of {source.name}; "
+                            "lower --n-samples")
     specs = request.models or default_models(request.runs_dir)
+    if not request.models and len(specs) == 1 and notify is not None:
+        notify(f"no finished 'simclip train' run under {request.runs_dir}/: evaluating {specs[0]} only")
     loaded = [load_model(spec, device) for spec in specs]  # fail on a bad spec before any attack runs
     run_id = new_run_id()
+    record = protocol.record()
     rows: list[dict] = []
-    sample_rows: list[dict] = []
     flags: list[str] = []
+    computed = reused = 0
+    ids_by_dataset: dict[str, set[str]] = {}
     for model in loaded:
-        dataset = ShapesDataset("test", image_size=model.model.image_size)
-        task = None
-        if progress is not None:
-            name = model.model_id if len(model.model_id) <= 24 else "…" + model.model_id[-23:]
-            total = 0 if settings.spec().is_clean else len(settings.eps)
-            task = progress.add_task(name, total=max(total, 1), info=f"{settings.spec().name} per eps")
-        outcome = evaluate_zero_shot(model, dataset, settings, run_id, device,
-                                     on_eps_done=(lambda t=task: progress.advance(t)) if task is not None else None)
-        if task is not None:
-            progress.update(task, completed=progress.tasks[task].total)
-        flags += [f"{model.model_id}: {f}" for f in outcome.flags]
-        rows += outcome.rows
-        sample_rows += outcome.sample_rows
-    results_path, samples_path = append_results(request.out, rows, sample_rows)
-    return EvalResult(rows=rows, results_path=results_path, samples_path=samples_path, flags=flags)
+        for source in sources:
+            indices = fixed_subset(len(source), protocol.n_samples_for(source.name), protocol.sample_seed)
+            spec = protocol.spec_for(len(source.classnames))
+            plan = CellPlan(source, indices, spec, protocol.eps_values(), protocol.norm, protocol.attack_seed,
+                            request.batch_size)
+            ids = [source.sample_id(i) for i in indices]
+            ids_by_dataset[source.name] = set(ids)
+            task = None
+            if progress is not None:
+                name = model.model_id if len(model.model_id) <= 20 else "…" + model.model_id[-19:]
+                task = progress.add_task(f"{name} {source.name}", total=len(indices), info=spec.name)
+            t0 = time.time()
+            done = done_keys(read_samples(request.out), model, source.name)
+            report = run_cell(model, plan, request.out, run_id, device, done,
+                              on_batch=(lambda k, t=task: progress.advance(t, k)) if task is not None else None)
+            computed, reused = computed + report.computed, reused + report.reused
+            meta = CellMeta(run_id=run_id, created_at=utc_now(), git_sha=git_sha(), package_version=package_version(),
+                            model=model.model_id, checkpoint_hash=model.checkpoint_hash, dataset=source.name,
+                            split=source.split, sample_seed=protocol.sample_seed, sample_ids=ids, attack=spec.name,
+                            attack_config=spec.config() | {"seed": protocol.attack_seed, "resolved_protocol": record},
+                            protocol=protocol.name, norm=protocol.norm, settings=plan.settings(), device=str(device),
+                            seconds=time.time() - t0, flags=report.flags,
+                            white_box_then_square=_square_after_white_box(spec))
+            cell = cell_rows(read_samples(request.out), meta)
+            upsert_results(request.out, cell)
+            rows += cell
+            flags += [f"{model.model_id} / {source.name}: {f}" for f in sorted({f for r in cell
+                                                                                 for f in r["flags"].split(";") if f})]
+    table = pd.DataFrame(rows)
+    summary = summary_table(table)
+    paired = paired_differences(read_samples(request.out), table, loaded[0].model_id, ids_by_dataset) \
+        if len(loaded) > 1 else pd.DataFrame()
+    _write_frame(request.out / SUMMARY_FILE, summary)
+    if not paired.empty:
+        _write_frame(request.out / PAIRED_FILE, paired)
+    return EvalResult(rows=rows, summary=summary, paired=paired, protocol=protocol,
+                      results_path=request.out / RESULTS_FILE, samples_path=request.out / SAMPLES_FILE,
+                      computed=computed, reused=reused, flags=flags)
+
+
+def _square_after_white_box(spec) -> bool:
+    kinds = [a.kind for a in spec.attacks]
+    return "square" in kinds and any(k != "square" for k in kinds[:kinds.index("square")])
+
+
+def _write_frame(path: Path, frame: pd.DataFrame) -> None:
+    from simclip_bench.models.checkpoint import atomic_write_text
+
+    atomic_write_text(path, frame.to_csv(index=False))

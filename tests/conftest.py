@@ -31,3 +31,19 @@ def zero_shot_head(tiny, shapes_test):
 
     weights = build_text_classifier(tiny.model, shapes_test.classnames, shapes_test.templates)
     return ZeroShotClassifier(tiny.model.encoder, weights).eval()
+
+
+@pytest.fixture(scope="session")
+def default_training_dir(tmp_path_factory):
+    """A folder where `simclip train` ran with no arguments (runs/<time>-simclip-anchored); shared by the
+    slow end-to-end tests so the default training runs once per session."""
+    from typer.testing import CliRunner
+
+    from simclip_bench.cli import app
+
+    where = tmp_path_factory.mktemp("default-train")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(where)
+        result = CliRunner().invoke(app, ["train"])
+    assert result.exit_code == 0, result.output
+    return where

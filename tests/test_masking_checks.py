@@ -6,10 +6,12 @@ from torch import nn
 
 from simclip_bench.attacks.checks import accuracy_flags, preflight_checks
 from simclip_bench.attacks.ensemble import run_ensemble
-from simclip_bench.attacks.registry import SINGLE_ATTACKS, AttackSpec, EnsembleSpec
-from simclip_bench.data.shapes import ShapesDataset
+from simclip_bench.attacks.registry import SINGLE_ATTACKS, AttackSpec, EnsembleSpec, resolve_attack
+from simclip_bench.data.classification import ShapesSource
 from simclip_bench.eps import parse_eps
-from simclip_bench.tasks.zeroshot import ZeroShotSettings, evaluate_zero_shot
+from simclip_bench.results.aggregate import CellMeta, cell_rows
+from simclip_bench.results.store import read_samples
+from simclip_bench.tasks.zeroshot import CellPlan, run_cell
 
 
 class QuantisedInput(nn.Module):
@@ -81,14 +83,20 @@ def test_accuracy_flags_catch_robust_above_clean_and_rising_with_eps():
     assert flags[4 / 255] == ["robust-above-clean", "robust-rises-with-eps"]
 
 
-def test_flags_land_in_the_result_rows(tiny):
+def test_flags_land_in_the_result_rows(tiny, tmp_path):
     masked = copy.deepcopy(tiny)
     masked.model.encoder = QuantisedInput(masked.model.encoder)
-    settings = ZeroShotSettings(attack="apgd-ce", eps=[parse_eps("4/255")], n_samples=16, n_iter=5)
-    outcome = evaluate_zero_shot(masked, ShapesDataset("test", size=16), settings, "run", torch.device("cpu"))
-    adversarial = [r for r in outcome.rows if r["attack"] != "none"]
+    source = ShapesSource()
+    plan = CellPlan(source, list(range(16)), resolve_attack("apgd-ce").with_iterations(5), [parse_eps("4/255")])
+    report = run_cell(masked, plan, tmp_path, "run", torch.device("cpu"), done=set())
+    assert "zero-gradients(16/16)" in report.flags
+    meta = CellMeta(run_id="run", created_at="now", git_sha="", package_version="", model=masked.model_id,
+                    checkpoint_hash=masked.checkpoint_hash, dataset=source.name, split="test", sample_seed=0,
+                    sample_ids=[source.sample_id(i) for i in range(16)], attack="apgd-ce", attack_config={},
+                    protocol="default", norm="linf", settings=plan.settings(), device="cpu", flags=report.flags)
+    rows = cell_rows(read_samples(tmp_path), meta)
+    adversarial = [r for r in rows if r["attack"] != "none"]
     assert adversarial and all("zero-gradients(16/16)" in r["flags"] for r in adversarial)
-    assert "zero-gradients(16/16)" in outcome.flags
 
 
 def test_registry_exposes_every_single_attack_with_paper_defaults():

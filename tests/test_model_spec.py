@@ -112,3 +112,12 @@ def test_hub_download_failure_offline_is_one_clear_error(spec, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(UserError, match="could not load open_clip model"):
         load_model(spec)
+
+
+def test_openai_weights_get_the_quick_gelu_they_were_trained_with():
+    from simclip_bench.models.spec import needs_quick_gelu
+
+    assert needs_quick_gelu("ViT-L-14", "openai")
+    assert not needs_quick_gelu("ViT-B-32", "laion2b_s34b_b79k")
+    assert not needs_quick_gelu("ViT-B-32", None)
+    assert not needs_quick_gelu("ViT-B-32", "/some/local/file.safetensors")

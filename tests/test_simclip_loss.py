@@ -51,19 +51,20 @@ def test_paper_objective_trains_the_encoder_through_both_views():
     enc = torch.nn.Linear(6, 4)
     x, x_adv = torch.randn(5, 6), torch.randn(5, 6)
     obj = SimClipObjective()
-    loss, report = obj.loss(enc, x, x_adv, obj.attack_target(enc, None, x))
+    views = obj.views(enc, None, x, None)
+    loss, report = obj.loss(enc(obj.loss_inputs(x, x_adv)), None, views)
     loss.backward()
     assert enc.weight.grad is not None and enc.weight.grad.abs().sum() > 0
-    assert -1 <= report.loss <= 1
+    assert -1 <= report["loss"] <= 1
 
 
 def test_anchored_objective_targets_the_frozen_original_on_the_clean_image():
     enc, orig = torch.nn.Linear(6, 4), torch.nn.Linear(6, 4)
     x, x_adv = torch.randn(5, 6), torch.randn(5, 6)
     obj = SimClipAnchoredObjective()
-    target = obj.attack_target(enc, orig, x)
-    assert torch.allclose(target, orig(x))
-    loss, _ = obj.loss(enc, x, x_adv, target)
+    views = obj.views(enc, orig, x, None)
+    assert torch.allclose(views.anchor, orig(x))
+    loss, _ = obj.loss(enc(obj.loss_inputs(x, x_adv)), None, views)
     loss.backward()
     assert orig.weight.grad is None
     assert torch.allclose(loss, -torch.nn.functional.cosine_similarity(enc(x_adv), orig(x), dim=-1).mean())

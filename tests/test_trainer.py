@@ -18,6 +18,11 @@ def test_builtin_model_gets_builtin_recipe_and_others_the_robustvlm_one():
     assert recipe == (20000, 128, 1e-5, 1e-4, 1400)
 
 
+def test_tecoa_on_the_builtin_model_trains_at_a_tenth_of_the_rate():
+    assert TrainConfig(model="tiny-clip", objective="tecoa").resolve_defaults().lr == 1e-4
+    assert TrainConfig(model="ViT-L-14:openai", objective="tecoa").resolve_defaults().lr == 1e-5
+
+
 def test_explicit_options_beat_the_recipe():
     assert TrainConfig(lr=5e-4, steps=7).resolve_defaults().lr == 5e-4
 

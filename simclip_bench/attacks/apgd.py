@@ -117,8 +117,14 @@ class APGD:
         self.batch_size, self.refill_every, self.seed = batch_size, refill_every, seed
         self.k0, self.k_min, self.k_decrease = _schedule_constants(n_iter)
 
-    def run(self, objective: AttackObjective, x: torch.Tensor, idx: torch.Tensor) -> AttackResult:
-        """Attack images ``x`` (N, C, H, W) in [0,1], the samples ``idx`` (N,) of ``objective``."""
+    def run(self, objective: AttackObjective, x: torch.Tensor, idx: torch.Tensor,
+            seed_ids: torch.Tensor | None = None) -> AttackResult:
+        """Attack images ``x`` (N, C, H, W) in [0,1], the samples ``idx`` (N,) of ``objective``.
+
+        ``seed_ids`` (N,) are the samples' stable identities for the per-sample randomness (default
+        ``idx``); pass dataset indices so that a sample's outcome does not depend on how a run was cut.
+        """
+        seed_ids = idx if seed_ids is None else seed_ids
         x = x.detach()
         out_x = x.clone()
         out_success = torch.zeros(len(x), dtype=torch.bool, device=x.device)
@@ -127,7 +133,7 @@ class APGD:
             todo = torch.nonzero(~out_success).flatten()
             if len(todo) == 0:
                 break
-            seeds = sample_seeds(self.seed, idx[todo], salt=restart)
+            seeds = sample_seeds(self.seed, seed_ids[todo], salt=restart)
             r = self._run_stream(objective, x[todo], idx[todo], seeds)
             better = r.success | (~out_success[todo] & (r.loss > out_loss[todo]))
             take = todo[better]

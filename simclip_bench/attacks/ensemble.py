@@ -53,10 +53,11 @@ def logits_of(classifier: nn.Module, x: torch.Tensor, batch_size: int) -> torch.
 
 
 def _run_single(spec: AttackSpec, classifier: nn.Module, x: torch.Tensor, labels: torch.Tensor, idx: torch.Tensor,
-                eps: float, norm: Norm, seed: int, batch_size: int, clean_logits: torch.Tensor,
+                keys: torch.Tensor, eps: float, norm: Norm, seed: int, batch_size: int, clean_logits: torch.Tensor,
                 target_rank: int = 0) -> torch.Tensor:
-    """Adversarial images for samples ``idx`` (positions into ``labels`` and ``clean_logits``) from one
-    attack; for apgd-t, the run towards the ``target_rank``-th most likely clean class."""
+    """Adversarial images for samples ``idx`` (positions into ``labels`` and ``clean_logits``; ``keys`` their
+    stable identities, which seed their randomness) from one attack; for apgd-t, the run towards the
+    ``target_rank``-th most likely clean class."""
     if spec.kind == "apgd":
         targets = None
         if spec.loss == "dlr-targeted":
@@ -64,37 +65,42 @@ def _run_single(spec: AttackSpec, classifier: nn.Module, x: torch.Tensor, labels
         objective = ClassifierObjective(classifier, labels, spec.loss, targets)
         attack = APGD(eps, norm=norm, n_iter=spec.n_iter, n_restarts=spec.n_restarts, batch_size=batch_size,
                       seed=seed ^ _salt(spec.name, target_rank))
-        return attack.run(objective, x, idx).x_adv
+        return attack.run(objective, x, idx, seed_ids=keys).x_adv
     if spec.kind == "square":
         from simclip_bench.attacks.square import square_attack
 
         out = torch.empty_like(x)
         objective = ClassifierObjective(classifier, labels, "margin")
-        seeds = sample_seeds(seed ^ _salt(spec.name), idx)
+        seeds = sample_seeds(seed ^ _salt(spec.name), keys)
         for i in range(0, len(x), batch_size):
             out[i:i + batch_size] = square_attack(objective, x[i:i + batch_size], idx[i:i + batch_size], eps,
                                                   seeds[i:i + batch_size], norm=norm, n_queries=spec.n_iter).x_adv
         return out
     if spec.kind == "pgd":
-        gen = torch.Generator(device=x.device).manual_seed(seed ^ _salt(spec.name))
+        seeds = sample_seeds(seed ^ _salt(spec.name), keys)
         objective = ClassifierObjective(classifier, labels, spec.loss)
         out = torch.empty_like(x)
         for i in range(0, len(x), batch_size):
             out[i:i + batch_size] = pgd(objective, x[i:i + batch_size], eps, n_iter=spec.n_iter,
-                                        step_size=2.5 * eps / spec.n_iter, norm=norm, generator=gen,
+                                        step_size=2.5 * eps / spec.n_iter, norm=norm, seeds=seeds[i:i + batch_size],
                                         idx=idx[i:i + batch_size]).x_adv
         return out
     raise ValueError(spec.kind)  # pragma: no cover - the registry is closed
 
 
 def run_ensemble(spec: EnsembleSpec, classifier: nn.Module, x: torch.Tensor, labels: torch.Tensor, eps: float,
-                 norm: Norm = "linf", seed: int = 0, batch_size: int = 500, autocast=None) -> EnsembleOutcome:
+                 norm: Norm = "linf", seed: int = 0, batch_size: int = 500, autocast=None,
+                 sample_keys: torch.Tensor | None = None) -> EnsembleOutcome:
     """Run ``spec``'s attacks in order, each on the samples still robust; return per-sample outcomes.
 
     ``autocast`` (a context-manager factory, e.g. bf16 on CUDA) wraps the attack search only.
+    ``sample_keys`` (N,) int64: the samples' stable identities (e.g. dataset indices), which seed each
+    sample's randomness; default ``arange(N)``. With them, a sample's outcome is the same whatever
+    else is in the call, so a run cut into pieces (resume) gives the uninterrupted result.
     """
     autocast = autocast or contextlib.nullcontext
     n = len(x)
+    keys = torch.arange(n) if sample_keys is None else sample_keys.to(torch.int64).cpu()
     clean_logits = logits_of(classifier, x, batch_size)
     adv_pred = clean_logits.argmax(-1)
     robust = adv_pred == labels
@@ -116,8 +122,8 @@ def run_ensemble(spec: EnsembleSpec, classifier: nn.Module, x: torch.Tensor, lab
             if len(todo) == 0:
                 break
             with autocast():
-                adv = _run_single(attack, classifier, x[todo], labels, todo, eps, norm, seed, batch_size,
-                                  clean_logits, rank)
+                adv = _run_single(attack, classifier, x[todo], labels, todo, keys[todo.cpu()], eps, norm, seed,
+                                  batch_size, clean_logits, rank)
             todo_norms = check_perturbation(adv, x[todo], eps, norm)
             pred = predict(classifier, adv, batch_size)
             fooled = pred != labels[todo]

@@ -8,11 +8,12 @@ from __future__ import annotations
 import torch
 
 from simclip_bench.attacks.base import AttackObjective, AttackResult, Norm, loss_and_grad, normalized_step, project
+from simclip_bench.attacks.rng import sample_uniform
 
 
 def pgd(objective: AttackObjective, x: torch.Tensor, eps: float, n_iter: int = 10, step_size: float = 1 / 255,
         norm: Norm = "linf", random_start: bool = True, generator: torch.Generator | None = None,
-        idx: torch.Tensor | None = None) -> AttackResult:
+        idx: torch.Tensor | None = None, seeds: torch.Tensor | None = None) -> AttackResult:
     """Maximise ``objective`` within the ``norm`` ball of radius ``eps`` (pixel units) around ``x``.
 
     Args:
@@ -22,13 +23,18 @@ def pgd(objective: AttackObjective, x: torch.Tensor, eps: float, n_iter: int = 1
         n_iter: number of steps (default 10).
         step_size: step length in pixel units (default 1/255): sign steps for l-inf, unit-l2 steps for l2.
         random_start: start from uniform noise in the ball (default True), as in the papers.
+        generator / seeds: where the random start comes from: a generator (training), or one seed per
+            sample (B,) so that each sample's start depends on it alone (evaluation).
 
     Returns the last iterate (training uses it as the adversarial view).
     """
     x = x.detach()
     idx = torch.arange(len(x), device=x.device) if idx is None else idx
     if random_start:
-        noise = torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype) * 2 - 1
+        if seeds is not None:
+            noise = sample_uniform(seeds, 0, tuple(x.shape[1:]), x.device, x.dtype) * 2 - 1
+        else:
+            noise = torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype) * 2 - 1
         x_adv = project(x + eps * noise, x, eps, norm)
     else:
         x_adv = x.clone()

@@ -75,6 +75,18 @@ class EnsembleSpec:
                                                                 a.n_restarts) for a in self.attacks)
         return EnsembleSpec(self.name, attacks, self.backend, self.reference_attacks)
 
+    def with_targets(self, n_targets: int) -> EnsembleSpec:
+        """The same ensemble with APGD-T towards ``n_targets`` classes (capped at C-1 when it runs)."""
+        attacks = tuple(AttackSpec(a.name, a.kind, a.loss, a.n_iter, n_targets, a.n_restarts)
+                        if a.loss == "dlr-targeted" else a for a in self.attacks)
+        return EnsembleSpec(self.name, attacks, self.backend, self.reference_attacks)
+
+    def without_targeted(self) -> EnsembleSpec:
+        """The ensemble minus APGD-T (for datasets with fewer than 4 classes, as RobustVLM runs 2-class ones)."""
+        attacks = tuple(a for a in self.attacks if a.loss != "dlr-targeted")
+        return EnsembleSpec("+".join(a.name for a in attacks) if self.backend == "ours" else self.name, attacks,
+                            self.backend, tuple(r for r in self.reference_attacks if r != "apgd-t"))
+
 
 def known_names() -> list[str]:
     return [NO_ATTACK, *SINGLE_ATTACKS, *ALIASES, *NAMED_ENSEMBLES, "autoattack", "apgd-ce+apgd-t",

@@ -72,10 +72,22 @@ def wrap_open_clip(clip, tokenizer) -> PixelSpaceCLIP:
     return PixelSpaceCLIP(clip, tokenizer, mean, std, _image_size(clip))
 
 
+def needs_quick_gelu(arch: str, pretrained: str | None) -> bool:
+    """True when a registered pretrained tag was trained with QuickGELU (e.g. every ``openai`` tag).
+
+    open_clip builds ``ViT-L-14`` with plain GELU and only warns when the ``openai`` weights need
+    QuickGELU; the wrong activation silently changes every embedding, so we force the right one.
+    """
+    if not pretrained or arch.startswith("hf-hub:"):
+        return False
+    return bool(open_clip.get_pretrained_cfg(arch, pretrained).get("quick_gelu", False))
+
+
 def _create(arch_or_schema: str, pretrained: str | None):
     register_model_configs()
+    extra = {"force_quick_gelu": True} if needs_quick_gelu(arch_or_schema, pretrained) else {}
     try:
-        clip = open_clip.create_model(arch_or_schema, pretrained=pretrained, weights_only=True)
+        clip = open_clip.create_model(arch_or_schema, pretrained=pretrained, weights_only=True, **extra)
     except pickle.UnpicklingError as e:
         raise UserError(f"refusing to load {pretrained!r}: it is a pickle that needs more than plain tensors "
                         f"({str(e).splitlines()[0][:120]}); convert it to safetensors from a trusted source") from None

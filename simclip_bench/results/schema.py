@@ -10,14 +10,21 @@ RESULT_COLUMNS: tuple[str, ...] = (
     "run_id", "created_at", "git_sha", "package_version",
     "model", "checkpoint_hash",
     "task", "dataset", "split", "n_samples", "sample_seed",
-    "attack", "attack_config", "norm", "eps", "eps_text",
+    "attack", "attack_config", "setting", "protocol", "norm", "eps", "eps_text",
     "metric", "value", "ci_low", "ci_high",
     "seconds", "device", "flags",
 )
+# A row with the same values in these columns replaces the earlier one (re-running never duplicates).
+RESULT_KEY: tuple[str, ...] = (
+    "model", "checkpoint_hash", "task", "dataset", "split", "n_samples", "sample_seed", "attack", "setting", "eps_text",
+    "metric",
+)
 
+# ``setting`` is a short hash of everything that decides a sample's outcome besides model, dataset
+# and sample (attack configuration, norm, eps, attack seed): the resume key.
 SAMPLE_COLUMNS: tuple[str, ...] = (
     "run_id", "model", "checkpoint_hash", "task", "dataset", "sample_id",
-    "attack", "eps", "eps_text", "label", "clean_pred", "clean_correct", "adv_pred", "adv_correct",
+    "attack", "setting", "norm", "eps", "eps_text", "label", "clean_pred", "clean_correct", "adv_pred", "adv_correct",
     "fooled_by", "max_perturbation",
 )
 

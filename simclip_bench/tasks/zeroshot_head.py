@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from simclip_bench.data.classification import format_template
 from simclip_bench.data.shapes import ShapesDataset
 from simclip_bench.models.pixel_clip import PixelSpaceCLIP
 
@@ -15,10 +16,12 @@ LOGIT_SCALE = 100.0  # CLIP's zero-shot scale, as in CLIP_benchmark and RobustVL
 
 @torch.no_grad()
 def build_text_classifier(model: PixelSpaceCLIP, classnames: Sequence[str], templates: Sequence[str]) -> torch.Tensor:
-    """Unit-norm class embeddings (C, D): mean over templates of the normalised text embeddings."""
+    """Unit-norm class embeddings (C, D): mean over templates of the normalised text embeddings.
+
+    Templates hold the class name as ``{c}`` (CLIP_benchmark) or ``{}`` (CLIP)."""
     weights = []
     for name in classnames:
-        emb = model.encode_text([t.format(name) for t in templates], normalize=True)
+        emb = model.encode_text([format_template(t, name) for t in templates], normalize=True)
         weights.append(F.normalize(emb.mean(dim=0), dim=-1))
     return torch.stack(weights)
 

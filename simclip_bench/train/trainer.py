@@ -1,52 +1,71 @@
-"""Adversarial fine-tuning of a CLIP vision encoder (Sim-CLIP and its variants).
+"""Adversarial fine-tuning of a CLIP vision encoder (Sim-CLIP, FARE, TeCoA), from a laptop to several GPUs.
 
-Each step: the encoder goes to eval mode, PGD crafts ``x_adv`` maximising the objective's attack
-loss (l-inf, 10 steps of 1/255, uniform random start); the encoder goes back to train mode and
-the objective's loss is minimised with AdamW under linear warm-up and a cosine schedule.
+Each optimizer step takes a global batch (``batch_size`` images) split over ``accum_steps`` micro-batches
+and the DDP processes. Per micro-batch: the encoder goes to eval mode and PGD crafts ``x_adv`` maximising
+the objective's own loss (l-inf, 10 steps of 1/255, uniform random start); the encoder goes back to train
+mode and the objective's loss is back-propagated. AdamW under linear warm-up and a cosine schedule.
+bf16 autocast on CUDA (``--precision``), open_clip's gradient checkpointing and ``torch.compile`` are
+opt-in. A checkpoint every ``save_every`` steps and at the end makes ``--resume`` exact.
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import math
+import os
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
-import numpy as np
 import torch
-import torch.nn.functional as F
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
-from simclip_bench.attacks.pgd import pgd_linf
+from simclip_bench.data.preprocess import pixel_transform
 from simclip_bench.data.shapes import ShapesDataset
-from simclip_bench.devices import autocast, resolve_device
+from simclip_bench.data.sources import SHAPES, open_probe_data, open_train_data
+from simclip_bench.devices import resolve_device
 from simclip_bench.eps import parse_eps
 from simclip_bench.errors import UserError
-from simclip_bench.models.checkpoint import ENCODER_FILENAME, atomic_write_text, save_encoder
+from simclip_bench.models.checkpoint import ENCODER_FILENAME, atomic_write_text, save_encoder, state_dict_sha256
 from simclip_bench.models.spec import RUN_CONFIG, load_model
 from simclip_bench.provenance import git_sha, new_run_id, package_version, utc_now
-from simclip_bench.tasks.zeroshot_head import zero_shot_accuracy
-from simclip_bench.train.objectives import CosineDistanceObjective, get_objective
+from simclip_bench.train import distributed as ddp
+from simclip_bench.train.batches import MapBatches, Split, StreamBatches
+from simclip_bench.train.checkpointing import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from simclip_bench.train.collapse import CollapseWatch, embedding_spread
+from simclip_bench.train.inner_attack import training_pgd
+from simclip_bench.train.objectives import get_objective
+from simclip_bench.train.probe import REAL_DATA_TEMPLATES, ZeroShotProbe
 from simclip_bench.train.recipes import recipe_for
 from simclip_bench.train.schedule import warmup_cosine
 
 METRICS_FILE = "metrics.jsonl"
 DEFAULT_OBJECTIVE = "simclip-anchored"
 DEFAULT_RUNS_DIR = Path("runs")
+PRECISIONS = ("auto", "fp32", "bf16")
+
+__all__ = ["DEFAULT_OBJECTIVE", "DEFAULT_RUNS_DIR", "METRICS_FILE", "TrainConfig", "TrainSession", "embedding_spread",
+           "latest_run", "resume", "train"]
 
 
 @dataclass
 class TrainConfig:
     """Everything that defines a training run; saved, resolved, as ``config.json`` in the run directory.
 
-    Units: ``eps`` and ``attack_step_size`` are pixel units written as ``k/255`` or decimals;
-    ``lr`` is AdamW's peak learning rate; ``steps`` and ``warmup_steps`` count optimizer steps.
-    Options left as None come from the model's recipe: :func:`simclip_bench.train.recipes.recipe_for`.
+    Units: ``eps`` and ``attack_step_size`` are pixel units written as ``k/255`` or decimals; ``lr`` is
+    AdamW's peak learning rate; ``steps``, ``warmup_steps``, ``save_every``, ``probe_every`` and
+    ``log_every`` count optimizer steps; ``batch_size`` is the global batch (all micro-batches, all
+    processes). Options left as None come from the model's recipe (:func:`simclip_bench.train.recipes.recipe_for`)
+    or, for ``save_every`` / ``probe_every``, a tenth of the run.
     """
 
     model: str = "tiny-clip"
     objective: str = DEFAULT_OBJECTIVE
+    anchor_weight: float = 0.0
+    predictor: bool = False
     eps: str = "4/255"
     attack_steps: int = 10
     attack_step_size: str = "1/255"
@@ -56,7 +75,20 @@ class TrainConfig:
     weight_decay: float | None = None
     warmup_steps: int | None = None
     seed: int = 0
+    data: str = SHAPES
     train_size: int = 20000
+    class_names: str | None = None
+    probe_size: int = 1000
+    probe_every: int | None = None
+    accum_steps: int = 1
+    precision: str = "auto"
+    grad_checkpointing: bool = False
+    compile: bool = False
+    workers: int | None = None
+    strict: bool = False
+    save_every: int | None = None
+    collapse_warn: float = 0.5
+    collapse_stop: float = 0.2
     device: str = "auto"
     out: str | None = None
     log_every: int = 10
@@ -64,42 +96,47 @@ class TrainConfig:
 
     def resolve_defaults(self) -> TrainConfig:
         """Fill the options left as None from the model's recipe (see :mod:`simclip_bench.train.recipes`)."""
-        recipe = recipe_for(self.model)
+        recipe = recipe_for(self.model, self.objective)
         for name in ("steps", "batch_size", "lr", "weight_decay", "warmup_steps"):
             if getattr(self, name) is None:
                 setattr(self, name, getattr(recipe, name))
         self.extra.setdefault("recipe", recipe.name)
+        if self.save_every is None:
+            self.save_every = max(self.steps // 10, 1)
+        if self.probe_every is None:
+            self.probe_every = max(self.steps // 10, 1)
+        if self.workers is None:
+            self.workers = 0 if self.data == SHAPES else 4
         return self
 
     def validate(self) -> None:
         self.resolve_defaults()
-        for name in ("steps", "batch_size", "attack_steps", "train_size", "log_every"):
+        for name in ("steps", "batch_size", "attack_steps", "train_size", "log_every", "accum_steps", "save_every",
+                     "probe_every"):
             if getattr(self, name) <= 0:
                 raise UserError(f"--{name.replace('_', '-')} must be a positive integer, got {getattr(self, name)}")
-        if self.warmup_steps < 0:
-            raise UserError(f"--warmup-steps must be >= 0, got {self.warmup_steps}")
+        for name in ("warmup_steps", "workers", "probe_size"):
+            if getattr(self, name) < 0:
+                raise UserError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(self, name)}")
         if not (self.lr > 0 and math.isfinite(self.lr)):
             raise UserError(f"--lr must be a positive number, got {self.lr}")
         if self.weight_decay < 0:
             raise UserError(f"--weight-decay must be >= 0, got {self.weight_decay}")
-        if self.batch_size > self.train_size:
+        if self.data == SHAPES and self.batch_size > self.train_size:
             raise UserError(f"--batch-size {self.batch_size} exceeds the {self.train_size} training images")
+        if self.precision not in PRECISIONS:
+            raise UserError(f"--precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        if not (0 <= self.collapse_stop <= self.collapse_warn <= 1):
+            raise UserError(f"need 0 <= --collapse-stop ({self.collapse_stop}) <= --collapse-warn "
+                            f"({self.collapse_warn}) <= 1")
         for name in ("eps", "attack_step_size"):
             try:
                 parse_eps(getattr(self, name))
             except ValueError as e:
                 raise UserError(f"--{name.replace('_', '-')}: {e}") from None
-        get_objective(self.objective)
+        get_objective(self.objective, self.anchor_weight, self.predictor)
         resolve_device(self.device)
-
-
-def embedding_spread(z: torch.Tensor) -> float:
-    """Per-dimension std of the L2-normalised embeddings times sqrt(d), averaged over dimensions.
-
-    About 1 for embeddings spread over the sphere; it falls towards 0 as they collapse to a point.
-    """
-    zn = F.normalize(z.detach().float(), dim=-1)
-    return float(zn.std(dim=0).mean() * math.sqrt(zn.shape[-1]))
+        Split(self.batch_size, self.accum_steps, int(os.environ.get("WORLD_SIZE", "1"))).validate()
 
 
 def latest_run(runs_dir: Path = DEFAULT_RUNS_DIR) -> Path | None:
@@ -108,94 +145,330 @@ def latest_run(runs_dir: Path = DEFAULT_RUNS_DIR) -> Path | None:
     return max(runs, key=lambda p: (p / ENCODER_FILENAME).stat().st_mtime) if runs else None
 
 
+class TrainNet(nn.Module):
+    """The trainable part: the vision tower (in pixel space) and the objective's optional predictor head."""
+
+    def __init__(self, encoder: nn.Module, predictor: nn.Module | None) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.predictor = predictor
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        z = self.encoder(x)
+        return z, (self.predictor(z.float()) if self.predictor is not None else None)
+
+
+def _precision(cfg: TrainConfig, device: torch.device) -> str:
+    return ("bf16" if device.type == "cuda" else "fp32") if cfg.precision == "auto" else cfg.precision
+
+
+class TrainSession:
+    """One process's share of a run: model, optimizer, data, probe, collapse watch; :meth:`step` trains one step."""
+
+    def __init__(self, cfg: TrainConfig, dist: ddp.DistInfo | None = None, log: Callable[[str], None] = print) -> None:
+        cfg.validate()
+        self.cfg, self.log = cfg, log
+        self.dist = dist or ddp.DistInfo()
+        self.device = ddp.device_for_rank(resolve_device(cfg.device), self.dist)
+        self.precision = _precision(cfg, self.device)
+        self.objective = get_objective(cfg.objective, cfg.anchor_weight, cfg.predictor)
+        self.eps = parse_eps(cfg.eps).value
+        self.step_size = parse_eps(cfg.attack_step_size).value
+        torch.manual_seed(cfg.seed)
+
+        self.loaded = load_model(cfg.model, self.device)
+        self.model = self.loaded.model
+        self.encoder = self.model.encoder
+        self.original = copy.deepcopy(self.encoder).eval() if self.objective.needs_original else None
+        for p in self.encoder.parameters():
+            p.requires_grad_(True)
+        if cfg.grad_checkpointing:
+            self.model.clip.visual.set_grad_checkpointing(True)
+        with torch.no_grad():
+            blank = torch.zeros(1, 3, self.model.image_size, self.model.image_size, device=self.device)
+            embed_dim = int(self.encoder(blank).shape[-1])
+        predictor = self.objective.predictor(embed_dim)
+        self.net = TrainNet(self.encoder, predictor.to(self.device) if predictor is not None else None)
+
+        transform = pixel_transform(getattr(self.model.clip.visual, "preprocess_cfg", None)
+                                    or {"size": self.model.image_size})
+        self.data = open_train_data(cfg.data, transform, self.model.image_size, cfg.seed, cfg.train_size,
+                                    cfg.class_names)
+        if self.objective.needs_labels:
+            self.objective.setup(self.model.encode_text, self.data.classnames)
+        self.split = Split(cfg.batch_size, cfg.accum_steps, self.dist.world_size, self.dist.rank)
+        self.split.validate()
+        self.batches = self._batches(None)
+        self.probe = self._probe(transform)
+
+        params = [p for p in self.net.parameters() if p.requires_grad]
+        self.opt = torch.optim.AdamW([{"params": [p for p in params if p.ndim >= 2], "weight_decay": cfg.weight_decay},
+                                      {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}], lr=cfg.lr)
+        self.ddp_net = (DistributedDataParallel(self.net, device_ids=[self.device.index] if self.device.type == "cuda"
+                                                else None) if self.dist.enabled else None)
+        forward = self.ddp_net or self.net
+        self.forward = torch.compile(forward) if cfg.compile else forward
+        self.attack_encoder = torch.compile(self.encoder) if cfg.compile else self.encoder
+        self.watch = CollapseWatch(cfg.collapse_warn, cfg.collapse_stop,
+                                   chance=self.probe.chance if self.probe else None)
+        self.step_count = 0
+        self.unreadable = 0
+        self.zero_shot_before: float | None = None
+
+    def _batches(self, state: dict | None):
+        if self.data.kind == "webdataset":
+            return StreamBatches(self.data.source, self.split, state, self.cfg.workers)
+        return MapBatches(self.data.source, self.split, self.cfg.seed, state, self.cfg.workers)
+
+    def _probe(self, transform) -> ZeroShotProbe | None:
+        if self.cfg.probe_size == 0 or not self.data.classnames:
+            return None
+        held_out = open_probe_data(self.cfg.data, transform, self.model.image_size, self.cfg.seed,
+                                   self.cfg.probe_size, self.data.classnames)
+        if held_out is None:
+            return None
+        templates = ShapesDataset.templates if self.cfg.data == SHAPES else REAL_DATA_TEMPLATES
+        return ZeroShotProbe(self.model, *held_out, self.data.classnames, templates)
+
+    def autocast(self):
+        if self.precision == "bf16":
+            return torch.autocast(self.device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def probe_accuracy(self) -> float | None:
+        return self.probe.accuracy(self.autocast) if self.probe else None
+
+    def lr_at(self, step: int) -> float:
+        return warmup_cosine(step, self.cfg.steps, self.cfg.warmup_steps, self.cfg.lr)
+
+    def step(self) -> dict:
+        """One optimizer step over the global batch; returns this process's report (loss etc.)."""
+        cfg, step = self.cfg, self.step_count
+        lr = self.lr_at(step)
+        for g in self.opt.param_groups:
+            g["lr"] = lr
+        micro_batches = self.batches.next_step()
+        self.opt.zero_grad(set_to_none=True)
+        reports: list[dict] = []
+        for m, mb in enumerate(micro_batches):
+            if mb.errors:
+                if cfg.strict:
+                    raise UserError(f"unreadable training image (--strict): {mb.errors[0]}")
+                self.unreadable += len(mb.errors)
+            x = mb.x.to(self.device, non_blocking=True)
+            labels = mb.labels.to(self.device, non_blocking=True)
+            first = self.split.slice(m).start
+            positions = torch.arange(first, first + len(x))
+            self.net.eval()  # the inner maximisation runs in eval mode, as in the papers
+            with self.autocast():
+                views = self.objective.views(self.encoder, self.original, x, labels)
+                encoder = self.attack_encoder
+
+                def attack(x_adv, idx, views=views, encoder=encoder):
+                    loss = self.objective.attack_loss(encoder(x_adv), views, idx)
+                    return loss, torch.zeros_like(loss, dtype=torch.bool)
+
+                x_adv = training_pgd(attack, x, self.eps, cfg.attack_steps, self.step_size, cfg.seed, step, positions)
+            self.net.train()
+            last = m == len(micro_batches) - 1
+            sync = self.ddp_net.no_sync() if (self.ddp_net is not None and not last) else contextlib.nullcontext()
+            with sync:
+                with self.autocast():
+                    z, p = self.forward(self.objective.loss_inputs(x, x_adv))
+                    loss, report = self.objective.loss(z, p, views)
+                if not torch.isfinite(loss):
+                    raise UserError(f"training diverged at step {step + 1} (loss {loss.item()}); lower --lr")
+                (loss / len(micro_batches)).backward()
+            reports.append(report)
+        self.opt.step()
+        self.step_count += 1
+        out = {k: sum(r[k] for r in reports) / len(reports) for k in reports[0]}
+        out["lr"] = lr
+        self._last_x = micro_batches[0].x
+        return out
+
+    @torch.no_grad()
+    def spread(self) -> float:
+        """Embedding spread on this process's first micro-batch of the last step (eval mode)."""
+        self.net.eval()
+        with self.autocast():
+            value = embedding_spread(self.encoder(self._last_x.to(self.device)))
+        self.net.train()
+        return value
+
+    def state_dict(self) -> dict:
+        weights = {k: v.detach().cpu() for k, v in self.encoder.visual.state_dict().items()}
+        return {"step": self.step_count, "model": weights,
+                "predictor": ({k: v.detach().cpu() for k, v in self.net.predictor.state_dict().items()}
+                              if self.net.predictor is not None else {}),
+                "optimizer": self.opt.state_dict(), "rng": rng_state(self.device), "data": self.batches.state(),
+                "collapse": self.watch.state_dict(), "unreadable": self.unreadable,
+                "zero_shot_before": self.zero_shot_before}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.encoder.visual.load_state_dict(state["model"])
+        if self.net.predictor is not None:
+            self.net.predictor.load_state_dict(state["predictor"])
+        self.opt.load_state_dict(state["optimizer"])
+        set_rng_state(state["rng"], self.device)
+        self.step_count = int(state["step"])
+        self.batches = self._batches(state["data"])
+        self.watch.load_state_dict(state["collapse"])
+        self.unreadable = int(state["unreadable"])
+        self.zero_shot_before = state["zero_shot_before"]
+
+
+# ----------------------------------------------------------------------------------------------- the run
+
+
 def _new_run_dir(cfg: TrainConfig) -> Path:
     if cfg.out:
         out = Path(cfg.out)
         if (out / ENCODER_FILENAME).exists():
             raise UserError(f"{out} already holds a finished run; choose another --out")
+        if (out / "checkpoint.pt").exists():
+            raise UserError(f"{out} holds an unfinished run; continue it with --resume {out} or choose another --out")
         return out
     return DEFAULT_RUNS_DIR / f"{time.strftime('%Y%m%d-%H%M%S')}-{cfg.objective}"
 
 
+def _config_from_run(run_dir: Path) -> TrainConfig:
+    path = Path(run_dir) / RUN_CONFIG
+    if not path.is_file():
+        raise UserError(f"--resume: {run_dir} has no {RUN_CONFIG}; pass the run directory that 'simclip train' wrote")
+    saved = json.loads(path.read_text())
+    names = {f.name for f in fields(TrainConfig)}
+    return TrainConfig(**{k: v for k, v in saved.items() if k in names})
+
+
 def train(cfg: TrainConfig, progress: Callable[[int, dict], None] | None = None,
-          log: Callable[[str], None] = print) -> Path:
-    """Run adversarial fine-tuning; return the run directory (encoder.safetensors, config.json, metrics.jsonl)."""
+          log: Callable[[str], None] = print, stop_after: int | None = None) -> Path:
+    """Run adversarial fine-tuning; return the run directory (encoder.safetensors, config.json, metrics.jsonl,
+    checkpoint.pt). ``stop_after``: leave after that many steps of this session, with a checkpoint to resume."""
     cfg.validate()
-    device = resolve_device(cfg.device)
-    objective = get_objective(cfg.objective)
-    eps = parse_eps(cfg.eps).value
-    step_size = parse_eps(cfg.attack_step_size).value
-    torch.manual_seed(cfg.seed)
-    rng = np.random.default_rng(cfg.seed)
-    gen = torch.Generator(device=device).manual_seed(cfg.seed)
+    return _run(cfg, None, progress, log, stop_after)
 
-    loaded = load_model(cfg.model, device)
-    model = loaded.model
-    encoder = model.encoder
-    original = copy.deepcopy(encoder).eval() if objective.needs_original else None
-    for p in encoder.parameters():
-        p.requires_grad_(True)
-    train_data = ShapesDataset("train", seed=cfg.seed, size=cfg.train_size, image_size=model.image_size)
-    val_data = ShapesDataset("val", seed=cfg.seed, image_size=model.image_size)
-    images, _ = train_data.arrays()
 
-    run_dir = _new_run_dir(cfg)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    resolved = {**asdict(cfg), "out": str(run_dir), "device": str(device), "run_id": new_run_id(),
-                "created_at": utc_now(), "git_sha": git_sha(), "package_version": package_version(),
-                "base_model": loaded.spec, "base_checkpoint_hash": loaded.checkpoint_hash, "arch": loaded.arch,
-                "eps_value": eps, "attack_step_size_value": step_size, "data": "shapes/train"}
-    atomic_write_text(run_dir / RUN_CONFIG, json.dumps(resolved, indent=2))
+def resume(run_dir: Path, progress: Callable[[int, dict], None] | None = None, log: Callable[[str], None] = print,
+           stop_after: int | None = None, device: str | None = None) -> Path:
+    """Continue the run in ``run_dir`` from its checkpoint; the result is what an uninterrupted run gives."""
+    run_dir = Path(run_dir)
+    cfg = _config_from_run(run_dir)
+    if (run_dir / ENCODER_FILENAME).exists():
+        raise UserError(f"--resume: {run_dir} is already finished ({ENCODER_FILENAME} exists)")
+    if device is not None:
+        cfg.device = device
+    cfg.out = str(run_dir)
+    cfg.validate()
+    return _run(cfg, run_dir, progress, log, stop_after)
 
-    params = [p for p in encoder.parameters() if p.requires_grad]
-    decay = [p for p in params if p.ndim >= 2]
-    no_decay = [p for p in params if p.ndim < 2]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
-                             {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr)
-    zs_before = zero_shot_accuracy(model, val_data)
-    log(f"base {loaded.spec}: val zero-shot accuracy {zs_before:.1%}")
-    metrics_lines: list[str] = []
-    start = time.time()
-    for step in range(cfg.steps):
-        lr = warmup_cosine(step, cfg.steps, cfg.warmup_steps, cfg.lr)
-        for g in opt.param_groups:
-            g["lr"] = lr
-        idx = rng.choice(len(train_data), size=cfg.batch_size, replace=False)
-        x = torch.from_numpy(images[idx]).to(device).permute(0, 3, 1, 2).float().div_(255.0).contiguous()
 
-        encoder.eval()  # the inner maximisation runs in eval mode, as in the papers
-        with autocast(device):
-            target = objective.attack_target(encoder, original, x)
-            x_adv = pgd_linf(CosineDistanceObjective(encoder, target), x, eps, n_iter=cfg.attack_steps,
-                             step_size=step_size, generator=gen).x_adv
-        encoder.train()
-        with autocast(device):
-            loss, report = objective.loss(encoder, x, x_adv, target)
-        if not torch.isfinite(loss):
-            raise UserError(f"training diverged at step {step + 1} (loss {loss.item()}); lower --lr")
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+def _metrics_lines(run_dir: Path, up_to_step: int) -> list[str]:
+    path = run_dir / METRICS_FILE
+    if not path.is_file():
+        return []
+    return [line for line in path.read_text().splitlines() if line.strip()
+            and json.loads(line).get("step", 0) <= up_to_step and "val_zero_shot_after" not in line]
 
-        if (step + 1) % cfg.log_every == 0 or step + 1 == cfg.steps:
-            with torch.no_grad():
-                spread = embedding_spread(encoder(x))
+
+def _run(cfg: TrainConfig, resume_dir: Path | None, progress, log, stop_after: int | None) -> Path:
+    if stop_after is not None and stop_after <= 0:
+        raise UserError(f"--stop-after must be a positive integer, got {stop_after}")
+    dist = ddp.init_distributed(resolve_device(cfg.device))
+    try:
+        return _run_session(cfg, resume_dir, progress, log if dist.is_main else (lambda *_: None), stop_after, dist)
+    finally:
+        ddp.shutdown(dist)
+
+
+def _run_session(cfg, resume_dir, progress, log, stop_after, dist: ddp.DistInfo) -> Path:
+    run_dir = resume_dir or Path(ddp.broadcast_object(str(_new_run_dir(cfg)), dist))
+    session = TrainSession(cfg, dist, log)
+    main = dist.is_main
+    if resume_dir is not None:
+        session.load_state_dict(load_checkpoint(run_dir, "cpu"))
+        log(f"resuming {run_dir} at step {session.step_count}/{cfg.steps}")
+    elif main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        resolved = {**asdict(cfg), "out": str(run_dir), "device": str(session.device), "run_id": new_run_id(),
+                    "created_at": utc_now(), "git_sha": git_sha(), "package_version": package_version(),
+                    "base_model": session.loaded.spec, "base_checkpoint_hash": session.loaded.checkpoint_hash,
+                    "arch": session.loaded.arch, "eps_value": session.eps, "attack_step_size_value": session.step_size,
+                    "data_kind": session.data.kind, "world_size": dist.world_size,
+                    "per_rank_micro_batch": session.split.micro, "precision": session.precision}
+        atomic_write_text(run_dir / RUN_CONFIG, json.dumps(resolved, indent=2))
+    metrics = _metrics_lines(run_dir, session.step_count) if main else []
+
+    def write_metrics() -> None:
+        if main:
+            atomic_write_text(run_dir / METRICS_FILE, "\n".join(metrics) + "\n")
+
+    if session.zero_shot_before is None:
+        session.zero_shot_before = session.probe_accuracy()
+        if session.zero_shot_before is not None:
+            log(f"base {session.loaded.spec}: held-out zero-shot accuracy {session.zero_shot_before:.1%}")
+    start, first_step = time.time(), session.step_count
+    per_rank_images = 0
+    while session.step_count < cfg.steps:
+        report = session.step()
+        step = session.step_count
+        per_rank_images += cfg.batch_size // dist.world_size
+        is_log = step % cfg.log_every == 0 or step == cfg.steps
+        is_probe = step % cfg.probe_every == 0 or step == cfg.steps
+        if is_log or is_probe:
+            keys = sorted(k for k in report if k != "lr")
+            values = ddp.mean_over_ranks([report[k] for k in keys] + [session.spread()], session.device, dist)
+            record = {"step": step, **{k: round(v, 5) for k, v in zip(keys, values[:-1], strict=True)},
+                      "embedding_std_sqrt_d": round(values[-1], 4), "lr": report["lr"]}
+            probe = session.probe_accuracy() if is_probe else None
+            if probe is not None:
+                record["probe_zero_shot"] = round(probe, 4)
             elapsed = time.time() - start
-            record = {"step": step + 1, "loss": round(report.loss, 5),
-                      "cos_adv_target": round(report.cos_adv_target, 5),
-                      "embedding_std_sqrt_d": round(spread, 4), "lr": lr,
-                      "images_per_s": round((step + 1) * cfg.batch_size / elapsed, 1), "seconds": round(elapsed, 1)}
-            metrics_lines.append(json.dumps(record))
-            atomic_write_text(run_dir / "metrics.jsonl", "\n".join(metrics_lines) + "\n")
-            if progress:
-                progress(step + 1, record)
-    encoder.eval()
-    zs_after = zero_shot_accuracy(model, val_data)
-    summary = {"step": cfg.steps, "val_zero_shot_before": zs_before, "val_zero_shot_after": zs_after,
-               "seconds": round(time.time() - start, 1)}
-    metrics_lines.append(json.dumps(summary))
-    atomic_write_text(run_dir / METRICS_FILE, "\n".join(metrics_lines) + "\n")
-    save_encoder(encoder.visual, run_dir / ENCODER_FILENAME, base_model=loaded.spec, arch=loaded.arch,
-                 extra={"objective": cfg.objective, "eps": cfg.eps, "steps": cfg.steps})
-    log(f"val zero-shot accuracy {zs_before:.1%} -> {zs_after:.1%}; run saved to {run_dir}")
+            record.update(images_per_s=round(per_rank_images * dist.world_size / max(elapsed, 1e-9), 1),
+                          seconds=round(elapsed, 1),
+                          unreadable_images=ddp.sum_over_ranks(session.unreadable, session.device, dist))
+            metrics.append(json.dumps(record))
+            write_metrics()
+            if progress and main:
+                progress(step, record)
+            try:
+                session.watch.check(step, record["embedding_std_sqrt_d"], probe, log)
+            except UserError:
+                metrics.append(json.dumps({"step": step, "stopped": "collapse"}))
+                write_metrics()
+                if main:
+                    save_checkpoint(session.state_dict(), run_dir)
+                raise
+        if main and (step % cfg.save_every == 0 or step == cfg.steps):
+            save_checkpoint(session.state_dict(), run_dir)
+        if stop_after is not None and step - first_step >= stop_after and step < cfg.steps:
+            if main and step % cfg.save_every != 0:
+                save_checkpoint(session.state_dict(), run_dir)
+            log(f"stopped after {stop_after} steps at step {step}/{cfg.steps}; continue with "
+                f"'simclip train --resume {run_dir}'")
+            return run_dir
+    return _finish(session, run_dir, metrics, write_metrics, log, dist)
+
+
+def _finish(session: TrainSession, run_dir: Path, metrics: list[str], write_metrics, log, dist) -> Path:
+    cfg = session.cfg
+    session.net.eval()
+    digests = ddp.all_gather_objects(state_dict_sha256(session.encoder.visual.state_dict()), dist)
+    after = session.probe_accuracy()
+    unreadable = ddp.sum_over_ranks(session.unreadable, session.device, dist)
+    summary = {"step": cfg.steps, "val_zero_shot_before": session.zero_shot_before, "val_zero_shot_after": after,
+               "unreadable_images": unreadable, "world_size": dist.world_size,
+               "ranks_agree": len(set(digests)) == 1}
+    metrics.append(json.dumps(summary))
+    if dist.is_main:
+        write_metrics()
+        save_encoder(session.encoder.visual, run_dir / ENCODER_FILENAME, base_model=session.loaded.spec,
+                     arch=session.loaded.arch, extra={"objective": cfg.objective, "eps": cfg.eps, "steps": cfg.steps,
+                                                      "anchor_weight": cfg.anchor_weight, "data": cfg.data})
+    if unreadable:
+        log(f"[yellow]{unreadable} unreadable training images were skipped[/yellow] (--strict makes them fatal)")
+    if after is not None:
+        log(f"held-out zero-shot accuracy {session.zero_shot_before:.1%} -> {after:.1%}; run saved to {run_dir}")
+    else:
+        log(f"run saved to {run_dir}")
     return run_dir

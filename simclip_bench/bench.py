@@ -1,0 +1,191 @@
+"""``simclip bench``: named benchmark suites, run end to end into a results directory with its leaderboard.
+
+A suite trains the fine-tuned models it compares (skipping a run already trained with the same
+settings), evaluates every model on every task that has a runner in :data:`TASK_RUNNERS`, at
+clean and each eps, and writes a fresh ``results.csv``/``samples.csv``, the model cards, the
+resolved suite (``bench_config.json``) and the leaderboard. A new task joins every suite by one
+line in :data:`TASK_RUNNERS`.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+from simclip_bench.eps import parse_eps
+from simclip_bench.errors import UserError, did_you_mean
+from simclip_bench.models.checkpoint import ENCODER_FILENAME, atomic_write_text
+from simclip_bench.results.model_cards import card_for_spec, write_cards
+from simclip_bench.results.store import RESULTS_FILE, SAMPLES_FILE, read_results
+
+BENCH_CONFIG_FILE = "bench_config.json"
+
+
+@dataclass(frozen=True)
+class TaskContext:
+    """What a task runner gets: the models to compare and the suite's budget; it appends to ``out``."""
+
+    models: list[str]
+    eps: list[str]
+    protocol: str
+    attack: str | None
+    n_samples: int
+    iterations: int
+    seed: int
+    out: Path
+    device: str
+    progress: object = None
+
+
+def _run_zeroshot(ctx: TaskContext) -> None:
+    from simclip_bench.evaluate import EvalRequest, run_eval
+
+    run_eval(EvalRequest(models=ctx.models, datasets=["shapes"], protocol=ctx.protocol, attack=ctx.attack,
+                         eps=ctx.eps, n_samples=ctx.n_samples, n_iter=ctx.iterations, sample_seed=ctx.seed,
+                         seed=ctx.seed, out=ctx.out, device=ctx.device), progress=ctx.progress)
+
+
+# Every task a suite runs. Adding a task (captioning, VQA) is one line here.
+TASK_RUNNERS: dict[str, Callable[[TaskContext], None]] = {
+    "zeroshot": _run_zeroshot,
+}
+
+
+@dataclass(frozen=True)
+class Suite:
+    """A benchmark: which base model, which fine-tuned variants, which tasks, eps and attack."""
+
+    name: str
+    description: str
+    base_model: str = "tiny-clip"
+    objectives: tuple[str, ...] = ("simclip-anchored",)
+    train_eps: str = "4/255"
+    train_steps: int | None = None  # None: the model's recipe
+    train_batch_size: int | None = None
+    train_warmup_steps: int | None = None
+    train_size: int = 20000
+    tasks: tuple[str, ...] = field(default_factory=lambda: tuple(TASK_RUNNERS))
+    eps: tuple[str, ...] = ("2/255", "4/255")
+    protocol: str = "robustvlm"  # simclip_bench.tasks.protocols; attack, eps, n_samples, iterations override it
+    attack: str | None = None
+    n_samples: int = 500
+    iterations: int = 100
+    seed: int = 0
+
+    def describe(self) -> str:
+        return (f"{self.description}: {self.base_model} and {', '.join(self.objectives)} fine-tunes at "
+                f"{self.train_eps}; tasks {', '.join(self.tasks)}; clean and {', '.join(self.eps)}; "
+                f"protocol {self.protocol}{f' with {self.attack}' if self.attack else ''}, {self.iterations} "
+                f"iterations, {self.n_samples} samples")
+
+
+SUITES: dict[str, Suite] = {s.name: s for s in (
+    Suite("default", "the embedded default: base and Sim-CLIP tiny CLIP, APGD-CE", protocol="default"),
+    Suite("robustvlm", "the embedded default under RobustVLM's attack (APGD-CE then APGD-T), 1 000 samples",
+          n_samples=1000),
+    Suite("smoke", "a seconds-long check of the whole pipeline (numbers meaningless)", train_steps=3,
+          train_batch_size=8, train_warmup_steps=1, train_size=64, n_samples=16, iterations=3, protocol="default"),
+)}
+
+
+def get_suite(name: str) -> Suite:
+    if name not in SUITES:
+        raise UserError(f"unknown suite {name!r}{did_you_mean(name, SUITES)}; choose one of {', '.join(SUITES)}")
+    return SUITES[name]
+
+
+def _train_config(suite: Suite, objective: str, run_dir: Path, device: str):
+    from simclip_bench.train.trainer import TrainConfig
+
+    cfg = TrainConfig(model=suite.base_model, objective=objective, eps=suite.train_eps, seed=suite.seed,
+                      train_size=suite.train_size, device=device, out=str(run_dir))
+    for name in ("steps", "batch_size", "warmup_steps"):
+        if getattr(suite, f"train_{name}") is not None:
+            setattr(cfg, name, getattr(suite, f"train_{name}"))
+    cfg.validate()
+    return cfg
+
+
+def run_name(base_model: str, objective: str, eps: str, steps: int) -> str:
+    """The run directory name of a suite's fine-tune: suites with the same training share it."""
+    k = parse_eps(eps).value * 255
+    eps_part = f"eps{round(k)}" if abs(k - round(k)) < 1e-6 else "eps" + eps.replace("/", "_")
+    safe_base = "".join(ch if ch.isalnum() or ch in "-_." else "-" for ch in base_model)
+    return f"{safe_base}-{objective}-{eps_part}-{steps}steps"
+
+
+_SAME_RUN = ("model", "objective", "eps", "steps", "batch_size", "lr", "seed", "train_size")
+
+
+def ensure_trained(suite: Suite, runs_dir: Path, device: str, log: Callable[[str], None] = print) -> list[str]:
+    """Train each fine-tuned model of the suite unless an identical finished run exists; return their specs."""
+    from simclip_bench.models.spec import run_config
+    from simclip_bench.train.trainer import train
+
+    specs = []
+    for objective in suite.objectives:
+        cfg = _train_config(suite, objective, Path(runs_dir), device)
+        run_dir = Path(runs_dir) / run_name(suite.base_model, objective, suite.train_eps, cfg.steps)
+        cfg.out = str(run_dir)
+        if (run_dir / ENCODER_FILENAME).is_file():
+            done = run_config(run_dir)
+            if any(done.get(k) != getattr(cfg, k) for k in _SAME_RUN):
+                raise UserError(f"{run_dir} holds a run with other settings; remove it or pass another --runs-dir")
+            log(f"reusing {run_dir}")
+        else:
+            log(f"training {objective} on {suite.base_model} into {run_dir}")
+            train(cfg, log=log)
+        specs.append(str(run_dir))
+    return specs
+
+
+def validate_suite(suite: Suite) -> None:
+    """Fail before any work on a task with no runner or an eps that does not parse."""
+    missing = [t for t in suite.tasks if t not in TASK_RUNNERS]
+    if missing:
+        raise UserError(f"suite {suite.name!r} names tasks without a runner: {', '.join(missing)}")
+    from simclip_bench.tasks.protocols import get_protocol
+
+    get_protocol(suite.protocol).override(attack=suite.attack, eps=list(suite.eps), n_samples=suite.n_samples,
+                                          n_iter=suite.iterations).validate()
+    for e in suite.eps:
+        try:
+            parse_eps(e)
+        except ValueError as err:
+            raise UserError(f"suite {suite.name!r}: {err}") from None
+
+
+def run_suite(suite: Suite, out: Path, runs_dir: Path = Path("runs"), device: str = "auto",
+              log: Callable[[str], None] = print, progress=None) -> Path:
+    """Run ``suite``; replace OUT's result files with the fresh ones only once everything finished."""
+    from simclip_bench.leaderboard import render_leaderboard
+
+    validate_suite(suite)
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} is a file; pass a directory")
+    models = [suite.base_model, *ensure_trained(suite, runs_dir, device, log)]
+    out.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".bench-", dir=out))
+    try:
+        for task in suite.tasks:
+            log(f"evaluating {task}: {', '.join(models)}")
+            TASK_RUNNERS[task](TaskContext(models=models, eps=list(suite.eps), protocol=suite.protocol,
+                                           attack=suite.attack,
+                                           n_samples=suite.n_samples, iterations=suite.iterations, seed=suite.seed,
+                                           out=staging, device=device, progress=progress))
+        rows = read_results(staging)
+        keys = sorted(set(zip(rows["model"], rows["checkpoint_hash"], strict=False)))
+        write_cards(staging, [card_for_spec(m, h) for m, h in keys])
+        resolved = {**asdict(replace(suite)), "models": models, "runs_dir": str(runs_dir), "device": device}
+        atomic_write_text(staging / BENCH_CONFIG_FILE, json.dumps(resolved, indent=2) + "\n")
+        for name in (SAMPLES_FILE, "model_cards.json", BENCH_CONFIG_FILE, RESULTS_FILE):
+            os.replace(staging / name, out / name)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    render_leaderboard(out, out)
+    return out

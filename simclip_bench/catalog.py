@@ -1,0 +1,98 @@
+"""What ``simclip ls`` lists: every registry of the package, as rows of (name, description).
+
+Each kind reads its registry where it lives, so a newly registered attack, objective, model or
+suite shows up here with no change to this module.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from simclip_bench.errors import UserError, did_you_mean
+
+
+@dataclass(frozen=True)
+class Listing:
+    kind: str
+    columns: tuple[str, ...]
+    rows: list[tuple[str, ...]]
+    note: str = ""
+    details: tuple[str, ...] = ()
+
+
+def _models() -> Listing:
+    from simclip_bench.models.builtin import BUILTIN_MODELS
+    from simclip_bench.models.known_checkpoints import KNOWN_CHECKPOINTS
+
+    rows = [(b.name, f"{b.arch} (built-in)", "", "", "shipped weights") for b in BUILTIN_MODELS.values()]
+    rows += [(c.spec or c.name, f"{c.arch}:{c.base_tag}", c.objective, c.eps, c.cite)
+             for c in KNOWN_CHECKPOINTS.values()]
+    details = tuple(f"{c.spec or c.name}: {c.paper}; weights {c.source}" + (f" ({c.note})" if c.note else "")
+                    for c in KNOWN_CHECKPOINTS.values())
+    return Listing("models", ("spec", "base", "objective", "eps", "from"), rows,
+                   "Any open_clip ARCH:TAG (e.g. ViT-L-14:openai), hf-hub:org/repo, run directory or encoder file "
+                   "also works; see README, 'Model specs'. Listing downloads nothing.", details)
+
+
+def _datasets() -> Listing:
+    from simclip_bench.data import catalog
+
+    rows = [(catalog.BUILTIN, "built-in generated shapes (8 classes, 32 px), no files needed")]
+    rows += [(name, "collection: " + ", ".join(members)) for name, members in catalog.COLLECTIONS.items()]
+    rows += [(name, "CLIP_benchmark dataset, read from --dataset-root (never downloaded)")
+             for name in catalog.CLIP_BENCHMARK_DATASETS]
+    rows.append(("PATH", "an ImageFolder directory (one sub-folder per class)"))
+    return Listing("datasets", ("name", "description"), rows)
+
+
+def _attacks() -> Listing:
+    from simclip_bench.attacks.registry import ALIASES, NAMED_ENSEMBLES, SINGLE_ATTACKS
+
+    rows = [(a.name, f"{a.kind}, loss {a.loss}, {a.n_iter} {'queries' if a.kind == 'square' else 'iterations'}"
+             + (f", {a.n_targets} targets" if a.n_targets else "")) for a in SINGLE_ATTACKS.values()]
+    rows += [(alias, f"alias of {target}") for alias, target in ALIASES.items()]
+    rows += [(name, f"ensemble {spec}: worst case per sample") for name, spec in NAMED_ENSEMBLES.items()]
+    rows += [("a+b+...", "ensemble of single attacks, each on the samples still robust"),
+             ("autoattack", "standard AutoAttack through the reference code (pyautoattack)"),
+             ("ref:<ensemble>", "an ensemble through the reference code, e.g. ref:apgd-ce+apgd-t"),
+             ("none", "clean accuracy only")]
+    return Listing("attacks", ("name", "description"), rows)
+
+
+def _objectives() -> Listing:
+    from simclip_bench.train.objectives import OBJECTIVES
+    from simclip_bench.train.trainer import DEFAULT_OBJECTIVE
+
+    rows = [(name, ((cls.__doc__ or "").strip().splitlines() or [""])[0]
+             + (" (default)" if name == DEFAULT_OBJECTIVE else "")) for name, cls in OBJECTIVES.items()]
+    return Listing("objectives", ("name", "description"), rows)
+
+
+def _protocols() -> Listing:
+    from simclip_bench.bench import SUITES
+    from simclip_bench.tasks.protocols import PROTOCOLS
+
+    rows = [(f"eval --protocol {p.name}", p.description) for p in PROTOCOLS.values()]
+    rows += [(f"bench --suite {s.name}", s.describe()) for s in SUITES.values()]
+    return Listing("protocols", ("name", "description"), rows)
+
+
+def _tasks() -> Listing:
+    from simclip_bench.bench import TASK_RUNNERS
+    from simclip_bench.leaderboard.headline import HEADLINES
+
+    rows = [(t, f"headline {h.metric}" + ("" if t in TASK_RUNNERS else " (no benchmark runner yet)"))
+            for t, h in HEADLINES.items()]
+    return Listing("tasks", ("name", "description"), rows)
+
+
+KINDS: dict[str, Callable[[], Listing]] = {"models": _models, "datasets": _datasets, "attacks": _attacks,
+                                           "objectives": _objectives, "protocols": _protocols, "tasks": _tasks}
+
+
+def listing(kind: str) -> Listing:
+    """The listing of ``kind``; an unknown kind raises UserError suggesting the closest one."""
+    key = kind.strip().lower()
+    if key not in KINDS:
+        raise UserError(f"nothing called {kind!r} to list{did_you_mean(key, KINDS)}; choose one of {', '.join(KINDS)}")
+    return KINDS[key]()

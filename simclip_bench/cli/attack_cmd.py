@@ -1,0 +1,48 @@
+"""``simclip attack``."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from simclip_bench.cli.app import app, eps_list, stdout
+
+
+@app.command(epilog="""[bold]Examples[/bold]\n
+  simclip attack                                  # 8 test images against the built-in model\n
+  simclip attack --model runs/my-run --n-images 4 --eps 8/255\n
+  simclip attack --image cat.png --image dog.jpg --out attacks-out\n
+  simclip attack --vlm tiny-vlm --model runs/my-run     # captions before/after, tiny VLM with that encoder\n
+  simclip attack --vlm tiny-vlm --target "a red star" --eps 2/255 --iterations 500   # targeted caption""")
+def attack(
+    model: str = typer.Option("tiny-clip", help="Model spec to attack."),
+    vlm: str = typer.Option(None, help="VLM whose captions to attack (tiny-vlm, llava:<id>); --model is its encoder."),
+    target: str = typer.Option(None, help="With --vlm: targeted caption attack towards this text."),
+    image: list[Path] = typer.Option(None, help="Image file to attack; repeat for several. Default: test images."),
+    n_images: int = typer.Option(8, help="Number of built-in test images (ignored with --image)."),
+    eps: str = typer.Option("4/255", help="l-inf radius, pixel units."),
+    iterations: int = typer.Option(100, help="APGD iterations."),
+    seed: int = typer.Option(0, help="Attack seed."),
+    out: Path = typer.Option(Path("attacks-out"), help="Directory for the PNGs."),
+    device: str = typer.Option("auto", help="auto | cpu | cuda | cuda:N."),
+) -> None:
+    """Craft adversarial examples (APGD-CE) and save them as PNG with a before/after picture each."""
+    if vlm or target:  # captions of a VLM: simclip_bench.vlm_gallery
+        from simclip_bench.vlm_gallery import VLMAttackRequest, run_vlm_attack_gallery
+
+        vlm_request = VLMAttackRequest(vlm=vlm or "tiny-vlm", model=model, images=list(image or []), n_images=n_images,
+                                       eps=eps_list([eps])[0], n_iter=iterations, target=target, seed=seed, out=out,
+                                       device=device)
+        for item in run_vlm_attack_gallery(vlm_request):
+            hit = {None: "", True: " (target reached)", False: " (target missed)"}[item.target_reached]
+            stdout.print(f"{item.name}: {item.clean_caption!r} -> {item.adv_caption!r}{hit}  "
+                         f"max |δ| {item.max_perturbation * 255:.2f}/255  {item.panel_path}", markup=False)
+        return
+    from simclip_bench.gallery import AttackRequest, run_attack_gallery
+
+    request = AttackRequest(model=model, images=list(image or []), n_images=n_images, eps=eps_list([eps])[0],
+                            n_iter=iterations, seed=seed, out=out, device=device)
+    for item in run_attack_gallery(request):
+        truth = f" [true: {item.true_label}]" if item.true_label else ""
+        stdout.print(f"{item.name}{truth}: {item.clean_label} ({item.clean_prob:.0%}) -> {item.adv_label} "
+                  f"({item.adv_prob:.0%})  max |δ| {item.max_perturbation * 255:.2f}/255  {item.panel_path}")

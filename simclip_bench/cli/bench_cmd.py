@@ -1,0 +1,35 @@
+"""``simclip bench``."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from simclip_bench.cli.app import app, console, progress_bar, stdout
+from simclip_bench.cli.config_file import config_option
+
+
+@app.command(epilog="""[bold]Examples[/bold]\n
+  simclip bench --suite default --out results     # the committed leaderboard (about 15 minutes on 2 CPU cores)\n
+  simclip bench --suite smoke --out /tmp/smoke    # the whole pipeline in seconds, numbers meaningless\n
+  simclip ls protocols                            # the suites""")
+def bench(
+    config: Path = config_option(),
+    suite: str = typer.Option("default", help="Suite to run (see 'simclip ls protocols')."),
+    out: Path = typer.Option(Path("results"), help="Directory for result files, model cards and the leaderboard."),
+    runs_dir: Path = typer.Option(Path("runs"), help="Where the suite's fine-tuned models are trained (reused)."),
+    device: str = typer.Option("auto", help="auto | cpu | cuda | cuda:N."),
+) -> None:
+    """Run a benchmark suite end to end: train, evaluate every task at clean and each eps, render the leaderboard.
+
+    The result files in OUT are replaced by the suite's fresh ones once everything has finished.
+    """
+    from simclip_bench.bench import get_suite, run_suite, validate_suite
+    from simclip_bench.devices import resolve_device
+
+    chosen = get_suite(suite)
+    validate_suite(chosen)
+    resolve_device(device)
+    with progress_bar() as bar:
+        written = run_suite(chosen, out, runs_dir=runs_dir, device=device, log=console.print, progress=bar)
+    stdout.print(f"{written}: results.csv, model_cards.json, LEADERBOARD.md, leaderboard.html, plots/")

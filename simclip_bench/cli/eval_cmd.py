@@ -1,0 +1,132 @@
+"""``simclip eval``."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.table import Table
+
+from simclip_bench.cli.app import app, console, progress_bar, stdout
+from simclip_bench.cli.config_file import config_option
+
+
+@app.command(name="eval", epilog="""[bold]Examples[/bold]\n
+  simclip eval                                    # built-in base model vs. latest 'simclip train' run\n
+  simclip eval --attack apgd --eps 2/255 --eps 4/255\n
+  simclip eval --protocol robustvlm --dataset shapes     # RobustVLM's zero-shot protocol\n
+  simclip eval --protocol robustvlm --dataset robustvlm --dataset imagenet --dataset-root '/data/{dataset}' \\\n
+      --model ViT-L-14:openai --model hf-hub:chs20/fare4-clip --device cuda\n
+  simclip eval --attack autoattack --eps 4/255          # standard AutoAttack (reference code)\n
+  simclip eval --dataset ./my-folder --model tiny-clip --n-samples 200   # an ImageFolder\n
+  simclip eval --config eval.toml --eps 2/255       # options from a file; flags override it\n
+  simclip eval --task captioning                  # tiny VLM: base encoder vs. latest run, clean and APGD ensemble\n
+  simclip eval --task vqa --vlm llava:llava-hf/llava-1.5-7b-hf --model ViT-L-14:openai --model runs/my-run \\\n
+      --dataset vqav2 --dataset-root /data/vqav2 --n-samples 500 --batch-size 4 --device cuda""")
+def eval_(
+    config: Path = config_option(),
+    task: str = typer.Option("zeroshot", help="zeroshot (default), captioning or vqa (a VLM task, see --vlm)."),
+    vlm: str = typer.Option(
+        None, help="VLM for captioning/vqa: tiny-vlm (default, built-in) or llava:<hub id or folder>; "
+                   "--model then names the vision encoders swapped into it."),
+    model: list[str] = typer.Option(
+        None, help="Model spec; repeat for several. Default: tiny-clip and the latest run under runs/."),
+    dataset: list[str] = typer.Option(
+        None, help="shapes (built-in), a CLIP_benchmark name (cifar10, imagenet1k, ...), a collection "
+                   "(robustvlm = its 13 datasets, imagenet) or an ImageFolder path; repeat for several. "
+                   "Default: shapes."),
+    dataset_root: str = typer.Option(
+        "datasets/{dataset}", help="Where CLIP_benchmark datasets are on disk; {dataset} becomes the name."),
+    protocol: str = typer.Option(
+        "default", help="Preset: default (APGD-CE, 4/255, 1000 samples), robustvlm, autoattack, quick. "
+                        "The options below override its fields."),
+    attack: str = typer.Option(
+        None, help="apgd-ce | apgd-dlr | apgd-t | square | pgd, an ensemble joined with '+' "
+                   "(apgd-ce+apgd-t = RobustVLM), autoattack, ref:<ensemble>, or none (clean only)."),
+    eps: list[str] = typer.Option(
+        None, help="Radius in pixel units (4/255 or 0.0157); repeat for several."),
+    norm: str = typer.Option(None, help="linf (default) or l2."),
+    n_samples: int = typer.Option(None, help="Fixed samples per dataset (a seeded subset, the same for every model)."),
+    iterations: int = typer.Option(None, help="Iterations of each gradient attack (Square keeps its 5000 queries)."),
+    n_targets: int = typer.Option(None, help="Target classes of APGD-T (default 9, at most classes-1)."),
+    sample_seed: int = typer.Option(None, help="Seed of the fixed sample subset (default 0)."),
+    seed: int = typer.Option(None, help="Attack seed (default 0)."),
+    batch_size: int = typer.Option(500, help="Working-batch size of the attacks; also the unit of resume."),
+    workers: int = typer.Option(0, help="Image-decoding worker processes for datasets on disk."),
+    out: Path = typer.Option(Path("simclip-results"), help="Result store: results.csv, samples.csv, summary.csv."),
+    device: str = typer.Option("auto", help="auto | cpu | cuda | cuda:N."),
+) -> None:
+    """Zero-shot accuracy, clean and under attack, for every model x dataset x eps; resumes from OUT."""
+    if task != "zeroshot" or vlm:  # captioning / VQA with a VLM: simclip_bench.evaluate_vlm
+        from simclip_bench.cli.app import eps_list
+        from simclip_bench.evaluate_vlm import eval_command
+
+        eval_command(task=task, vlm=vlm, models=list(model or []), datasets=list(dataset or []),
+                     dataset_root=dataset_root, attack=attack, eps=eps_list(eps or ["4/255"]), n_samples=n_samples,
+                     iterations=iterations, batch_size=batch_size, seed=seed, sample_seed=sample_seed, out=out,
+                     device=device)
+        return
+    from simclip_bench.evaluate import EvalRequest, run_eval, validate
+
+    request = EvalRequest(models=list(model or []), datasets=list(dataset or ["shapes"]), dataset_root=dataset_root,
+                          protocol=protocol, attack=attack, eps=list(eps) if eps else None, norm=norm,
+                          n_samples=n_samples, n_iter=iterations, n_targets=n_targets, sample_seed=sample_seed,
+                          seed=seed, batch_size=batch_size, workers=workers, out=out, device=device)
+    validate(request)
+    with progress_bar() as bar:
+        result = run_eval(request, progress=bar, notify=console.print)
+    _record_run(request, result, config)
+    _print_rows(result)
+    _print_summary(result)
+    for flag in result.flags:
+        stdout.print(f"[bold red]masking check:[/] {flag}")
+    stdout.print(f"{result.computed} samples computed, {result.reused} reused from {out}/ "
+                 f"| results: {result.results_path}  per-sample: {result.samples_path}")
+
+
+def _record_run(request, result, config: Path | None) -> None:
+    """Model cards and the resolved settings of this run, beside the results (for leaderboards and reruns)."""
+    from dataclasses import asdict
+
+    from simclip_bench.cli.config_file import save_resolved_config
+    from simclip_bench.results.model_cards import record_cards_for_rows
+
+    if not result.rows:
+        return
+    record_cards_for_rows(request.out, result.rows)
+    settings = {**asdict(request), "resolved_protocol": result.protocol.record(),
+                "config_file": str(config) if config else None}
+    save_resolved_config(request.out, result.rows[0]["run_id"], "eval", settings)
+
+
+def _print_rows(result) -> None:
+    table = Table(title=f"zero-shot accuracy, protocol {result.protocol.name}")
+    for col in ("model", "dataset", "attack", "eps", "n", "accuracy", "95% CI"):
+        table.add_column(col, justify="left" if col in ("model", "dataset", "attack") else "right")
+    for r in result.rows:
+        table.add_row(r["model"], r["dataset"], r["attack"], r["eps_text"], str(r["n_samples"]),
+                      f"{100 * r['value']:.1f}%", f"{100 * r['ci_low']:.1f}–{100 * r['ci_high']:.1f}")
+    stdout.print(table)
+
+
+def _print_summary(result) -> None:
+    summary = result.summary
+    if summary.empty or len(set(r["dataset"] for r in result.rows)) < 2 and result.paired.empty:
+        return
+    datasets = [c for c in summary.columns if c not in ("model", "attack", "eps", "average", "ci_low", "ci_high")]
+    table = Table(title="summary: average over datasets")
+    for col in ("model", "attack", "eps", *datasets, "average", "95% CI"):
+        table.add_column(col, justify="left" if col in ("model", "attack") else "right")
+    for _, r in summary.iterrows():
+        table.add_row(r["model"], r["attack"], r["eps"], *[f"{100 * r[d]:.1f}" for d in datasets],
+                      f"{100 * r['average']:.1f}", f"{100 * r['ci_low']:.1f}–{100 * r['ci_high']:.1f}")
+    stdout.print(table)
+    if result.paired.empty:
+        return
+    paired = result.paired[result.paired["dataset"] == "average"]
+    table = Table(title=f"paired difference vs {paired['baseline'].iloc[0] if len(paired) else ''} (same samples)")
+    for col in ("model", "attack", "eps", "difference", "95% CI"):
+        table.add_column(col, justify="left" if col in ("model", "attack") else "right")
+    for _, r in paired.iterrows():
+        table.add_row(r["model"], r["attack"], r["eps"], f"{100 * r['difference']:+.1f}",
+                      f"{100 * r['ci_low']:+.1f} to {100 * r['ci_high']:+.1f}")
+    stdout.print(table)

@@ -1,0 +1,23 @@
+"""``simclip export``."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from simclip_bench.cli.app import app, stdout
+
+
+@app.command(epilog="""[bold]Examples[/bold]\n
+  simclip export runs/my-run --format open_clip --out exported/my-run-open_clip\n
+  simclip export runs/my-run --format hf --out exported/my-run-hf      # LLaVA: CLIPVisionModel.from_pretrained(OUT)""")
+def export(
+    model: str = typer.Argument(..., help="A run directory of 'simclip train' (or any model spec)."),
+    format: str = typer.Option(..., "--format", help="open_clip | hf (transformers CLIPVisionModel directory)."),
+    out: Path = typer.Option(..., help="New directory to write (must not exist or be empty)."),
+) -> None:
+    """Export a fine-tuned encoder as an open_clip checkpoint or an HF CLIPVisionModel directory."""
+    from simclip_bench.models.export import export as run_export
+
+    info = run_export(model, format, out)
+    stdout.print(f"wrote {out}\nload with: {info['load']}", soft_wrap=True)

@@ -1,0 +1,122 @@
+"""``simclip train``."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from simclip_bench.cli.app import app, console, progress_bar, stdout
+from simclip_bench.cli.config_file import config_option
+from simclip_bench.errors import UserError
+
+RESUME_OPTIONS = {"resume", "stop_after", "device", "ctx", "log"}
+
+
+@app.command(epilog="""[bold]Examples[/bold]\n
+  simclip train                                   # Sim-CLIP on the built-in tiny CLIP, a few minutes on a CPU\n
+  simclip train --objective fare                  # FARE; also tecoa, simclip, simclip-anchored\n
+  simclip train --objective simclip --anchor-weight 0.5 --predictor\n
+  simclip train --model ViT-L-14:openai --data /data/imagenet --device cuda --accum-steps 2 --grad-checkpointing\n
+  torchrun --nproc_per_node 8 -m simclip_bench train --model ViT-L-14:openai --data /data/imagenet --out runs/fare4\n
+  simclip train --resume runs/fare4               # continue after a kill, exactly\n
+  simclip train --config run.toml --steps 100     # options from a file; flags override it\n
+  simclip train --log tensorboard                 # also log to TensorBoard (needs: pip install tensorboard)""")
+def train(
+    ctx: typer.Context,
+    config: Path = config_option(),
+    model: str = typer.Option("tiny-clip", help="Model spec to fine-tune (built-in name, ARCH:TAG, hf-hub:..., path)."),
+    objective: str = typer.Option(
+        None, help="simclip (paper), simclip-anchored (released code), fare or tecoa. Default: simclip-anchored."),
+    anchor_weight: float = typer.Option(0.0, help="simclip only: add λ·(−cos to the frozen original) to the loss."),
+    predictor: bool = typer.Option(False, help="simclip only: SimSiam predictor head (dropped at export)."),
+    eps: str = typer.Option("4/255", help="l-inf radius of the training attack, pixel units (4/255 or 0.0157)."),
+    steps: int = typer.Option(None, help="Optimizer steps. Default: 250 built-in, 20000 otherwise (RobustVLM)."),
+    batch_size: int = typer.Option(None, help="Global images per step (all processes, all micro-batches). "
+                                              "Default: 64 built-in, 128 otherwise."),
+    lr: float = typer.Option(None, help="Peak AdamW learning rate. Default: 1e-3 built-in, 1e-5 otherwise."),
+    weight_decay: float = typer.Option(None, help="AdamW weight decay. Default: 1e-4."),
+    warmup_steps: int = typer.Option(None, help="Linear warm-up steps. Default: 25 built-in, 1400 otherwise."),
+    attack_steps: int = typer.Option(10, help="PGD steps of the inner maximisation."),
+    seed: int = typer.Option(0, help="Seed for data order, attack starts and init."),
+    data: str = typer.Option("shapes", help="shapes | ImageFolder dir | list.csv / .jsonl | shards.tar / wds:PATTERN."),
+    train_size: int = typer.Option(20000, help="Generated training images (--data shapes)."),
+    class_names: Path = typer.Option(None, help="File of class names, one per line in label order (e.g. ImageNet)."),
+    probe_size: int = typer.Option(1000, help="Held-out images of the zero-shot probe (0: no probe)."),
+    probe_every: int = typer.Option(None, help="Steps between zero-shot probes. Default: a tenth of the run."),
+    accum_steps: int = typer.Option(1, help="Gradient accumulation: micro-batches per optimizer step."),
+    precision: str = typer.Option("auto", help="auto (bf16 autocast on CUDA, fp32 on CPU) | fp32 | bf16."),
+    grad_checkpointing: bool = typer.Option(False, help="open_clip gradient checkpointing (less memory, more time)."),
+    compile: bool = typer.Option(False, "--compile", help="torch.compile the encoder."),
+    workers: int = typer.Option(None, help="Data-loading workers. Default: 0 for shapes, 4 for files."),
+    strict: bool = typer.Option(False, help="Stop at the first unreadable image (default: count and skip)."),
+    save_every: int = typer.Option(None, help="Steps between checkpoints. Default: a tenth of the run."),
+    collapse_warn: float = typer.Option(0.5, help="Warn when the embedding spread falls below this share of its start"),
+    collapse_stop: float = typer.Option(0.2, help="Stop when it falls below this share (0: never stop)."),
+    log_every: int = typer.Option(10, help="Steps between metrics lines."),
+    out: Path = typer.Option(None, help="Run directory (default runs/<time>-<objective>)."),
+    device: str = typer.Option("auto", help="auto | cpu | cuda | cuda:N (under torchrun: each process its own GPU)."),
+    resume: Path = typer.Option(None, help="Continue the run in this directory from its last checkpoint."),
+    stop_after: int = typer.Option(None, help="Leave after this many steps of this session (resume later)."),
+    log: str = typer.Option("none", help="Also log metrics to: none | tensorboard | wandb (optional packages)."),
+) -> None:
+    """Adversarially fine-tune a CLIP vision encoder (Sim-CLIP, FARE, TeCoA); writes a run directory."""
+    from simclip_bench.tracking import open_tracker
+    from simclip_bench.train.trainer import TrainConfig
+    from simclip_bench.train.trainer import resume as resume_training
+    from simclip_bench.train.trainer import train as run_training
+
+    tracker = None
+    with progress_bar() as bar:
+        task = None  # added once the options are validated: a bad option prints its one line and nothing else
+
+        def on_progress(step: int, record: dict) -> None:
+            info = (f"loss {record['loss']:+.3f} std√d {record['embedding_std_sqrt_d']:.2f} "
+                    f"{record['images_per_s']:.0f} img/s")
+            if task is not None:
+                bar.update(task, completed=step, info=info)
+            if tracker is not None:
+                tracker.log(step, record)
+
+        if resume is not None:
+            given = sorted(name for name in ctx.params if name not in RESUME_OPTIONS
+                           and ctx.get_parameter_source(name).name == "COMMANDLINE")
+            if given:
+                flag = given[0].replace("_", "-")
+                raise UserError(f"--resume continues a run with its saved settings; drop --{flag} "
+                                "(only --device and --stop-after go with --resume)")
+            explicit_device = ctx.get_parameter_source("device").name == "COMMANDLINE"
+            task = bar.add_task("train", total=None, info="")
+            tracker = open_tracker(log, resume, {"resume": str(resume)})
+            try:
+                run_dir = resume_training(resume, progress=on_progress, log=console.print, stop_after=stop_after,
+                                          device=device if explicit_device else None)
+            finally:
+                if tracker is not None:
+                    tracker.close()
+        else:
+            cfg = TrainConfig(model=model, eps=eps, attack_steps=attack_steps, seed=seed, device=device,
+                              train_size=train_size, out=str(out) if out else None, anchor_weight=anchor_weight,
+                              predictor=predictor, data=data, class_names=str(class_names) if class_names else None,
+                              probe_size=probe_size, accum_steps=accum_steps, precision=precision,
+                              grad_checkpointing=grad_checkpointing, compile=compile, strict=strict,
+                              collapse_warn=collapse_warn, collapse_stop=collapse_stop, log_every=log_every)
+            for name, value in (("objective", objective), ("steps", steps), ("batch_size", batch_size), ("lr", lr),
+                                ("warmup_steps", warmup_steps), ("weight_decay", weight_decay),
+                                ("probe_every", probe_every), ("workers", workers), ("save_every", save_every)):
+                if value is not None:
+                    setattr(cfg, name, value)
+            cfg.validate()
+            if config is not None:
+                cfg.extra["config_file"] = str(config)  # the resolved values are all in config.json
+            if log != "none" and cfg.out is None:
+                from simclip_bench.train.trainer import _new_run_dir
+
+                cfg.out = str(_new_run_dir(cfg))  # the tracker writes into the run directory from the start
+            tracker = open_tracker(log, Path(cfg.out or "."), dict(vars(cfg)))
+            task = bar.add_task("train", total=cfg.steps, info="")
+            try:
+                run_dir = run_training(cfg, progress=on_progress, log=console.print, stop_after=stop_after)
+            finally:
+                if tracker is not None:
+                    tracker.close()
+    stdout.print(str(run_dir))

@@ -1,0 +1,162 @@
+"""Labelled image sets for zero-shot classification, behind one small interface.
+
+A source knows its class names and prompt templates, how many images it has, a stable id per
+image, and how to load a set of images as a float tensor in [0,1] at a model's resolution (the
+model's own resize and crop, without its normalisation: that lives inside the model wrapper, so
+the eps-ball is in the pixels the model sees). Three kinds:
+
+* :class:`ShapesSource` -- the built-in generated data;
+* :class:`ImageFolderSource` -- one sub-folder per class, with optional ``classnames.txt`` and
+  ``templates.txt`` beside the class folders;
+* :class:`TorchDatasetSource` -- a CLIP_benchmark dataset (torchvision or ImageFolder underneath).
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import torch
+
+from simclip_bench.data.shapes import ShapesDataset
+from simclip_bench.errors import UserError
+
+ImageTransform = Callable[[object], torch.Tensor]
+"""PIL image -> (3, H, W) float tensor in [0,1] at the model's resolution."""
+
+GENERIC_TEMPLATES: tuple[str, ...] = ("a photo of a {c}.",)
+
+
+def format_template(template: str, classname: str) -> str:
+    """Fill a prompt template written with ``{c}`` (CLIP_benchmark) or ``{}`` (CLIP)."""
+    return template.replace("{c}", classname).replace("{}", classname)
+
+
+class ClassificationSource:
+    """Interface of a labelled image set; see the module docstring."""
+
+    name: str
+    split: str = "test"
+    classnames: Sequence[str]
+    templates: Sequence[str]
+
+    def __len__(self) -> int:
+        raise NotImplementedError
+
+    def sample_id(self, index: int) -> str:
+        raise NotImplementedError
+
+    def load(self, indices: Sequence[int], image_size: int,
+             transform: ImageTransform | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Images (n, 3, H, W) in [0,1] and labels (n,) int64 of the samples ``indices``."""
+        raise NotImplementedError
+
+
+class ShapesSource(ClassificationSource):
+    """The built-in generated test split, rendered directly at the model's resolution."""
+
+    def __init__(self, seed: int = 0) -> None:
+        self.dataset = ShapesDataset("test", seed=seed)
+        self.name = self.dataset.name
+        self.split = self.dataset.split
+        self.classnames = list(self.dataset.classnames)
+        self.templates = list(self.dataset.templates)
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def sample_id(self, index: int) -> str:
+        return self.dataset.sample_id(index)
+
+    def load(self, indices, image_size, transform):
+        data = ShapesDataset(self.split, seed=self.dataset.seed, size=len(self.dataset), image_size=image_size)
+        return data.tensors(list(indices))
+
+
+class TorchDatasetSource(ClassificationSource):
+    """Any indexable dataset of (PIL image, label) with ``classes`` (and ``templates``), built per transform.
+
+    Args:
+        name: how the dataset is named in result rows.
+        build: ``transform -> dataset``; called once per distinct model preprocessing.
+        classnames, templates: the zero-shot prompts' class names and templates.
+        root: the folder that ImageFolder-style sample ids are relative to.
+        workers: DataLoader worker processes for decoding (default 0: in-process).
+        index: the dataset built without a transform, when the caller already has it.
+    """
+
+    def __init__(self, name: str, build: Callable[[ImageTransform | None], object], classnames: Sequence[str],
+                 templates: Sequence[str], root: Path | None = None, workers: int = 0, index: object = None) -> None:
+        self.name = name
+        self._build = build
+        self._built: dict[int, object] = {}
+        self.classnames = list(classnames)
+        self.templates = list(templates)
+        self.root = root
+        self.workers = workers
+        self._index = index if index is not None else build(None)
+        self._size = len(self._index)  # type: ignore[arg-type]
+
+    def __len__(self) -> int:
+        return self._size
+
+    def sample_id(self, index: int) -> str:
+        samples = getattr(self._index, "samples", None)
+        if samples is not None and self.root is not None:
+            try:
+                return Path(samples[index][0]).relative_to(self.root).as_posix()
+            except ValueError:
+                pass
+        return f"{index:07d}"
+
+    def load(self, indices, image_size, transform):
+        key = id(transform)
+        if key not in self._built:
+            self._built[key] = self._build(transform)
+        dataset = self._built[key]
+        subset = torch.utils.data.Subset(dataset, list(indices))
+        loader = torch.utils.data.DataLoader(subset, batch_size=max(len(subset), 1), shuffle=False,
+                                             num_workers=self.workers)
+        try:
+            x, y = next(iter(loader))
+        except (OSError, ValueError) as e:
+            raise UserError(f"cannot read an image of {self.name}: {e}; fix or remove the file") from None
+        return x.float().contiguous(), torch.as_tensor(y, dtype=torch.long)
+
+
+def read_lines(path: Path) -> list[str]:
+    """Non-empty, stripped lines of a UTF-8 text file."""
+    return [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def image_folder_source(root: Path, workers: int = 0) -> TorchDatasetSource:
+    """A ``--dataset PATH`` folder: ``PATH/<class>/<image>``; ``classnames.txt`` (one name per line, in
+    sorted folder order) and ``templates.txt`` (one prompt per line with ``{c}`` or ``{}``) are optional:
+    class names default to the folder names with ``_`` as spaces, templates to ``a photo of a {c}.``."""
+    from torchvision.datasets import ImageFolder
+
+    root = Path(root)
+    if not root.is_dir():
+        raise UserError(f"--dataset {root}: no such folder; give a folder with one sub-folder of images per class")
+    class_dirs = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not class_dirs:
+        raise UserError(f"--dataset {root}: no class sub-folders; put each class's images in {root}/<class name>/")
+
+    def build(transform):
+        try:
+            return ImageFolder(str(root), transform=transform)
+        except (FileNotFoundError, RuntimeError) as e:
+            raise UserError(f"--dataset {root}: {e}") from None
+
+    classnames = [c.replace("_", " ") for c in class_dirs]
+    names_file, templates_file = root / "classnames.txt", root / "templates.txt"
+    if names_file.exists():
+        classnames = read_lines(names_file)
+        if len(classnames) != len(class_dirs):
+            raise UserError(f"{names_file} has {len(classnames)} names for {len(class_dirs)} class folders; "
+                            "write one name per class folder, in sorted folder order")
+    templates = read_lines(templates_file) if templates_file.exists() else list(GENERIC_TEMPLATES)
+    bad = [t for t in templates if "{c}" not in t and "{}" not in t]
+    if bad:
+        raise UserError(f"{templates_file}: template {bad[0]!r} has no '{{c}}' placeholder for the class name")
+    return TorchDatasetSource(root.resolve().name, build, classnames, templates, root=root.resolve(),
+                              workers=workers)

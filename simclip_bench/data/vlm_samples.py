@@ -1,0 +1,119 @@
+"""Samples of the captioning and VQA tasks, and the built-in generated ones.
+
+A :class:`VLMSample` is an image (a file or an in-memory array), an optional question and its references
+(captioning: the reference captions; VQA: the human answers). The built-in sets come from the generated
+shapes test split: captioning uses the five captions of test image i; VQA asks test image i its
+question ``i mod 6`` (shape, colour, size, position, background, yes/no), so every kind of question is
+asked equally often. A generated question has one answer; it is given as ten identical human answers,
+so VQA accuracy is exactly 1 for the right answer (after the official normalisation) and 0 otherwise.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from simclip_bench.data.shapes import ShapesDataset
+from simclip_bench.errors import UserError
+
+HUMANS_PER_QUESTION = 10
+
+
+@dataclass(frozen=True)
+class VLMSample:
+    """One captioning or VQA item. ``image`` is a file path or a uint8 (H, W, 3) array."""
+
+    sample_id: str
+    image: Path | np.ndarray
+    references: tuple[str, ...]
+    question: str | None = None
+
+
+@dataclass
+class VLMDataset:
+    """An evaluation set of one task. ``stop_at``: the score at which the ensemble stops attacking a sample."""
+
+    name: str
+    split: str
+    task: str
+    samples: list[VLMSample]
+    stop_at: float
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def subset(self, n: int, seed: int = 0) -> VLMDataset:
+        """A fixed subset of ``n`` samples: the first n for the built-in data, a seeded draw (kept in
+        dataset order) for files, so every model sees the same samples."""
+        if n > len(self.samples):
+            raise UserError(f"--n-samples {n} exceeds the {len(self.samples)} samples of {self.name}")
+        if self.name == "shapes" or n == len(self.samples):
+            chosen = list(range(n))
+        else:
+            chosen = sorted(np.random.default_rng(seed).choice(len(self.samples), size=n, replace=False).tolist())
+        return VLMDataset(self.name, self.split, self.task, [self.samples[i] for i in chosen], self.stop_at)
+
+    def images(self, size: int) -> torch.Tensor:
+        """All images as (N, 3, size, size) in [0,1]: shorter side resized to ``size``, centre-cropped."""
+        return torch.stack([load_image(s.image, size) for s in self.samples])
+
+
+def load_image(image: Path | np.ndarray, size: int) -> torch.Tensor:
+    """(3, size, size) in [0,1] from a file or a uint8 array (bicubic resize of the shorter side, centre crop)."""
+    if isinstance(image, np.ndarray):
+        im = Image.fromarray(image)
+    else:
+        try:
+            with Image.open(image) as f:
+                im = f.convert("RGB")
+        except FileNotFoundError:
+            raise UserError(f"image file {image} is missing") from None
+        except OSError as e:
+            raise UserError(f"image file {image} is not a readable image ({e.__class__.__name__})") from None
+    if im.size != (size, size):
+        w, h = im.size
+        scale = size / min(w, h)
+        im = im.resize((max(size, round(w * scale)), max(size, round(h * scale))), Image.BICUBIC)
+        left, top = (im.width - size) // 2, (im.height - size) // 2
+        im = im.crop((left, top, left + size, top + size))
+    return torch.from_numpy(np.asarray(im, dtype=np.float32) / 255.0).permute(2, 0, 1).contiguous()
+
+
+# RobustVLM stops attacking a caption below CIDEr 10 (printed scale) on COCO; the generated data uses the same.
+SHAPES_CAPTION_STOP_AT = 0.10
+
+
+def shapes_captioning(n: int, seed: int = 0) -> VLMDataset:
+    """The first ``n`` generated test images with their five captions."""
+    data = ShapesDataset("test", seed=seed)
+    _check_n(n, len(data))
+    samples = [VLMSample(data.sample_id(i), data.sample(i).image, data.sample(i).captions) for i in range(n)]
+    return VLMDataset("shapes", "test", "captioning", samples, SHAPES_CAPTION_STOP_AT)
+
+
+def shapes_vqa(n: int, seed: int = 0) -> VLMDataset:
+    """The first ``n`` generated test images, image i asked its question i mod 6."""
+    data = ShapesDataset("test", seed=seed)
+    _check_n(n, len(data))
+    samples = []
+    for i in range(n):
+        s = data.sample(i)
+        question, answer = s.qa[i % len(s.qa)]
+        samples.append(VLMSample(f"{data.sample_id(i)}/q{i % len(s.qa)}", s.image, (answer,) * HUMANS_PER_QUESTION,
+                                 question))
+    return VLMDataset("shapes", "test", "vqa", samples, 0.0)
+
+
+def _check_n(n: int, available: int) -> None:
+    if n <= 0:
+        raise UserError(f"--n-samples must be a positive integer, got {n}")
+    if n > available:
+        raise UserError(f"--n-samples {n} exceeds the {available} generated test images")
+
+
+def references(dataset: VLMDataset) -> list[Sequence[str]]:
+    return [s.references for s in dataset.samples]

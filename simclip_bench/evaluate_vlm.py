@@ -1,0 +1,275 @@
+"""``simclip eval --task captioning|vqa`` as a library call: one VLM, several vision encoders, clean and
+under attack, into tidy rows (``results.csv``) and per-sample outcomes with the generated texts
+(``vlm_samples.csv``).
+
+With no ``--vlm`` and no ``--dataset``: the built-in tiny VLM on the built-in generated data, with the
+base encoder ``tiny-clip`` and the latest ``simclip train`` run side by side.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+from rich.markup import escape
+
+from simclip_bench.data.vlm_files import CAPTION_DATASETS, VQA_DATASETS, caption_dataset, vqa_dataset
+from simclip_bench.data.vlm_samples import VLMDataset, shapes_captioning, shapes_vqa
+from simclip_bench.devices import resolve_device
+from simclip_bench.eps import Eps
+from simclip_bench.errors import UserError, did_you_mean
+from simclip_bench.models.builtin import DEFAULT_MODEL
+from simclip_bench.models.checkpoint import atomic_write_text
+from simclip_bench.provenance import git_sha, new_run_id, package_version, utc_now
+from simclip_bench.results.schema import RESULT_COLUMNS
+from simclip_bench.tasks.captioning import CaptioningTask
+from simclip_bench.tasks.vlm_attack import VLMAttackConfig, attack_vlm
+from simclip_bench.tasks.vqa import VQATask
+from simclip_bench.vlm.load import DEFAULT_VLM, NATIVE_ENCODER, LoadedVLM, check_vlm_spec, load_vlm
+
+TASKS: tuple[str, ...] = ("zeroshot", "captioning", "vqa")
+VLM_TASKS: tuple[str, ...] = ("captioning", "vqa")
+# --attack for captioning/VQA: RobustVLM's ensemble, one APGD run on the first ground truth, or clean only.
+VLM_ATTACKS: dict[str, str] = {"ensemble": "ensemble", "robustvlm": "ensemble", "apgd": "single", "none": "none"}
+DEFAULT_N_SAMPLES = {"shapes": 200, "files": 500}
+VLM_SAMPLES_FILE = "vlm_samples.csv"
+VLM_SAMPLE_COLUMNS: tuple[str, ...] = (
+    "run_id", "model", "checkpoint_hash", "task", "dataset", "sample_id", "attack", "setting", "eps", "eps_text",
+    "prompt", "references", "clean_text", "clean_score", "adv_text", "adv_score", "fooled_by", "max_perturbation",
+)
+
+
+@dataclass
+class VLMEvalRequest:
+    """One ``simclip eval --task captioning|vqa``; empty ``models`` = base encoder + latest run (tiny VLM)."""
+
+    task: str = "captioning"
+    vlm: str = DEFAULT_VLM
+    models: list[str] = field(default_factory=list)
+    dataset: str = "shapes"
+    dataset_root: str = "datasets/{dataset}"
+    attack: str = "ensemble"
+    eps: list[Eps] = field(default_factory=list)
+    n_samples: int | None = None
+    n_iter: int = 100
+    batch_size: int = 64
+    seed: int = 0
+    sample_seed: int = 0
+    out: Path = Path("simclip-results")
+    device: str = "auto"
+    runs_dir: Path = Path("runs")
+
+
+@dataclass
+class VLMEvalResult:
+    rows: list[dict]
+    sample_rows: list[dict]
+    results_path: Path
+    samples_path: Path
+
+
+def validate(request: VLMEvalRequest) -> None:
+    """Everything that can be checked before a model is loaded."""
+    if request.task not in VLM_TASKS:
+        raise UserError(f"unknown task {request.task!r}{did_you_mean(request.task, TASKS)}; "
+                        f"choose one of {', '.join(TASKS)}")
+    check_vlm_spec(request.vlm)
+    known = ("shapes", *(CAPTION_DATASETS if request.task == "captioning" else VQA_DATASETS))
+    if request.dataset not in known:
+        raise UserError(f"unknown {request.task} dataset {request.dataset!r}{did_you_mean(request.dataset, known)}; "
+                        f"choose one of {', '.join(known)}")
+    if request.attack not in VLM_ATTACKS:
+        raise UserError(f"--attack {request.attack!r} does not apply to {request.task}"
+                        f"{did_you_mean(request.attack, VLM_ATTACKS)}; use {', '.join(VLM_ATTACKS)}")
+    for name, value in (("--iterations", request.n_iter), ("--batch-size", request.batch_size),
+                        ("--n-samples", request.n_samples if request.n_samples is not None else 1)):
+        if value <= 0:
+            raise UserError(f"{name} must be a positive integer, got {value}")
+    if VLM_ATTACKS[request.attack] != "none" and not request.eps:
+        raise UserError("an attack needs at least one --eps, e.g. --eps 4/255")
+    if request.out.exists() and not request.out.is_dir():
+        raise UserError(f"--out {request.out} is a file; pass a directory")
+    resolve_device(request.device)
+
+
+def default_encoders(request: VLMEvalRequest) -> list[str]:
+    """Tiny VLM: ``tiny-clip`` and the latest run; LLaVA: its own tower only."""
+    if request.vlm.startswith("llava:"):
+        return [NATIVE_ENCODER]
+    from simclip_bench.train.trainer import latest_run
+
+    latest = latest_run(request.runs_dir)
+    return [DEFAULT_MODEL] + ([str(latest)] if latest else [])
+
+
+def load_dataset(request: VLMEvalRequest) -> VLMDataset:
+    """The evaluated subset: fixed per (dataset, n, sample seed), the same for every encoder."""
+    if request.dataset == "shapes":
+        n = request.n_samples or DEFAULT_N_SAMPLES["shapes"]
+        return shapes_captioning(n) if request.task == "captioning" else shapes_vqa(n)
+    root = Path(request.dataset_root.replace("{dataset}", request.dataset)).expanduser()
+    read = caption_dataset if request.task == "captioning" else vqa_dataset
+    full = read(request.dataset, root)
+    n = request.n_samples if request.n_samples is not None else min(DEFAULT_N_SAMPLES["files"], len(full))
+    return full.subset(n, request.sample_seed)
+
+
+def _setting(config: dict) -> str:
+    return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def _mean_ci(values: Sequence[float]) -> tuple[float, float, float]:
+    """Mean and a normal-approximation 95 % interval of per-sample scores."""
+    mean = statistics.fmean(values)
+    half = 1.96 * statistics.stdev(values) / math.sqrt(len(values)) if len(values) > 1 else float("nan")
+    return mean, mean - half, mean + half
+
+
+def evaluate_one(loaded: LoadedVLM, dataset: VLMDataset, request: VLMEvalRequest, run_id: str,
+                 on_run_done: Callable[[str], None] | None = None) -> tuple[list[dict], list[dict]]:
+    """Clean and attacked scores of one VLM+encoder: (result rows, per-sample rows)."""
+    vlm = loaded.vlm
+    task = CaptioningTask(dataset) if request.task == "captioning" else VQATask(dataset)
+    device = vlm.device
+    x = dataset.images(vlm.image_size).to(device)
+    prompts = task.prompts(vlm)
+    t0 = time.time()
+    clean_texts = []
+    for s in range(0, len(x), request.batch_size):
+        clean_texts += vlm.generate(x[s:s + request.batch_size], prompts[s:s + request.batch_size])
+    indices = list(range(len(x)))
+    clean_scores = task.score(vlm, indices, clean_texts)
+    common = {"run_id": run_id, "created_at": utc_now(), "git_sha": git_sha(), "package_version": package_version(),
+              "model": loaded.model_id, "checkpoint_hash": loaded.checkpoint_hash, "task": request.task,
+              "dataset": dataset.name, "split": dataset.split, "n_samples": len(x), "sample_seed": request.sample_seed,
+              "device": str(device), "metric": task.metric, "flags": ""}
+    protocol = VLM_ATTACKS[request.attack]
+    rows = [_row(common, "none", {}, None, clean_scores, time.time() - t0, protocol)]
+    samples: list[dict] = []
+    refs = [json.dumps(list(s.references)) for s in dataset.samples]
+    base_sample = {"run_id": run_id, "model": loaded.model_id, "checkpoint_hash": loaded.checkpoint_hash,
+                   "task": request.task, "dataset": dataset.name}
+    if protocol == "none":
+        for i, s in enumerate(dataset.samples):
+            samples.append({**base_sample, "sample_id": s.sample_id, "attack": "none", "setting": "", "eps": 0.0,
+                            "eps_text": "0", "prompt": prompts[i], "references": refs[i],
+                            "clean_text": clean_texts[i], "clean_score": clean_scores[i], "adv_text": clean_texts[i],
+                            "adv_score": clean_scores[i], "fooled_by": "", "max_perturbation": 0.0})
+        return rows, samples
+    for eps in request.eps:
+        t0 = time.time()
+        config = VLMAttackConfig(eps=eps.value, n_iter=request.n_iter, protocol=protocol,
+                                 targets=task.attack_targets, stop_at=dataset.stop_at,
+                                 batch_size=request.batch_size, seed=request.seed)
+        outcome = attack_vlm(vlm, x, prompts, task.ground_truth(), lambda idx, texts: task.score(vlm, idx, texts),
+                             clean_texts, clean_scores, config, on_run_done=on_run_done)
+        attack_name = f"apgd-{protocol}"
+        described = config.describe()
+        rows.append(_row(common, attack_name, described, eps, outcome.scores, time.time() - t0, protocol))
+        setting = _setting({**described, "eps": eps.value, "norm": "linf"})
+        norms = outcome.norms.tolist()
+        for i, s in enumerate(dataset.samples):
+            samples.append({**base_sample, "sample_id": s.sample_id, "attack": attack_name, "setting": setting,
+                            "eps": eps.value, "eps_text": eps.text, "prompt": prompts[i], "references": refs[i],
+                            "clean_text": clean_texts[i], "clean_score": clean_scores[i],
+                            "adv_text": outcome.texts[i], "adv_score": outcome.scores[i],
+                            "fooled_by": outcome.fooled_by[i], "max_perturbation": norms[i]})
+    return rows, samples
+
+
+def _row(common: dict, attack: str, config: dict, eps: Eps | None, scores: Sequence[float], seconds: float,
+         protocol: str) -> dict:
+    mean, lo, hi = _mean_ci(scores)
+    row = {**common, "attack": attack, "attack_config": json.dumps(config, sort_keys=True),
+           "setting": _setting({**config, "eps": eps.value, "norm": "linf"}) if eps else "",
+           "protocol": protocol if eps else "", "norm": "linf" if eps else "", "eps": eps.value if eps else 0.0,
+           "eps_text": eps.text if eps else "0", "value": mean, "ci_low": lo, "ci_high": hi,
+           "seconds": round(seconds, 2)}
+    return {c: row.get(c, "") for c in RESULT_COLUMNS}
+
+
+def _append_csv(path: Path, rows: Sequence[dict], columns: Sequence[str]) -> None:
+    new = pd.DataFrame(list(rows), columns=list(columns))
+    if path.exists():
+        old = pd.read_csv(path, dtype=str, keep_default_na=False)
+        missing = [c for c in columns if c not in old.columns]
+        if missing:
+            raise UserError(f"{path} was written by another version (no column {missing[0]!r}); write to a new --out")
+        new = pd.concat([old[list(columns)], new.astype(str)], ignore_index=True)
+    atomic_write_text(path, new.to_csv(index=False))
+
+
+def run_vlm_eval(request: VLMEvalRequest, progress=None,
+                 notify: Callable[[str], None] | None = None) -> VLMEvalResult:
+    """Evaluate every encoder in the VLM; write per-sample rows, then result rows, once all are done.
+
+    ``notify`` receives user notices, only after the dataset and every input check have passed.
+    """
+    validate(request)
+    device = resolve_device(request.device)
+    dataset = load_dataset(request)
+    specs = request.models or default_encoders(request)
+    if not request.models and request.vlm == DEFAULT_VLM and len(specs) == 1 and notify is not None:
+        notify(f"no finished 'simclip train' run under {request.runs_dir}/: evaluating {DEFAULT_MODEL} only")
+    run_id = new_run_id()
+    rows: list[dict] = []
+    sample_rows: list[dict] = []
+    for spec in specs:
+        loaded = load_vlm(request.vlm, spec, device)
+        task_id = None
+        if progress is not None:
+            n_runs = 0 if VLM_ATTACKS[request.attack] == "none" else len(request.eps)
+            # Model ids hold brackets and paths ("tiny-vlm[/runs/x]"): escape them, rich reads [..] as markup.
+            task_id = progress.add_task(escape(loaded.model_id[-28:]), total=max(n_runs, 1), info="attack runs")
+        r, s = evaluate_one(loaded, dataset, request, run_id,
+                            on_run_done=(lambda name, t=task_id: progress.update(t, info=escape(name)))
+                            if task_id is not None else None)
+        if task_id is not None:
+            progress.update(task_id, completed=progress.tasks[task_id].total)
+        rows += r
+        sample_rows += s
+    request.out.mkdir(parents=True, exist_ok=True)
+    samples_path = request.out / VLM_SAMPLES_FILE
+    _append_csv(samples_path, sample_rows, VLM_SAMPLE_COLUMNS)
+    from simclip_bench.results.store import RESULTS_FILE, upsert_results
+
+    upsert_results(request.out, rows)
+    return VLMEvalResult(rows, sample_rows, request.out / RESULTS_FILE, samples_path)
+
+
+MAX_VLM_BATCH = 64
+
+
+def eval_command(task: str, vlm: str | None, models: Sequence[str], datasets: Sequence[str], dataset_root: str,
+                 attack: str | None, eps: Sequence[Eps], n_samples: int | None, iterations: int | None,
+                 batch_size: int, seed: int | None, sample_seed: int | None, out: Path, device: str) -> None:
+    """What ``simclip eval --task captioning|vqa`` (or any ``--vlm``) runs: evaluate, print, write."""
+    from rich.table import Table
+
+    from simclip_bench.cli.app import console, progress_bar, stdout
+
+    if len(datasets) > 1:
+        raise UserError(f"--task {task} takes one --dataset at a time, got {', '.join(datasets)}")
+    request = VLMEvalRequest(task=task, vlm=vlm or DEFAULT_VLM, models=list(models),
+                             dataset=(list(datasets) or ["shapes"])[0],
+                             dataset_root=dataset_root, attack=attack or "ensemble", eps=list(eps),
+                             n_samples=n_samples, n_iter=iterations or 100, batch_size=min(batch_size, MAX_VLM_BATCH),
+                             seed=seed or 0, sample_seed=sample_seed or 0, out=out, device=device)
+    validate(request)
+    with progress_bar() as bar:
+        result = run_vlm_eval(request, progress=bar, notify=console.print)
+    metric = "CIDEr-D ×100" if task == "captioning" else "VQA accuracy %"
+    table = Table(title=f"{task} on {request.dataset} (n={result.rows[0]['n_samples']}), {metric}")
+    for col in ("model", "attack", "eps", "score", "95% CI", "seconds"):
+        table.add_column(col, justify="left" if col in ("model", "attack") else "right")
+    for r in result.rows:
+        table.add_row(escape(r["model"]), r["attack"], r["eps_text"], f"{100 * r['value']:.1f}",
+                      f"{100 * r['ci_low']:.1f}–{100 * r['ci_high']:.1f}", f"{r['seconds']:.0f}")
+    stdout.print(table)
+    stdout.print(f"results: {result.results_path}  per-sample texts: {result.samples_path}")

@@ -1,0 +1,53 @@
+"""Read the result files a leaderboard is rendered from, and keep the latest row per measurement."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from simclip_bench.errors import UserError
+from simclip_bench.results.model_cards import ModelCard, read_cards
+from simclip_bench.results.store import RESULTS_FILE
+
+NEEDED = ("run_id", "created_at", "git_sha", "package_version", "model", "checkpoint_hash", "task", "dataset",
+          "n_samples", "attack", "norm", "eps", "metric", "value", "ci_low", "ci_high", "flags")
+TEXT_COLUMNS = ("run_id", "created_at", "git_sha", "package_version", "model", "checkpoint_hash", "task",
+                "dataset", "attack", "norm", "metric", "flags")
+# One measurement: re-running an evaluation appends a new row for it, and the latest one counts.
+MEASUREMENT = ["model", "checkpoint_hash", "task", "dataset", "attack", "norm", "eps", "metric"]
+
+
+def load_results(results_dir: Path) -> pd.DataFrame:
+    """``results.csv`` of ``results_dir``, checked, typed, one row per measurement (the latest), in a stable order."""
+    results_dir = Path(results_dir)
+    path = results_dir / RESULTS_FILE
+    if not results_dir.is_dir():
+        raise UserError(f"{results_dir} is not a directory; pass the --out directory of 'simclip eval' or "
+                        "'simclip bench'")
+    if not path.is_file():
+        raise UserError(f"no {RESULTS_FILE} in {results_dir}; write one with 'simclip eval --out {results_dir}'")
+    try:
+        table = pd.read_csv(path, dtype={c: str for c in TEXT_COLUMNS}, keep_default_na=False)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
+        raise UserError(f"{path} is not a readable CSV file: {str(e).splitlines()[0]}") from None
+    missing = [c for c in NEEDED if c not in table.columns]
+    if missing:
+        raise UserError(f"{path} lacks the result columns {', '.join(missing)}; is it a simclip-bench results.csv?")
+    if table.empty:
+        raise UserError(f"{path} has no result rows; run 'simclip eval --out {results_dir}' first")
+    for col in ("eps", "value", "ci_low", "ci_high", "n_samples"):
+        table[col] = pd.to_numeric(table[col].replace("", float("nan")), errors="coerce")
+    bad = table[table["value"].isna() | table["eps"].isna()]
+    if len(bad):
+        raise UserError(f"{path} row {int(bad.index[0]) + 2} has no numeric value or eps; fix or remove it")
+    table = table.sort_values(["created_at", "run_id"], kind="mergesort")
+    table = table.drop_duplicates(MEASUREMENT, keep="last")
+    return table.sort_values(MEASUREMENT, kind="mergesort").reset_index(drop=True)
+
+
+def load_cards(results_dir: Path) -> dict[tuple[str, str], ModelCard]:
+    """The model cards saved beside the results; a broken cards file is an error, a missing one is not."""
+    try:
+        return read_cards(results_dir)
+    except (ValueError, TypeError) as e:
+        raise UserError(f"{Path(results_dir) / 'model_cards.json'} is not a valid cards file: {e}") from None

@@ -1,0 +1,157 @@
+"""The leaderboard as data: one entry per model, one column per task and eps, from result rows only.
+
+A cell is the headline metric of its task at one eps: per dataset the worst case over the attacks
+run at that eps (robust accuracy is a minimum over attacks), then the mean over datasets, as the
+RobustVLM tables average over datasets. The clean column is eps 0. Entries are ordered by the
+first task's score at its largest eps, best first, then by name, so the order is stable.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import pandas as pd
+
+from simclip_bench.leaderboard.headline import HEADLINES, Headline, headline_for
+from simclip_bench.results.model_cards import ModelCard
+
+LINF = "linf"
+
+
+def eps_label(eps: float, norm: str = LINF) -> str:
+    """``0`` -> ``clean``; ``4/255`` written as ``4/255``; other values as short decimals; non-l-inf norms named."""
+    if eps == 0:
+        return "clean"
+    k = eps * 255
+    text = f"{round(k)}/255" if abs(k - round(k)) < 1e-6 else f"{eps:g}"
+    return text if norm == LINF else f"{norm} {text}"
+
+
+@dataclass(frozen=True, order=True)
+class Column:
+    """One leaderboard column: a task at one (norm, eps); eps 0 is the clean score."""
+
+    task: str
+    norm: str
+    eps: float
+
+    @property
+    def label(self) -> str:
+        return eps_label(self.eps, self.norm)
+
+    @property
+    def is_clean(self) -> bool:
+        return self.eps == 0
+
+
+@dataclass(frozen=True)
+class Cell:
+    """A headline value (metric units, unscaled), mean over ``datasets``, worst case over ``attacks``."""
+
+    value: float
+    ci_low: float
+    ci_high: float
+    attacks: tuple[str, ...]
+    datasets: tuple[str, ...]
+    n_samples: int
+
+
+@dataclass
+class Entry:
+    """One leaderboard row: a model (spec + checkpoint hash), its card if any, its cells and flags."""
+
+    model: str
+    checkpoint_hash: str
+    name: str
+    slug: str
+    card: ModelCard | None
+    cells: dict[Column, Cell] = field(default_factory=dict)
+    flags: dict[str, tuple[str, ...]] = field(default_factory=dict)
+
+
+@dataclass
+class Leaderboard:
+    tasks: list[str]
+    headlines: dict[str, Headline]
+    columns: list[Column]
+    entries: list[Entry]
+    datasets: dict[str, tuple[str, ...]]
+    attacks: dict[str, tuple[str, ...]]
+    skipped_tasks: list[str]
+    provenance: dict[str, tuple[str, ...]]
+
+    def columns_of(self, task: str) -> list[Column]:
+        return [c for c in self.columns if c.task == task]
+
+
+def _task_order(tasks: set[str]) -> list[str]:
+    declared = [t for t in HEADLINES if t in tasks]
+    return declared + sorted(tasks - set(declared))
+
+
+def _cell(rows: pd.DataFrame) -> Cell:
+    per_dataset = rows.loc[rows.groupby("dataset", sort=True)["value"].idxmin()]
+    one = len(per_dataset) == 1
+    return Cell(value=float(per_dataset["value"].mean()),
+                ci_low=float(per_dataset["ci_low"].iloc[0]) if one else math.nan,
+                ci_high=float(per_dataset["ci_high"].iloc[0]) if one else math.nan,
+                attacks=tuple(sorted(set(rows["attack"]))), datasets=tuple(per_dataset["dataset"]),
+                n_samples=int(per_dataset["n_samples"].fillna(0).sum()))
+
+
+def _flags(rows: pd.DataFrame) -> tuple[str, ...]:
+    return tuple(sorted({f for text in rows["flags"] for f in str(text).split(";") if f}))
+
+
+def _sort_key(entry: Entry, first: list[Column]) -> tuple:
+    scores = [entry.cells[c].value if c in entry.cells else -math.inf for c in reversed(first)]
+    return (*[-s for s in scores], entry.name, entry.checkpoint_hash)
+
+
+def build_leaderboard(results: pd.DataFrame, cards: dict[tuple[str, str], ModelCard]) -> Leaderboard:
+    """Reduce checked result rows (see :func:`simclip_bench.leaderboard.load.load_results`) to a leaderboard."""
+    headlines: dict[str, Headline] = {}
+    skipped = []
+    for task in _task_order(set(results["task"])):
+        headline = headline_for(task, set(results.loc[results["task"] == task, "metric"]))
+        if headline is None:
+            skipped.append(task)
+        else:
+            headlines[task] = headline
+    rows = results[[headlines.get(t) is not None and m == headlines[t].metric
+                    for t, m in zip(results["task"], results["metric"], strict=False)]].copy()
+    rows.loc[rows["eps"] == 0, "norm"] = ""
+    tasks = [t for t in headlines if (rows["task"] == t).any()]
+    columns = sorted({Column(t, n, float(e)) for t, n, e in zip(rows["task"], rows["norm"], rows["eps"], strict=False)},
+                     key=lambda c: (tasks.index(c.task), c.norm != "", c.norm != LINF, c.norm, c.eps))
+    entries = []
+    for (model, digest), mrows in rows.groupby(["model", "checkpoint_hash"], sort=True):
+        card = cards.get((model, digest))
+        entry = Entry(model, digest, card.name if card else model, card.slug if card else "", card)
+        for col in columns:
+            sel = mrows[(mrows["task"] == col.task) & (mrows["norm"] == col.norm) & (mrows["eps"] == col.eps)]
+            if len(sel):
+                entry.cells[col] = _cell(sel)
+        entry.flags = {t: _flags(mrows[mrows["task"] == t]) for t in tasks}
+        entries.append(entry)
+    _disambiguate(entries)
+    first = [c for c in columns if c.task == tasks[0]] if tasks else []
+    entries.sort(key=lambda e: _sort_key(e, first))
+    return Leaderboard(
+        tasks=tasks, headlines={t: headlines[t] for t in tasks}, columns=columns, entries=entries,
+        datasets={t: tuple(sorted(set(rows.loc[rows["task"] == t, "dataset"]))) for t in tasks},
+        attacks={t: tuple(sorted(set(rows.loc[(rows["task"] == t) & (rows["eps"] > 0), "attack"]))) for t in tasks},
+        skipped_tasks=skipped,
+        provenance={k: tuple(sorted(set(results[k]))) for k in ("run_id", "git_sha", "package_version")})
+
+
+def _disambiguate(entries: list[Entry]) -> None:
+    """Two entries with one name (a model re-trained in place) get the start of their hash appended."""
+    seen: dict[str, int] = {}
+    for e in entries:
+        seen[e.name] = seen.get(e.name, 0) + 1
+    for e in entries:
+        if seen[e.name] > 1:
+            e.name = f"{e.name} [{e.checkpoint_hash[:8]}]"
+        if not e.slug:
+            e.slug = ModelCard(e.model, e.checkpoint_hash, e.name, "", "").slug

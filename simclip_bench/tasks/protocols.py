@@ -1,0 +1,115 @@
+"""Evaluation protocols as presets: ``--protocol robustvlm | autoattack | quick | default``.
+
+A protocol fixes the attack, its budget, the eps list, the norm and how many fixed samples each
+dataset gets. Every field can be overridden from the command line; the resolved protocol (with
+the names of the overridden fields) goes into every result row's ``attack_config``.
+
+``robustvlm`` is the zero-shot protocol of Schlarmann et al. (ICML 2024, RobustVLM): APGD-CE then
+APGD-T (100 iterations each, 9 target classes) on the still-robust points, l-inf, eps 2/255 and
+4/255, 1 000 fixed samples per dataset (5 000 for ImageNet), sample seed 0; datasets with two
+classes get APGD-CE only.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+from simclip_bench.attacks.registry import EnsembleSpec, resolve_attack
+from simclip_bench.eps import Eps, parse_eps
+from simclip_bench.errors import UserError, did_you_mean
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """An evaluation preset. Units: ``eps`` as written (pixel units), ``n_iter`` per gradient attack."""
+
+    name: str
+    description: str
+    attack: str = "apgd-ce"
+    n_iter: int = 100
+    n_targets: int = 9
+    norm: str = "linf"
+    eps: tuple[str, ...] = ("4/255",)
+    n_samples: int = 1000
+    n_samples_per_dataset: tuple[tuple[str, int], ...] = ()
+    few_class_attack: str | None = None  # attack for datasets with < 4 classes (APGD-T needs >= 4)
+    sample_seed: int = 0
+    attack_seed: int = 0
+    overridden: tuple[str, ...] = field(default=(), compare=False)
+
+    OVERRIDABLE = ("attack", "n_iter", "n_targets", "norm", "eps", "n_samples", "sample_seed", "attack_seed")
+
+    def override(self, **values) -> Protocol:
+        """A copy with every non-None value replaced; ``n_samples`` then applies to every dataset."""
+        given = {k: v for k, v in values.items() if v is not None}
+        unknown = set(given) - set(self.OVERRIDABLE)
+        if unknown:
+            raise ValueError(f"not protocol fields: {sorted(unknown)}")
+        overridden = tuple(sorted(set(self.overridden) | set(given)))
+        if "eps" in given:
+            given["eps"] = tuple(given["eps"])
+        if "n_samples" in given:
+            given["n_samples_per_dataset"] = ()
+        return dataclasses.replace(self, **given, overridden=overridden)
+
+    def validate(self) -> None:
+        for name, option in (("n_iter", "--iterations"), ("n_samples", "--n-samples"), ("n_targets", "--n-targets")):
+            value = getattr(self, name)
+            if value <= 0:
+                raise UserError(f"{option} must be a positive integer, got {value}")
+        if self.norm not in ("linf", "l2"):
+            raise UserError(f"--norm {self.norm!r}: choose linf or l2")
+        spec = self.spec()
+        if not spec.is_clean and not self.eps:
+            raise UserError("an attack needs at least one --eps, e.g. --eps 4/255")
+        self.eps_values()
+
+    def eps_values(self) -> list[Eps]:
+        try:
+            return [parse_eps(e, self.norm) for e in self.eps]
+        except ValueError as e:
+            raise UserError(f"--eps: {e}") from None
+
+    def spec(self) -> EnsembleSpec:
+        return resolve_attack(self.attack).with_iterations(self.n_iter).with_targets(self.n_targets)
+
+    def spec_for(self, n_classes: int) -> EnsembleSpec:
+        """The attack for a dataset with ``n_classes`` classes (APGD-T needs at least 4)."""
+        spec = self.spec()
+        if n_classes < 4 and any(a.loss == "dlr-targeted" for a in spec.attacks):
+            if self.few_class_attack:
+                return resolve_attack(self.few_class_attack).with_iterations(self.n_iter)
+            return spec.without_targeted()
+        return spec
+
+    def n_samples_for(self, dataset: str) -> int:
+        return dict(self.n_samples_per_dataset).get(dataset, self.n_samples)
+
+    def record(self) -> dict:
+        """The resolved protocol as it goes into result rows."""
+        return {"protocol": self.name, "attack": self.attack, "n_iter": self.n_iter, "n_targets": self.n_targets,
+                "norm": self.norm, "eps": list(self.eps), "n_samples": self.n_samples,
+                "n_samples_per_dataset": dict(self.n_samples_per_dataset), "few_class_attack": self.few_class_attack,
+                "sample_seed": self.sample_seed, "attack_seed": self.attack_seed, "overridden": list(self.overridden)}
+
+
+PROTOCOLS: dict[str, Protocol] = {p.name: p for p in (
+    Protocol("default", "APGD-CE, 100 iterations, eps 4/255, 1 000 fixed samples per dataset"),
+    Protocol("robustvlm", "RobustVLM zero-shot: APGD-CE + APGD-T (9 targets), 100 iterations each, eps 2/255 and "
+             "4/255, 1 000 samples (5 000 ImageNet), 2-class datasets APGD-CE only",
+             attack="apgd-ce+apgd-t", eps=("2/255", "4/255"), n_samples_per_dataset=(("imagenet1k", 5000),),
+             few_class_attack="apgd-ce"),
+    Protocol("autoattack", "standard AutoAttack through the reference code (pyautoattack), eps 2/255 and 4/255, "
+             "1 000 samples (5 000 ImageNet)",
+             attack="autoattack", eps=("2/255", "4/255"), n_samples_per_dataset=(("imagenet1k", 5000),)),
+    Protocol("quick", "smoke run: APGD-CE with 10 iterations, eps 4/255, 100 samples per dataset",
+             n_iter=10, n_samples=100),
+)}
+DEFAULT_PROTOCOL = "default"
+
+
+def get_protocol(name: str) -> Protocol:
+    if name not in PROTOCOLS:
+        raise UserError(f"unknown protocol {name!r}{did_you_mean(name, PROTOCOLS)}; choose one of "
+                        f"{', '.join(PROTOCOLS)}")
+    return PROTOCOLS[name]

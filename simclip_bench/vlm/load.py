@@ -1,0 +1,71 @@
+"""One VLM spec plus one encoder spec -> a VLM with that vision encoder swapped in.
+
+``--vlm`` accepts:
+
+* ``tiny-vlm`` (default): the built-in tiny VLM (shipped weights); the encoder must be a ``simclip-tiny``
+  tower (``tiny-clip`` or a run fine-tuned from it); a tiny-VLM weights file path works the same way;
+* ``llava:<model>``: an HF transformers LLaVA (``LlavaForConditionalGeneration``), ``<model>`` a hub id such
+  as ``llava-hf/llava-1.5-7b-hf`` (downloaded by transformers when online, or read from its cache) or a local
+  folder. ``--model native`` keeps LLaVA's own vision tower; any other encoder spec replaces it
+  (see :mod:`simclip_bench.vlm.llava`).
+
+The encoder spec is anything ``--model`` accepts (:func:`simclip_bench.models.spec.load_model`).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from simclip_bench.errors import UserError
+from simclip_bench.models.spec import load_model
+from simclip_bench.vlm.base import VisionLanguageModel
+
+DEFAULT_VLM = "tiny-vlm"
+NATIVE_ENCODER = "native"
+
+
+@dataclass
+class LoadedVLM:
+    """A VLM ready for evaluation; ``model_id`` names VLM and encoder in result tables, e.g. ``tiny-vlm[tiny-clip]``."""
+
+    vlm: VisionLanguageModel
+    vlm_spec: str
+    encoder_spec: str
+    model_id: str
+    checkpoint_hash: str
+
+
+def check_vlm_spec(spec: str) -> None:
+    """Reject a malformed ``--vlm`` before anything is loaded."""
+    if spec == DEFAULT_VLM or spec.endswith(".safetensors"):
+        if spec != DEFAULT_VLM and not Path(spec).expanduser().is_file():
+            raise UserError(f"--vlm {spec}: no such tiny-VLM weights file")
+        return
+    if spec.startswith("llava:") and spec[len("llava:"):].strip():
+        return
+    raise UserError(f"unknown --vlm {spec!r}; use {DEFAULT_VLM}, a tiny-VLM .safetensors file or "
+                    "llava:<hub id or folder>, e.g. llava:llava-hf/llava-1.5-7b-hf")
+
+
+def load_vlm(vlm_spec: str, encoder_spec: str, device: torch.device | str = "cpu") -> LoadedVLM:
+    """Load ``vlm_spec`` with the vision encoder ``encoder_spec`` swapped in (frozen, eval mode)."""
+    check_vlm_spec(vlm_spec)
+    device = torch.device(device)
+    if vlm_spec.startswith("llava:"):
+        from simclip_bench.vlm.llava import load_llava
+
+        return load_llava(vlm_spec[len("llava:"):].strip(), encoder_spec, device)
+    from simclip_bench.vlm.tiny import TINY_VLM_WEIGHTS, TinyVLM, load_tiny_vlm_head
+
+    if encoder_spec == NATIVE_ENCODER:
+        encoder_spec = "tiny-clip"
+    head, vocab, _ = load_tiny_vlm_head(TINY_VLM_WEIGHTS if vlm_spec == DEFAULT_VLM else Path(vlm_spec).expanduser())
+    loaded = load_model(encoder_spec, device)
+    if loaded.arch != head.cfg.vision_arch:
+        raise UserError(f"the tiny VLM reads a {head.cfg.vision_arch!r} vision tower, but --model {encoder_spec} is "
+                        f"{loaded.arch!r}; use tiny-clip or a run fine-tuned from it")
+    name = "tiny-vlm" if vlm_spec == DEFAULT_VLM else Path(vlm_spec).stem
+    vlm = TinyVLM(loaded.model.encoder, head.to(device), vocab, loaded.model.image_size)
+    return LoadedVLM(vlm, vlm_spec, encoder_spec, f"{name}[{loaded.model_id}]", loaded.checkpoint_hash)

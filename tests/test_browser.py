@@ -1,0 +1,105 @@
+"""The HTML leaderboard in a real browser (headless Chromium through Selenium): renders, sorts, escapes.
+
+Needs the Debian packages ``chromium`` and ``chromium-driver`` (``.ci/run`` installs them). Without
+them the test is skipped, except under CI (``CI=true``), where their absence is a failure.
+The screenshot is written to ``$SIMCLIP_SCREENSHOT_DIR`` when set (CI uploads it), else under tmp.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+from _leaderboard_data import HASH_A, HASH_B, model_rows, write_results
+
+from simclip_bench.leaderboard import render_leaderboard
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+DRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
+EVIL = "<script>window.pwned=1</script>evil"
+
+if not (Path(CHROMIUM).exists() and Path(DRIVER).exists()):
+    if os.environ.get("CI", "").lower() == "true":
+        raise RuntimeError("CI needs chromium and chromium-driver: apt-get install -y chromium chromium-driver")
+    pytest.skip("chromium / chromium-driver not installed", allow_module_level=True)
+
+
+@pytest.fixture(scope="module")
+def page(tmp_path_factory):
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    tmp = tmp_path_factory.mktemp("browser")
+    rows = model_rows("tiny-clip", 0.90, 0.40, 0.10) + model_rows(EVIL, 0.80, 0.70, 0.55, checkpoint_hash=HASH_B)
+    rows += model_rows("runs/middle", 0.88, 0.55, 0.30, checkpoint_hash="c" * 64)
+    rows[-1]["flags"] = "zero-gradients(3/200)"
+    cards = [{"model": "tiny-clip", "checkpoint_sha256": HASH_A, "name": "tiny-clip", "arch": "simclip-tiny",
+              "tag": "builtin", "source": "shipped with simclip-bench"}]
+    directory = write_results(tmp / "results", rows, cards)
+    render_leaderboard(directory, directory)
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
+                "--window-size=1280,1000"):
+        options.add_argument(arg)
+    driver = webdriver.Chrome(service=Service(DRIVER), options=options)
+    driver.get((directory / "leaderboard.html").resolve().as_uri())
+    yield driver
+    driver.quit()
+
+
+def _names(driver) -> list[str]:
+    from selenium.webdriver.common.by import By
+
+    return [td.text.splitlines()[0] for td in driver.find_elements(By.CSS_SELECTOR, "#leaderboard tbody td.name")]
+
+
+def _header(driver, label: str):
+    from selenium.webdriver.common.by import By
+
+    return next(th for th in driver.find_elements(By.CSS_SELECTOR, "#leaderboard th.sortable") if th.text == label)
+
+
+def test_the_table_renders_a_row_per_model_ranked_by_robust_score(page):
+    assert _names(page) == [EVIL, "runs/middle", "tiny-clip"]
+
+
+def test_a_script_in_a_model_name_shows_as_text_and_never_runs(page):
+    assert EVIL in _names(page)
+    assert page.execute_script("return window.pwned") is None
+
+
+def test_clicking_a_column_header_sorts_by_it_and_again_reverses(page):
+    header = _header(page, "clean")
+    header.click()
+    assert _names(page) == ["tiny-clip", "runs/middle", EVIL]  # clean accuracy, highest first
+    assert header.get_attribute("aria-sort") == "descending"
+    header.click()
+    assert _names(page) == [EVIL, "runs/middle", "tiny-clip"]
+    assert header.get_attribute("aria-sort") == "ascending"
+
+
+def test_masking_flags_are_visible_in_red(page):
+    from selenium.webdriver.common.by import By
+
+    flag = page.find_element(By.CSS_SELECTOR, "#leaderboard .flag")
+    assert flag.is_displayed() and flag.text == "zero-gradients(3/200)"
+    assert flag.value_of_css_property("color") == "rgba(176, 0, 32, 1)"
+
+
+def test_a_model_links_to_its_card_on_the_page(page):
+    from selenium.webdriver.common.by import By
+
+    link = page.find_element(By.LINK_TEXT, "tiny-clip")
+    card = page.find_element(By.ID, link.get_attribute("href").split("#", 1)[1])
+    assert "simclip-tiny" in card.text
+
+
+def test_screenshot_of_the_page(page, tmp_path):
+    _header(page, "4/255").click()
+    out = Path(os.environ.get("SIMCLIP_SCREENSHOT_DIR") or tmp_path)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "leaderboard-browser.png"
+    assert page.save_screenshot(str(path))
+    assert path.stat().st_size > 10_000
