@@ -5,7 +5,8 @@ protocol and its overrides, every dataset (where it was looked for), every model
 (model, dataset) cell runs through :func:`simclip_bench.tasks.zeroshot.run_cell`, which appends
 per-sample outcomes a batch at a time and skips samples already in the store (resume); the cell's
 aggregate rows are written as soon as it finishes. The summary (average over datasets with a
-confidence interval) and the paired differences are group-bys of the stored samples.
+confidence interval) and the paired differences are group-bys of the stored samples. An image that
+cannot be read is left out and reported (``on_error="skip"``) or stops the run (``"fail"``).
 """
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ import pandas as pd
 
 from simclip_bench.data.catalog import DEFAULT_DATASET_ROOT, check_name, expand, open_source
 from simclip_bench.data.subset import fixed_subset
+from simclip_bench.data.unreadable import DEFAULT_ON_ERROR, FLAG_UNREADABLE, check_on_error
 from simclip_bench.devices import resolve_device
 from simclip_bench.errors import UserError
 from simclip_bench.models.builtin import DEFAULT_MODEL
@@ -39,7 +41,10 @@ class EvalRequest:
 
     ``protocol`` names a preset; the fields after it override the preset when not None (eps as
     written, e.g. "4/255"; ``n_iter`` per gradient attack). ``batch_size`` is both the attack's
-    working batch and the unit of resume; ``workers`` decode images in parallel.
+    working batch and the unit of resume; ``workers`` decode images in parallel. ``on_error``: ``skip``
+    (default) leaves an unreadable image out of every accuracy and reports it, ``fail`` stops at the first.
+    ``allow_unsafe_pickle`` (default False) lets pickled ``.pt`` weights load with the full unpickler
+    (see :func:`~simclip_bench.models.spec.load_model`).
     """
 
     models: list[str] = field(default_factory=list)
@@ -56,9 +61,11 @@ class EvalRequest:
     seed: int | None = None
     batch_size: int = 500
     workers: int = 0
+    on_error: str = DEFAULT_ON_ERROR
     out: Path = Path("simclip-results")
     device: str = "auto"
     runs_dir: Path = DEFAULT_RUNS_DIR
+    allow_unsafe_pickle: bool = False
 
 
 @dataclass
@@ -72,6 +79,7 @@ class EvalResult:
     computed: int = 0
     reused: int = 0
     flags: list[str] = field(default_factory=list)
+    unreadable: list[str] = field(default_factory=list)  # one line per image left out (file and reason)
 
 
 def default_models(runs_dir: Path = DEFAULT_RUNS_DIR) -> list[str]:
@@ -98,6 +106,7 @@ def validate(request: EvalRequest) -> Protocol:
             raise UserError(f"{name} must be a positive integer, got {value}")
     if request.workers < 0:
         raise UserError(f"--workers must be 0 or more, got {request.workers}")
+    check_on_error(request.on_error)
     if not request.datasets:
         raise UserError("no --dataset given; e.g. --dataset shapes")
     for name in request.datasets:
@@ -125,11 +134,13 @@ def run_eval(request: EvalRequest, progress=None, notify: Callable[[str], None] 
     specs = request.models or default_models(request.runs_dir)
     if not request.models and len(specs) == 1 and notify is not None:
         notify(f"no finished 'simclip train' run under {request.runs_dir}/: evaluating {specs[0]} only")
-    loaded = [load_model(spec, device) for spec in specs]  # fail on a bad spec before any attack runs
+    # fail on a bad spec before any attack runs
+    loaded = [load_model(spec, device, request.allow_unsafe_pickle) for spec in specs]
     run_id = new_run_id()
     record = protocol.record()
     rows: list[dict] = []
     flags: list[str] = []
+    unreadable: dict[str, None] = {}  # ordered set: the same file is unreadable for every model
     computed = reused = 0
     ids_by_dataset: dict[str, set[str]] = {}
     for model in loaded:
@@ -137,7 +148,7 @@ def run_eval(request: EvalRequest, progress=None, notify: Callable[[str], None] 
             indices = fixed_subset(len(source), protocol.n_samples_for(source.name), protocol.sample_seed)
             spec = protocol.spec_for(len(source.classnames))
             plan = CellPlan(source, indices, spec, protocol.eps_values(), protocol.norm, protocol.attack_seed,
-                            request.batch_size)
+                            request.batch_size, request.on_error)
             ids = [source.sample_id(i) for i in indices]
             ids_by_dataset[source.name] = set(ids)
             task = None
@@ -149,18 +160,18 @@ def run_eval(request: EvalRequest, progress=None, notify: Callable[[str], None] 
             report = run_cell(model, plan, request.out, run_id, device, done,
                               on_batch=(lambda k, t=task: progress.advance(t, k)) if task is not None else None)
             computed, reused = computed + report.computed, reused + report.reused
+            unreadable.update(dict.fromkeys(report.unreadable.values()))
             meta = CellMeta(run_id=run_id, created_at=utc_now(), git_sha=git_sha(), package_version=package_version(),
                             model=model.model_id, checkpoint_hash=model.checkpoint_hash, dataset=source.name,
                             split=source.split, sample_seed=protocol.sample_seed, sample_ids=ids, attack=spec.name,
                             attack_config=spec.config() | {"seed": protocol.attack_seed, "resolved_protocol": record},
                             protocol=protocol.name, norm=protocol.norm, settings=plan.settings(), device=str(device),
                             seconds=time.time() - t0, flags=report.flags,
-                            white_box_then_square=_square_after_white_box(spec))
+                            white_box_then_square=_square_after_white_box(spec), unreadable=set(report.unreadable))
             cell = cell_rows(read_samples(request.out), meta)
             upsert_results(request.out, cell)
             rows += cell
-            flags += [f"{model.model_id} / {source.name}: {f}" for f in sorted({f for r in cell
-                                                                                 for f in r["flags"].split(";") if f})]
+            flags += [f"{model.model_id} / {source.name}: {f}" for f in _masking_flags(cell)]
     table = pd.DataFrame(rows)
     summary = summary_table(table)
     paired = paired_differences(read_samples(request.out), table, loaded[0].model_id, ids_by_dataset) \
@@ -170,7 +181,12 @@ def run_eval(request: EvalRequest, progress=None, notify: Callable[[str], None] 
         _write_frame(request.out / PAIRED_FILE, paired)
     return EvalResult(rows=rows, summary=summary, paired=paired, protocol=protocol,
                       results_path=request.out / RESULTS_FILE, samples_path=request.out / SAMPLES_FILE,
-                      computed=computed, reused=reused, flags=flags)
+                      computed=computed, reused=reused, flags=flags, unreadable=list(unreadable))
+
+
+def _masking_flags(rows: list[dict]) -> list[str]:
+    """The masking-check flags of a cell's rows, once each (unreadable images are reported apart)."""
+    return sorted({f for r in rows for f in r["flags"].split(";") if f and not f.startswith(FLAG_UNREADABLE)})
 
 
 def _square_after_white_box(spec) -> bool:

@@ -64,6 +64,7 @@ class VLMEvalRequest:
     out: Path = Path("simclip-results")
     device: str = "auto"
     runs_dir: Path = Path("runs")
+    allow_unsafe_pickle: bool = False  # full unpickling of pickled encoder weights (see load_model)
 
 
 @dataclass
@@ -221,7 +222,7 @@ def run_vlm_eval(request: VLMEvalRequest, progress=None,
     rows: list[dict] = []
     sample_rows: list[dict] = []
     for spec in specs:
-        loaded = load_vlm(request.vlm, spec, device)
+        loaded = load_vlm(request.vlm, spec, device, request.allow_unsafe_pickle)
         task_id = None
         if progress is not None:
             n_runs = 0 if VLM_ATTACKS[request.attack] == "none" else len(request.eps)
@@ -248,7 +249,8 @@ MAX_VLM_BATCH = 64
 
 def eval_command(task: str, vlm: str | None, models: Sequence[str], datasets: Sequence[str], dataset_root: str,
                  attack: str | None, eps: Sequence[Eps], n_samples: int | None, iterations: int | None,
-                 batch_size: int, seed: int | None, sample_seed: int | None, out: Path, device: str) -> None:
+                 batch_size: int, seed: int | None, sample_seed: int | None, out: Path, device: str,
+                 allow_unsafe_pickle: bool = False) -> None:
     """What ``simclip eval --task captioning|vqa`` (or any ``--vlm``) runs: evaluate, print, write."""
     from rich.table import Table
 
@@ -260,7 +262,8 @@ def eval_command(task: str, vlm: str | None, models: Sequence[str], datasets: Se
                              dataset=(list(datasets) or ["shapes"])[0],
                              dataset_root=dataset_root, attack=attack or "ensemble", eps=list(eps),
                              n_samples=n_samples, n_iter=iterations or 100, batch_size=min(batch_size, MAX_VLM_BATCH),
-                             seed=seed or 0, sample_seed=sample_seed or 0, out=out, device=device)
+                             seed=seed or 0, sample_seed=sample_seed or 0, out=out, device=device,
+                             allow_unsafe_pickle=allow_unsafe_pickle)
     validate(request)
     with progress_bar() as bar:
         result = run_vlm_eval(request, progress=bar, notify=console.print)

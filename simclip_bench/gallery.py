@@ -36,6 +36,7 @@ class AttackRequest:
     seed: int = 0
     out: Path = Path("attacks-out")
     device: str = "auto"
+    allow_unsafe_pickle: bool = False  # full unpickling of pickled model weights (see load_model)
 
 
 @dataclass
@@ -100,7 +101,7 @@ def run_attack_gallery(request: AttackRequest) -> list[AttackedImage]:
     if request.n_images <= 0 or request.n_iter <= 0:
         raise UserError("--n-images and --iterations must be positive integers")
     device = resolve_device(request.device)
-    loaded = load_model(request.model, device)
+    loaded = load_model(request.model, device, request.allow_unsafe_pickle)
     model = loaded.model
     dataset = ShapesDataset("test", image_size=model.image_size)
     if request.images:

@@ -39,6 +39,7 @@ class VLMAttackRequest:
     seed: int = 0
     out: Path = Path("attacks-out")
     device: str = "auto"
+    allow_unsafe_pickle: bool = False  # full unpickling of pickled encoder weights (see load_model)
 
 
 @dataclass
@@ -82,7 +83,7 @@ def run_vlm_attack_gallery(request: VLMAttackRequest) -> list[AttackedCaption]:
     if request.target is not None and not request.target.strip():
         raise UserError("--target must be a non-empty text")
     device = resolve_device(request.device)
-    vlm = load_vlm(request.vlm, request.model, device).vlm
+    vlm = load_vlm(request.vlm, request.model, device, request.allow_unsafe_pickle).vlm
     if request.images:
         x = torch.stack([load_image(p, vlm.image_size) for p in request.images])
         names = [p.stem for p in request.images]

@@ -61,44 +61,4 @@ def test_attack_accepts_image_files(tmp_path):
     assert (tmp_path / "o" / "red_panel.png").is_file()
 
 
-@pytest.mark.parametrize("args, says", [
-    (["eval", "--eps", "4/0"], "not an eps"),
-    (["eval", "--eps", "-1/255"], "outside (0, 1]"),
-    (["eval", "--eps", "lots"], "not an eps"),
-    (["train", "--eps", "2"], "outside (0, 1]"),
-    (["train", "--objective", "simclp"], "did you mean 'simclip'"),
-    (["train", "--steps", "0"], "--steps must be a positive integer"),
-    (["eval", "--model", "tiny-clp"], "did you mean 'tiny-clip'"),
-    (["eval", "--n-samples", "5000"], "exceeds"),
-    (["eval", "--device", "tpu"], "unknown device"),
-    (["eval", "--attack", "apdg"], "did you mean 'apgd'"),
-    (["eval", "--no-such-flag"], "No such option"),
-    (["eval", "--protocol", "robustvml"], "did you mean 'robustvlm'"),
-    (["eval", "--dataset", "cifar1O"], "did you mean 'cifar10'"),
-    (["eval", "--dataset", "cifar10", "--dataset-root", "/no/such/{dataset}"], "/no/such/cifar10 does not exist"),
-    (["eval", "--dataset", "/no/such/folder"], "no such folder"),
-    (["eval", "--norm", "l3"], "choose linf or l2"),
-    (["eval", "--iterations", "0"], "--iterations must be a positive integer"),
-    (["eval", "--batch-size", "0"], "--batch-size must be a positive integer"),
-    (["attack", "--image", "/no/such.png"], "no such file"),
-    # captioning and VQA
-    (["eval", "--task", "captionng"], "did you mean 'captioning'"),
-    (["eval", "--task", "captioning", "--vlm", "gpt"], "unknown --vlm"),
-    (["eval", "--task", "captioning", "--dataset", "vqav2"], "unknown captioning dataset"),
-    (["eval", "--task", "vqa", "--dataset", "vqav2", "--dataset-root", "/no/such/dir"], "does not exist"),
-    (["eval", "--task", "vqa", "--attack", "apgd-t"], "does not apply"),
-    (["eval", "--task", "vqa", "--n-samples", "0"], "positive integer"),
-    (["eval", "--task", "captioning", "--n-samples", "5000"], "exceeds"),
-    (["eval", "--task", "captioning", "--vlm", "/no/such.safetensors"], "no such tiny-VLM weights file"),
-    (["attack", "--vlm", "tiny-vlm", "--model", "tiny-clp"], "did you mean 'tiny-clip'"),
-    (["pretrain-vlm", "--steps", "0"], "--steps must be a positive integer"),
-])
-def test_bad_input_gets_one_line_and_exit_code_2(args, says, tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)  # as in a fresh clone: no runs/, so the "only tiny-clip" notice is due
-    result = runner.invoke(app, args + ["--out", str(tmp_path / "o")])
-    assert result.exit_code == 2, result.output
-    lines = [line for line in result.output.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("simclip: error:"), result.output
-    assert says in lines[0]
-    assert "Traceback" not in result.output
-    assert not list((tmp_path / "o").glob("*.csv")), "a refused command wrote result files"
+# Bad input: the README's table, run row by row in tests/test_bad_input_table.py.

@@ -133,9 +133,9 @@ def test_training_on_an_image_folder_with_tecoa_counts_the_unreadable_image(fold
     assert (run / "encoder.safetensors").is_file()
 
 
-def test_strict_makes_an_unreadable_image_fatal(folder, tmp_path):
+def test_on_error_fail_makes_an_unreadable_image_fatal(folder, tmp_path):
     cfg = TrainConfig(data=str(folder), steps=1, batch_size=13, probe_size=0, attack_steps=1, device="cpu",
-                      workers=0, strict=True, out=str(tmp_path / "run"))
+                      workers=0, on_error="fail", out=str(tmp_path / "run"))
     with pytest.raises(UserError, match="broken.jpg"):
         train(cfg, log=lambda *_: None)
 

@@ -1,4 +1,6 @@
-"""One --model spec, every form; weights never unpickled; normalisation inside the wrapper."""
+"""One --model spec, every form; weights never unpickled unless --allow-unsafe-pickle; normalisation inside."""
+import argparse
+import json
 import pickle
 from pathlib import Path
 
@@ -10,7 +12,7 @@ from safetensors.torch import save_file
 from simclip_bench.errors import UserError
 from simclip_bench.models.builtin import BUILTIN_MODELS
 from simclip_bench.models.checkpoint import ENCODER_FILENAME, save_encoder
-from simclip_bench.models.spec import load_model
+from simclip_bench.models.spec import UNSAFE_PICKLE_FLAG, load_model
 
 
 def test_builtin_is_an_open_clip_architecture(tiny):
@@ -54,14 +56,95 @@ class _WritesAFile:
         return (Path.write_text, (self.target, "pwned"))
 
 
-def test_malicious_pickle_is_refused_and_never_runs(tmp_path):
+@pytest.fixture()
+def evil_pickle(tmp_path) -> tuple[Path, Path]:
+    """A .pt whose unpickling writes a marker file: (the .pt, the marker that must never appear)."""
     marker = tmp_path / "marker.txt"
     path = tmp_path / "evil.pt"
     with open(path, "wb") as f:
         pickle.dump({"state_dict": _WritesAFile(marker)}, f, protocol=2)
+    return path, marker
+
+
+def test_malicious_pickle_is_refused_and_never_runs(evil_pickle):
+    path, marker = evil_pickle
     with pytest.raises(UserError, match="refusing"):
         load_model(f"simclip-tiny:{path}")
     assert not marker.exists()
+
+
+def test_the_refusal_names_the_flag_that_allows_full_unpickling(evil_pickle):
+    path, marker = evil_pickle
+    with pytest.raises(UserError) as refused:
+        load_model(f"simclip-tiny:{path}")
+    assert "pass --allow-unsafe-pickle (it can run arbitrary code)" in str(refused.value)
+    assert len(str(refused.value).splitlines()) == 1
+    assert not marker.exists()
+
+
+def _save_with_training_args(state_dict: dict, path: Path) -> Path:
+    """A checkpoint as old training scripts wrote it: the state dict beside an argparse.Namespace."""
+    torch.save({"epoch": 2, "state_dict": state_dict, "args": argparse.Namespace(lr=1e-5, model="simclip-tiny")},
+               path)
+    return path
+
+
+def test_a_checkpoint_saved_with_its_training_args_is_refused_without_the_flag(tmp_path, tiny):
+    path = _save_with_training_args(tiny.model.clip.state_dict(), tmp_path / "old.pt")
+    with pytest.raises(UserError, match=UNSAFE_PICKLE_FLAG):
+        load_model(f"simclip-tiny:{path}")
+
+
+def test_with_the_flag_it_loads_and_embeds_exactly_like_the_same_weights_as_plain_tensors(tmp_path, tiny):
+    state = tiny.model.clip.state_dict()
+    old = _save_with_training_args(state, tmp_path / "old.pt")
+    torch.save(state, tmp_path / "plain.pt")
+    unpickled = load_model(f"simclip-tiny:{old}", allow_unsafe_pickle=True)
+    plain = load_model(f"simclip-tiny:{tmp_path / 'plain.pt'}")
+    x = torch.rand(3, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert torch.equal(unpickled.model.encode_image(x), plain.model.encode_image(x))
+    assert unpickled.checkpoint_hash == plain.checkpoint_hash == tiny.checkpoint_hash
+
+
+def test_a_resumed_run_asks_for_the_flag_again_instead_of_reading_it_back(tmp_path, tiny):
+    from simclip_bench.train.trainer import resume
+
+    old = _save_with_training_args(tiny.model.clip.state_dict(), tmp_path / "old.pt")
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps({"model": f"simclip-tiny:{old}", "allow_unsafe_pickle": True,
+                                                 "device": "cpu", "steps": 2, "batch_size": 4, "train_size": 8,
+                                                 "probe_size": 0, "warmup_steps": 0}))
+    with pytest.raises(UserError, match=UNSAFE_PICKLE_FLAG):
+        resume(run)
+
+
+@pytest.mark.parametrize("command", ["eval", "attack", "train", "export"])
+def test_every_command_that_loads_a_model_takes_the_flag(command):
+    from typer.main import get_command
+
+    from simclip_bench.cli import app
+
+    options = {opt for p in get_command(app).commands[command].params for opt in p.opts}
+    assert UNSAFE_PICKLE_FLAG in options
+
+
+def test_the_cli_warns_in_one_line_when_the_flag_is_used_and_refuses_in_one_line_without(tmp_path, tiny):
+    from typer.testing import CliRunner
+
+    from simclip_bench.cli import app
+
+    old = _save_with_training_args(tiny.model.clip.state_dict(), tmp_path / "old.pt")
+    args = ["export", f"simclip-tiny:{old}", "--format", "open_clip", "--out"]
+    refused = CliRunner().invoke(app, [*args, str(tmp_path / "a")])
+    assert refused.exit_code == 2
+    assert refused.output.strip().splitlines() == [refused.output.strip()]
+    assert UNSAFE_PICKLE_FLAG in refused.output
+    allowed = CliRunner().invoke(app, [*args, str(tmp_path / "b"), UNSAFE_PICKLE_FLAG])
+    assert allowed.exit_code == 0, allowed.output
+    warnings = [line for line in allowed.output.splitlines() if line.startswith("simclip: warning:")]
+    assert len(warnings) == 1 and "arbitrary code" in warnings[0]
 
 
 def test_encoder_checkpoint_and_run_directory_round_trip(tmp_path, tiny):

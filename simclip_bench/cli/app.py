@@ -72,10 +72,53 @@ def eps_list(values: list[str], option: str = "--eps") -> list[Eps]:
         raise UserError(f"{option}: {e}") from None
 
 
+def unsafe_pickle_option() -> Any:
+    """``--allow-unsafe-pickle`` for every command that loads a ``--model`` (see :func:`warn_unsafe_pickle`)."""
+    # The flag's name is also spelled in simclip_bench.models.spec.UNSAFE_PICKLE_FLAG (the refusal names it);
+    # importing it here would load torch for every --help.
+    return typer.Option(False, "--allow-unsafe-pickle",
+                        help="Let ARCH:PATH .pt/.bin weights that hold more than tensors (e.g. a state dict saved "
+                             "with its training args) load with the full unpickler. Unpickling runs code from the "
+                             "file: only for files you trust.")
+
+
+def warn_unsafe_pickle(allowed: bool) -> bool:
+    """Print one warning line to stderr when ``--allow-unsafe-pickle`` is given; returns ``allowed``."""
+    if allowed:
+        print("simclip: warning: --allow-unsafe-pickle: model weights that are pickles are fully unpickled, which "
+              "can run arbitrary code; use it only for files you trust", file=sys.stderr)
+    return allowed
+
+
+class LazyProgress(Progress):
+    """A rich progress display that appears only once its first task is added.
+
+    Commands open the bar before they know whether their input is good; with an eager bar, a
+    bad option would print an empty bar line before its one error line.
+    """
+
+    _shown = False
+
+    def start(self) -> None:  # called by ``with``: wait for the first task
+        pass
+
+    def add_task(self, *args: Any, **kwargs: Any):
+        task = super().add_task(*args, **kwargs)
+        if not self._shown:
+            self._shown = True
+            super().start()
+        return task
+
+    def stop(self) -> None:
+        if self._shown:
+            super().stop()
+
+
 def progress_bar() -> Progress:
-    return Progress(TextColumn("[bold]{task.description}"), BarColumn(bar_width=16), MofNCompleteColumn(),
-                    TextColumn("{task.fields[info]}"), TextColumn("ETA"), TimeRemainingColumn(compact=True),
-                    console=console, transient=False)
+    """The progress display of long commands (on stderr); see :class:`LazyProgress`."""
+    return LazyProgress(TextColumn("[bold]{task.description}"), BarColumn(bar_width=16), MofNCompleteColumn(),
+                        TextColumn("{task.fields[info]}"), TextColumn("ETA"), TimeRemainingColumn(compact=True),
+                        console=console, transient=False)
 
 
 def main() -> None:

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import typer
 
-from simclip_bench.cli.app import app, eps_list, stdout
+from simclip_bench.cli.app import app, eps_list, stdout, unsafe_pickle_option, warn_unsafe_pickle
 
 
 @app.command(epilog="""[bold]Examples[/bold]\n
@@ -25,14 +25,16 @@ def attack(
     seed: int = typer.Option(0, help="Attack seed."),
     out: Path = typer.Option(Path("attacks-out"), help="Directory for the PNGs."),
     device: str = typer.Option("auto", help="auto | cpu | cuda | cuda:N."),
+    allow_unsafe_pickle: bool = unsafe_pickle_option(),
 ) -> None:
     """Craft adversarial examples (APGD-CE) and save them as PNG with a before/after picture each."""
+    warn_unsafe_pickle(allow_unsafe_pickle)
     if vlm or target:  # captions of a VLM: simclip_bench.vlm_gallery
         from simclip_bench.vlm_gallery import VLMAttackRequest, run_vlm_attack_gallery
 
         vlm_request = VLMAttackRequest(vlm=vlm or "tiny-vlm", model=model, images=list(image or []), n_images=n_images,
                                        eps=eps_list([eps])[0], n_iter=iterations, target=target, seed=seed, out=out,
-                                       device=device)
+                                       device=device, allow_unsafe_pickle=allow_unsafe_pickle)
         for item in run_vlm_attack_gallery(vlm_request):
             hit = {None: "", True: " (target reached)", False: " (target missed)"}[item.target_reached]
             stdout.print(f"{item.name}: {item.clean_caption!r} -> {item.adv_caption!r}{hit}  "
@@ -41,7 +43,8 @@ def attack(
     from simclip_bench.gallery import AttackRequest, run_attack_gallery
 
     request = AttackRequest(model=model, images=list(image or []), n_images=n_images, eps=eps_list([eps])[0],
-                            n_iter=iterations, seed=seed, out=out, device=device)
+                            n_iter=iterations, seed=seed, out=out, device=device,
+                            allow_unsafe_pickle=allow_unsafe_pickle)
     for item in run_attack_gallery(request):
         truth = f" [true: {item.true_label}]" if item.true_label else ""
         stdout.print(f"{item.name}{truth}: {item.clean_label} ({item.clean_prob:.0%}) -> {item.adv_label} "

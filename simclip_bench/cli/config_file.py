@@ -56,6 +56,9 @@ def values_for_command(data: dict[str, Any], command: str, commands: set[str], p
     """
     sections = {k for k, v in data.items() if k in commands and isinstance(v, dict)}
     table = data.get(command, {}) if sections else data
+    if not isinstance(table, dict):  # e.g. `eval = 5` next to a [train] table
+        raise UserError(f"--config {source}: {command!r} must be a table of option values, like the "
+                        f"{sorted(sections)[0]!r} table, not {type(table).__name__}")
     values = {}
     for key, value in table.items():
         name = str(key).replace("-", "_")

@@ -6,8 +6,9 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from simclip_bench.cli.app import app, console, progress_bar, stdout
+from simclip_bench.cli.app import app, console, progress_bar, stdout, unsafe_pickle_option, warn_unsafe_pickle
 from simclip_bench.cli.config_file import config_option
+from simclip_bench.errors import UserError
 
 
 @app.command(name="eval", epilog="""[bold]Examples[/bold]\n
@@ -52,25 +53,36 @@ def eval_(
     seed: int = typer.Option(None, help="Attack seed (default 0)."),
     batch_size: int = typer.Option(500, help="Working-batch size of the attacks; also the unit of resume."),
     workers: int = typer.Option(0, help="Image-decoding worker processes for datasets on disk."),
+    on_error: str = typer.Option(
+        None, help="An unreadable image: skip (default: left out of every accuracy, counted and listed) or fail "
+                   "(stop at the first). Zero-shot only."),
     out: Path = typer.Option(Path("simclip-results"), help="Result store: results.csv, samples.csv, summary.csv."),
     device: str = typer.Option("auto", help="auto | cpu | cuda | cuda:N."),
+    allow_unsafe_pickle: bool = unsafe_pickle_option(),
 ) -> None:
     """Zero-shot accuracy, clean and under attack, for every model x dataset x eps; resumes from OUT."""
+    warn_unsafe_pickle(allow_unsafe_pickle)
     if task != "zeroshot" or vlm:  # captioning / VQA with a VLM: simclip_bench.evaluate_vlm
         from simclip_bench.cli.app import eps_list
+
+        if on_error is not None:
+            raise UserError("--on-error applies to --task zeroshot; captioning and VQA stop at an unreadable "
+                            "image, so drop --on-error")
         from simclip_bench.evaluate_vlm import eval_command
 
         eval_command(task=task, vlm=vlm, models=list(model or []), datasets=list(dataset or []),
                      dataset_root=dataset_root, attack=attack, eps=eps_list(eps or ["4/255"]), n_samples=n_samples,
                      iterations=iterations, batch_size=batch_size, seed=seed, sample_seed=sample_seed, out=out,
-                     device=device)
+                     device=device, allow_unsafe_pickle=allow_unsafe_pickle)
         return
+    from simclip_bench.data.unreadable import DEFAULT_ON_ERROR
     from simclip_bench.evaluate import EvalRequest, run_eval, validate
 
     request = EvalRequest(models=list(model or []), datasets=list(dataset or ["shapes"]), dataset_root=dataset_root,
                           protocol=protocol, attack=attack, eps=list(eps) if eps else None, norm=norm,
                           n_samples=n_samples, n_iter=iterations, n_targets=n_targets, sample_seed=sample_seed,
-                          seed=seed, batch_size=batch_size, workers=workers, out=out, device=device)
+                          seed=seed, batch_size=batch_size, workers=workers, on_error=on_error or DEFAULT_ON_ERROR,
+                          out=out, device=device, allow_unsafe_pickle=allow_unsafe_pickle)
     validate(request)
     with progress_bar() as bar:
         result = run_eval(request, progress=bar, notify=console.print)
@@ -79,6 +91,7 @@ def eval_(
     _print_summary(result)
     for flag in result.flags:
         stdout.print(f"[bold red]masking check:[/] {flag}")
+    _print_unreadable(result)
     stdout.print(f"{result.computed} samples computed, {result.reused} reused from {out}/ "
                  f"| results: {result.results_path}  per-sample: {result.samples_path}")
 
@@ -96,6 +109,18 @@ def _record_run(request, result, config: Path | None) -> None:
     settings = {**asdict(request), "resolved_protocol": result.protocol.record(),
                 "config_file": str(config) if config else None}
     save_resolved_config(request.out, result.rows[0]["run_id"], "eval", settings)
+
+
+def _print_unreadable(result, shown: int = 5) -> None:
+    """The images left out (``--on-error skip``): how many, and the first ``shown`` of them."""
+    if not result.unreadable:
+        return
+    stdout.print(f"[yellow]{len(result.unreadable)} unreadable image(s) left out of every accuracy[/] "
+                 "(n counts the rest; --on-error fail stops at the first):", highlight=False, soft_wrap=True)
+    for line in result.unreadable[:shown]:
+        stdout.print(f"  {line}", highlight=False, markup=False, soft_wrap=True)
+    if len(result.unreadable) > shown:
+        stdout.print(f"  ... and {len(result.unreadable) - shown} more")
 
 
 def _print_rows(result) -> None:

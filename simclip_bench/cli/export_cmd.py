@@ -5,7 +5,7 @@ from pathlib import Path
 
 import typer
 
-from simclip_bench.cli.app import app, stdout
+from simclip_bench.cli.app import app, stdout, unsafe_pickle_option, warn_unsafe_pickle
 
 
 @app.command(epilog="""[bold]Examples[/bold]\n
@@ -15,9 +15,11 @@ def export(
     model: str = typer.Argument(..., help="A run directory of 'simclip train' (or any model spec)."),
     format: str = typer.Option(..., "--format", help="open_clip | hf (transformers CLIPVisionModel directory)."),
     out: Path = typer.Option(..., help="New directory to write (must not exist or be empty)."),
+    allow_unsafe_pickle: bool = unsafe_pickle_option(),
 ) -> None:
     """Export a fine-tuned encoder as an open_clip checkpoint or an HF CLIPVisionModel directory."""
+    warn_unsafe_pickle(allow_unsafe_pickle)
     from simclip_bench.models.export import export as run_export
 
-    info = run_export(model, format, out)
+    info = run_export(model, format, out, allow_unsafe_pickle)
     stdout.print(f"wrote {out}\nload with: {info['load']}", soft_wrap=True)

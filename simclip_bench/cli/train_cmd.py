@@ -5,11 +5,20 @@ from pathlib import Path
 
 import typer
 
-from simclip_bench.cli.app import app, console, progress_bar, stdout
+from simclip_bench.cli.app import app, console, progress_bar, stdout, unsafe_pickle_option, warn_unsafe_pickle
 from simclip_bench.cli.config_file import config_option
 from simclip_bench.errors import UserError
 
-RESUME_OPTIONS = {"resume", "stop_after", "device", "ctx", "log"}
+RESUME_OPTIONS = {"resume", "stop_after", "device", "ctx", "log", "allow_unsafe_pickle"}
+
+
+def _on_error(on_error: str | None, strict: bool) -> str:
+    """``--on-error``, with ``--strict`` as another way to write ``--on-error fail``."""
+    from simclip_bench.data.unreadable import DEFAULT_ON_ERROR, FAIL, check_on_error
+
+    if strict and on_error not in (None, FAIL):
+        raise UserError(f"--strict means --on-error fail, which contradicts --on-error {on_error}; drop one of them")
+    return FAIL if strict else check_on_error(on_error or DEFAULT_ON_ERROR)
 
 
 @app.command(epilog="""[bold]Examples[/bold]\n
@@ -48,7 +57,10 @@ def train(
     grad_checkpointing: bool = typer.Option(False, help="open_clip gradient checkpointing (less memory, more time)."),
     compile: bool = typer.Option(False, "--compile", help="torch.compile the encoder."),
     workers: int = typer.Option(None, help="Data-loading workers. Default: 0 for shapes, 4 for files."),
-    strict: bool = typer.Option(False, help="Stop at the first unreadable image (default: count and skip)."),
+    on_error: str = typer.Option(
+        None, help="An unreadable image: skip (default: count it in metrics.jsonl and go on) or fail (stop at the "
+                   "first)."),
+    strict: bool = typer.Option(False, help="Same as --on-error fail."),
     save_every: int = typer.Option(None, help="Steps between checkpoints. Default: a tenth of the run."),
     collapse_warn: float = typer.Option(0.5, help="Warn when the embedding spread falls below this share of its start"),
     collapse_stop: float = typer.Option(0.2, help="Stop when it falls below this share (0: never stop)."),
@@ -58,8 +70,10 @@ def train(
     resume: Path = typer.Option(None, help="Continue the run in this directory from its last checkpoint."),
     stop_after: int = typer.Option(None, help="Leave after this many steps of this session (resume later)."),
     log: str = typer.Option("none", help="Also log metrics to: none | tensorboard | wandb (optional packages)."),
+    allow_unsafe_pickle: bool = unsafe_pickle_option(),
 ) -> None:
     """Adversarially fine-tune a CLIP vision encoder (Sim-CLIP, FARE, TeCoA); writes a run directory."""
+    warn_unsafe_pickle(allow_unsafe_pickle)
     from simclip_bench.tracking import open_tracker
     from simclip_bench.train.trainer import TrainConfig
     from simclip_bench.train.trainer import resume as resume_training
@@ -67,13 +81,16 @@ def train(
 
     tracker = None
     with progress_bar() as bar:
-        task = None  # added once the options are validated: a bad option prints its one line and nothing else
+        task = None
+        total: int | None = None  # the bar appears with the first finished step: setup errors print one line
 
         def on_progress(step: int, record: dict) -> None:
+            nonlocal task
             info = (f"loss {record['loss']:+.3f} std√d {record['embedding_std_sqrt_d']:.2f} "
                     f"{record['images_per_s']:.0f} img/s")
-            if task is not None:
-                bar.update(task, completed=step, info=info)
+            if task is None:
+                task = bar.add_task("train", total=total, info="")
+            bar.update(task, completed=step, info=info)
             if tracker is not None:
                 tracker.log(step, record)
 
@@ -83,13 +100,13 @@ def train(
             if given:
                 flag = given[0].replace("_", "-")
                 raise UserError(f"--resume continues a run with its saved settings; drop --{flag} "
-                                "(only --device and --stop-after go with --resume)")
+                                "(only --device, --stop-after and --allow-unsafe-pickle go with --resume)")
             explicit_device = ctx.get_parameter_source("device").name == "COMMANDLINE"
-            task = bar.add_task("train", total=None, info="")
             tracker = open_tracker(log, resume, {"resume": str(resume)})
             try:
                 run_dir = resume_training(resume, progress=on_progress, log=console.print, stop_after=stop_after,
-                                          device=device if explicit_device else None)
+                                          device=device if explicit_device else None,
+                                          allow_unsafe_pickle=allow_unsafe_pickle)
             finally:
                 if tracker is not None:
                     tracker.close()
@@ -98,8 +115,10 @@ def train(
                               train_size=train_size, out=str(out) if out else None, anchor_weight=anchor_weight,
                               predictor=predictor, data=data, class_names=str(class_names) if class_names else None,
                               probe_size=probe_size, accum_steps=accum_steps, precision=precision,
-                              grad_checkpointing=grad_checkpointing, compile=compile, strict=strict,
-                              collapse_warn=collapse_warn, collapse_stop=collapse_stop, log_every=log_every)
+                              grad_checkpointing=grad_checkpointing, compile=compile,
+                              on_error=_on_error(on_error, strict),
+                              collapse_warn=collapse_warn, collapse_stop=collapse_stop, log_every=log_every,
+                              allow_unsafe_pickle=allow_unsafe_pickle)
             for name, value in (("objective", objective), ("steps", steps), ("batch_size", batch_size), ("lr", lr),
                                 ("warmup_steps", warmup_steps), ("weight_decay", weight_decay),
                                 ("probe_every", probe_every), ("workers", workers), ("save_every", save_every)):
@@ -113,7 +132,7 @@ def train(
 
                 cfg.out = str(_new_run_dir(cfg))  # the tracker writes into the run directory from the start
             tracker = open_tracker(log, Path(cfg.out or "."), dict(vars(cfg)))
-            task = bar.add_task("train", total=cfg.steps, info="")
+            total = cfg.steps
             try:
                 run_dir = run_training(cfg, progress=on_progress, log=console.print, stop_after=stop_after)
             finally:

@@ -71,8 +71,16 @@ def dataset_root(template: str, name: str) -> Path:
     return Path(template.replace("{dataset}", name).replace("{dataset_cleaned}", name.replace("/", "-")))
 
 
+def _is_dir(value: str) -> bool:
+    """Whether ``value`` is an existing folder; a name too long to look up is not one (and no OSError)."""
+    try:
+        return Path(value).is_dir()
+    except OSError:
+        return False
+
+
 def _looks_like_path(value: str) -> bool:
-    return "/" in value or "\\" in value or value.startswith(".") or Path(value).is_dir()
+    return "/" in value or "\\" in value or value.startswith(".") or _is_dir(value)
 
 
 def known_names() -> list[str]:

@@ -9,15 +9,20 @@ the eps-ball is in the pixels the model sees). Three kinds:
 * :class:`ImageFolderSource` -- one sub-folder per class, with optional ``classnames.txt`` and
   ``templates.txt`` beside the class folders;
 * :class:`TorchDatasetSource` -- a CLIP_benchmark dataset (torchvision or ImageFolder underneath).
+
+:meth:`ClassificationSource.load_readable` returns the images that could be read and, for the others,
+one line naming the file and the reason; :meth:`ClassificationSource.load` raises on the first of those.
 """
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
 from simclip_bench.data.shapes import ShapesDataset
+from simclip_bench.data.unreadable import describe, unreadable_error
 from simclip_bench.errors import UserError
 
 ImageTransform = Callable[[object], torch.Tensor]
@@ -29,6 +34,18 @@ GENERIC_TEMPLATES: tuple[str, ...] = ("a photo of a {c}.",)
 def format_template(template: str, classname: str) -> str:
     """Fill a prompt template written with ``{c}`` (CLIP_benchmark) or ``{}`` (CLIP)."""
     return template.replace("{c}", classname).replace("{}", classname)
+
+
+@dataclass
+class ImageBatch:
+    """The readable ones among requested images: ``x`` (k, 3, H, W) in [0,1] and ``y`` (k,) int64 for the
+    positions ``kept`` (into the requested indices, in order); ``unreadable`` maps each other position
+    to one line naming the file and why it could not be read."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+    kept: list[int]
+    unreadable: dict[int, str] = field(default_factory=dict)
 
 
 class ClassificationSource:
@@ -49,6 +66,11 @@ class ClassificationSource:
              transform: ImageTransform | None) -> tuple[torch.Tensor, torch.Tensor]:
         """Images (n, 3, H, W) in [0,1] and labels (n,) int64 of the samples ``indices``."""
         raise NotImplementedError
+
+    def load_readable(self, indices: Sequence[int], image_size: int, transform: ImageTransform | None) -> ImageBatch:
+        """Like :meth:`load`, but an image that cannot be read is left out and reported, not raised."""
+        x, y = self.load(indices, image_size, transform)
+        return ImageBatch(x, y, list(range(len(x))))
 
 
 class ShapesSource(ClassificationSource):
@@ -109,18 +131,54 @@ class TorchDatasetSource(ClassificationSource):
         return f"{index:07d}"
 
     def load(self, indices, image_size, transform):
+        batch = self.load_readable(indices, image_size, transform)
+        if batch.unreadable:
+            raise unreadable_error("image", next(iter(batch.unreadable.values())))
+        return batch.x, batch.y
+
+    def load_readable(self, indices, image_size, transform) -> ImageBatch:
         key = id(transform)
         if key not in self._built:
             self._built[key] = self._build(transform)
-        dataset = self._built[key]
-        subset = torch.utils.data.Subset(dataset, list(indices))
-        loader = torch.utils.data.DataLoader(subset, batch_size=max(len(subset), 1), shuffle=False,
-                                             num_workers=self.workers)
+        guarded = _Guarded(self._built[key], list(indices), self.name)
+        loader = torch.utils.data.DataLoader(guarded, batch_size=max(len(guarded), 1), shuffle=False,
+                                             num_workers=self.workers, collate_fn=_as_list)
+        items = next(iter(loader), [])
+        kept = [j for j, (_, _, error) in enumerate(items) if error is None]
+        x = (torch.stack([items[j][0] for j in kept]).float().contiguous() if kept
+             else torch.empty(0, 3, image_size, image_size))
+        y = torch.as_tensor([int(items[j][1]) for j in kept], dtype=torch.long)
+        return ImageBatch(x, y, kept, {j: error for j, (_, _, error) in enumerate(items) if error is not None})
+
+
+class _Guarded(torch.utils.data.Dataset):
+    """``dataset[indices[k]]`` as (image, label, None), or (None, None, reason) when it cannot be read.
+
+    Any exception while reading one item (a truncated or garbage file, a decoder error) is that item's
+    reason, so one bad file never takes the batch down with it; the caller decides what it means.
+    """
+
+    def __init__(self, dataset, indices: list[int], name: str) -> None:
+        self.dataset, self.indices, self.name = dataset, indices, name
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, k: int) -> tuple:
+        index = self.indices[k]
         try:
-            x, y = next(iter(loader))
-        except (OSError, ValueError) as e:
-            raise UserError(f"cannot read an image of {self.name}: {e}; fix or remove the file") from None
-        return x.float().contiguous(), torch.as_tensor(y, dtype=torch.long)
+            image, label = self.dataset[index]
+        except Exception as e:  # noqa: BLE001 - every failure to read an image is reported the same way
+            return None, None, describe(self._file(index), e)
+        return image, label, None
+
+    def _file(self, index: int) -> str:
+        samples = getattr(self.dataset, "samples", None)
+        return str(samples[index][0]) if samples is not None else f"{self.name} sample {index}"
+
+
+def _as_list(items: list) -> list:
+    return items
 
 
 def read_lines(path: Path) -> list[str]:

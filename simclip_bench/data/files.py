@@ -3,17 +3,19 @@
 * **ImageFolder** (``ROOT/<class>/<image>``; for the ImageNet layout ``ROOT/train/<wnid>/...`` the
   ``train`` folder is used): labels are the sorted class-folder names, as in torchvision.
 * **List file** (``.csv`` with a header, or ``.jsonl`` with one object per line): a ``path`` column
-  (relative paths are read from the list file's folder) and an optional ``label`` column, either
-  class names or integers 0..C-1.
+  and an optional ``label`` column, either class names or integers 0..C-1. A relative path is read
+  from the list file's folder and must stay inside it (no ``..`` or symbolic-link escape, see
+  :mod:`simclip_bench.data.manifest_paths`); an absolute path may name an image anywhere.
 
 An image that cannot be read is reported as ``None`` with the reason, never raised: the batch loader
-counts and skips it (or stops, with ``--strict``).
+counts and skips it (or stops, with ``--on-error fail``).
 """
 from __future__ import annotations
 
 import csv
 import json
 import os
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +23,9 @@ from pathlib import Path
 import torch
 from PIL import Image
 
+from simclip_bench.data.manifest_paths import ManifestFolder
 from simclip_bench.data.preprocess import PixelTransform
+from simclip_bench.data.unreadable import describe
 from simclip_bench.errors import UserError
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff", ".ppm", ".pgm"})
@@ -42,7 +46,7 @@ def read_image(path: str | Path, transform: PixelTransform, label: int) -> Loade
         with Image.open(path) as img:
             return LoadedImage(transform(img.convert("RGB")), label)
     except Exception as e:  # noqa: BLE001 - any decoder failure means "unreadable", counted by the caller
-        return LoadedImage(None, label, f"{path}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
+        return LoadedImage(None, label, describe(str(path), e))
 
 
 class FileImageDataset:
@@ -87,35 +91,66 @@ def image_folder(root: Path, transform: PixelTransform, split: str = "train") ->
     return FileImageDataset(str(root), paths, labels, classes, transform)
 
 
-def _rows(path: Path) -> list[dict]:
-    text = path.read_text(encoding="utf-8")
+def _text(path: Path) -> str:
+    """The list file as text: UTF-8, a leading byte-order mark (as spreadsheets write it) dropped."""
+    try:
+        return path.read_bytes().decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise UserError(f"{path} is not UTF-8 text (byte {e.start}: {e.reason}); save the list as UTF-8") from None
+
+
+def _rows(path: Path) -> list[tuple[int, dict]]:
+    """The rows of a list file with their line numbers (1-based; a CSV's header is line 1)."""
+    text = _text(path)
     if path.suffix == ".csv":
-        rows = list(csv.DictReader(text.splitlines()))
+        reader = csv.DictReader(text.splitlines())
+        try:
+            rows = [(reader.line_num, row) for row in reader]
+        except csv.Error as e:
+            raise UserError(f"{path}:{reader.line_num} is not readable CSV ({e})") from None
     else:
         rows = []
         for n, line in enumerate(text.splitlines(), 1):
             if line.strip():
                 try:
-                    rows.append(json.loads(line))
+                    rows.append((n, json.loads(line)))
                 except json.JSONDecodeError as e:
                     raise UserError(f"{path}:{n} is not a JSON object ({e.msg})") from None
-    if rows and not all(isinstance(r, dict) and r.get("path") for r in rows):
+                except (RecursionError, ValueError) as e:  # [[[[... or a number of 5000 digits
+                    why = "nested too deeply" if isinstance(e, RecursionError) else "a number with too many digits"
+                    raise UserError(f"{path}:{n} is not a JSON object ({why})") from None
+    if rows and not all(isinstance(r, dict) and r.get("path") for _, r in rows):
         raise UserError(f"{path}: every row needs a 'path' (optional 'label'), e.g. a CSV header 'path,label'")
     return rows
 
 
+# Not str.isdigit() ("²" is a digit that int() refuses); at most 18 digits (int() refuses 4300).
+_INT_LABEL = re.compile(r"\s*-?[0-9]{1,18}\s*", re.ASCII)
+
+
+def _is_int_label(value: object) -> bool:
+    """Whether a label is an integer: a JSON number or ASCII digits (JSON true/false are names, not 1/0)."""
+    if isinstance(value, bool):
+        return False
+    return isinstance(value, int) or (isinstance(value, str) and _INT_LABEL.fullmatch(value) is not None)
+
+
 def list_file(path: Path, transform: PixelTransform) -> FileImageDataset:
-    """A CSV / JSONL list of image paths with optional labels (class names or integers)."""
+    """A CSV / JSONL list of image paths with optional labels (class names or integers).
+
+    Relative paths are read from the list's folder and refused (UserError naming the line) when they
+    resolve outside it; absolute paths are taken as given.
+    """
     path = Path(path)
-    rows = _rows(path)
-    base = path.parent
-    paths = [str(p if Path(p).is_absolute() else base / p) for p in (str(r["path"]) for r in rows)]
-    raw = [r.get("label") for r in rows]
+    numbered = _rows(path)
+    folder = ManifestFolder(path, path.parent, allow_absolute=True)
+    paths = [str(folder.path(str(r["path"]), f"line {n}")) for n, r in numbered]
+    raw = [r.get("label") for _, r in numbered]
     if all(v is None or v == "" for v in raw):
         return FileImageDataset(str(path), paths, [-1] * len(paths), None, transform)
     if any(v is None or v == "" for v in raw):
         raise UserError(f"{path}: some rows have a label and some do not; label all rows or none")
-    if all(isinstance(v, int) or (isinstance(v, str) and v.strip().lstrip("-").isdigit()) for v in raw):
+    if all(_is_int_label(v) for v in raw):
         labels = [int(v) for v in raw]
         if min(labels) < 0:
             raise UserError(f"{path}: integer labels must be >= 0")

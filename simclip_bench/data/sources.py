@@ -25,6 +25,7 @@ from simclip_bench.data.files import (
 )
 from simclip_bench.data.preprocess import PixelTransform
 from simclip_bench.data.shapes import ShapesDataset
+from simclip_bench.data.unreadable import DEFAULT_ON_ERROR, FAIL, unreadable_error
 from simclip_bench.data.webdataset_source import WebDatasetSource, is_webdataset_spec
 from simclip_bench.errors import UserError
 
@@ -100,11 +101,13 @@ def open_train_data(spec: str, transform: PixelTransform, image_size: int, seed:
 
 
 def open_probe_data(spec: str, transform: PixelTransform, image_size: int, seed: int, size: int,
-                    class_names: tuple[str, ...] | None) -> tuple[torch.Tensor, torch.Tensor] | None:
+                    class_names: tuple[str, ...] | None,
+                    on_error: str = DEFAULT_ON_ERROR) -> tuple[torch.Tensor, torch.Tensor] | None:
     """Held-out labelled images for the zero-shot probe: (N,3,H,W) in [0,1] and labels; None if there are none.
 
     ``shapes`` uses the val split; an ImageNet-layout directory its ``val`` folder; other data has no probe
-    unless ``--probe-data`` names a labelled ImageFolder or list file.
+    unless ``--probe-data`` names a labelled ImageFolder or list file. Unreadable images are left out
+    (``on_error="skip"``) or raised (``"fail"``).
     """
     if spec == SHAPES:
         return ShapesDataset("val", seed=seed, size=size, image_size=image_size).tensors()
@@ -121,6 +124,9 @@ def open_probe_data(spec: str, transform: PixelTransform, image_size: int, seed:
     g = torch.Generator().manual_seed(seed)
     pick = torch.randperm(len(ds), generator=g)[:size].tolist()
     loaded = [ds[i] for i in pick]
+    bad = next((item.error for item in loaded if item.image is None), None)
+    if bad is not None and on_error == FAIL:
+        raise unreadable_error("probe image", bad)
     ok = [item for item in loaded if item.image is not None]
     if not ok:
         return None

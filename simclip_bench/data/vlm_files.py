@@ -18,12 +18,17 @@ Caption files are Karpathy's split files (``{"images": [{"filename", "filepath"?
 "question"}]}`` and ``{"annotations": [{"question_id", "answers": [{"answer"}]}]}``), as the VQA
 challenge and OpenFlamingo's ``eval_benchmark`` ship them. A VQA image is found as ``image_id`` itself
 (when it is a file name), ``<id>.jpg``, ``COCO_val2014_<id:012d>.jpg`` or ``VizWiz_val_<id:08d>.jpg``.
+
+Image names in these files are relative to the image folder and must stay inside it: an entry that
+leaves it (``..``, a symbolic link, an absolute path) is refused, naming the file and the entry
+(:mod:`simclip_bench.data.manifest_paths`).
 """
 from __future__ import annotations
 
 import json
-from pathlib import Path
+from pathlib import Path, PurePath
 
+from simclip_bench.data.manifest_paths import ManifestFolder
 from simclip_bench.data.vlm_samples import VLMDataset, VLMSample
 from simclip_bench.errors import UserError
 
@@ -46,10 +51,18 @@ VQA_DATASETS: dict[str, dict] = {
 }
 
 
+def _is(path: Path, directory: bool = False) -> bool:
+    """``path.is_dir()`` / ``path.is_file()``, False for a name too long for the system to look up."""
+    try:
+        return path.is_dir() if directory else path.is_file()
+    except OSError:
+        return False
+
+
 def _first(root: Path, names: tuple[str, ...], what: str, dataset: str, directory: bool = False) -> Path:
     for name in names:
         p = root / name
-        if (p.is_dir() if directory else p.is_file()):
+        if _is(p, directory):
             return p
     raise UserError(f"{dataset}: no {what} in {root} (looked for {', '.join(names)}); put the files there "
                     f"or pass --dataset-root (see 'Captioning and VQA' in the README)")
@@ -58,64 +71,126 @@ def _first(root: Path, names: tuple[str, ...], what: str, dataset: str, director
 def _read_json(path: Path, key: str, dataset: str):
     try:
         data = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+    except (OSError, ValueError, RecursionError) as e:  # ValueError: not UTF-8, not JSON, a 5000-digit number
         raise UserError(f"{dataset}: {path} is not readable JSON ({e.__class__.__name__})") from None
     if not isinstance(data, dict) or key not in data:
         raise UserError(f"{dataset}: {path} has no {key!r} list; is it the right file?")
     return data[key]
 
 
+_REQUIRED = object()
+
+
+class _Entries:
+    """Reads the entries of one JSON file of ``dataset`` and checks their shape as it goes, so a file of the
+    wrong layout is one line naming the entry (``images[3].filename is int, expected str``), not a KeyError."""
+
+    def __init__(self, path: Path, dataset: str) -> None:
+        self.path, self.dataset = path, dataset
+
+    def objects(self, items: object, where: str) -> list[dict]:
+        """``items`` when it is a list of JSON objects."""
+        if not isinstance(items, list):
+            raise UserError(f"{self.dataset}: {self.path} {where} is {type(items).__name__}, expected a list; "
+                            "is it the right file?")
+        for i, item in enumerate(items):
+            if not isinstance(item, dict):
+                raise UserError(f"{self.dataset}: {self.path} {where}[{i}] is {type(item).__name__}, expected an "
+                                "object; is it the right file?")
+        return items
+
+    def read(self, key: str) -> list[dict]:
+        """The file's top-level ``key`` list of objects."""
+        return self.objects(_read_json(self.path, key, self.dataset), key)
+
+    def field(self, entry: dict, name: str, kinds: type | tuple[type, ...], where: str, default: object = _REQUIRED):
+        """``entry[name]``, one of ``kinds`` (never a JSON true/false); ``default`` when missing, if given."""
+        if name not in entry and default is not _REQUIRED:
+            return default
+        if name not in entry:
+            raise UserError(f"{self.dataset}: {self.path} {where} has no {name!r}; is it the right file?")
+        value = entry[name]
+        if isinstance(value, bool) or not isinstance(value, kinds):
+            expected = " or ".join(k.__name__ for k in (kinds if isinstance(kinds, tuple) else (kinds,)))
+            raise UserError(f"{self.dataset}: {self.path} {where}.{name} is {type(value).__name__}, "
+                            f"expected {expected}")
+        return value
+
+
+def _captions(f: _Entries, entry: dict, where: str) -> tuple[str, ...]:
+    sentences = f.objects(f.field(entry, "sentences", list, where, default=[]), f"{where}.sentences")
+    return tuple(f.field(s, "raw", str, f"{where}.sentences[{j}]").strip() for j, s in enumerate(sentences))
+
+
 def caption_dataset(name: str, root: Path, split: str = "test") -> VLMDataset:
     """COCO or Flickr30k Karpathy ``split`` from ``root`` (layout in the module docstring)."""
     spec = CAPTION_DATASETS[name]
     root = Path(root)
-    if not root.is_dir():
+    if not _is(root, directory=True):
         raise UserError(f"{name}: dataset folder {root} does not exist; pass --dataset-root")
     path = _first(root, spec["json"], "Karpathy caption file", name)
-    image_dir = _first(root, spec["images"], "image folder", name, directory=True)
+    image_dir = ManifestFolder(path, _first(root, spec["images"], "image folder", name, directory=True))
     samples = []
-    for entry in _read_json(path, "images", name):
+    f = _Entries(path, name)
+    for i, entry in enumerate(f.read("images")):
         if entry.get("split") != split:
             continue
-        refs = tuple(s["raw"].strip() for s in entry.get("sentences", []))
-        nested = image_dir / entry.get("filepath", "") / entry["filename"]
-        image = nested if nested.is_file() else image_dir / entry["filename"]
-        samples.append(VLMSample(f"{name}/{entry.get('cocoid', entry.get('imgid', entry['filename']))}", image, refs))
+        where = f"images[{i}]"
+        refs = _captions(f, entry, where)
+        filename = f.field(entry, "filename", str, where)
+        nested = image_dir.path(PurePath(f.field(entry, "filepath", str, where, default=""), filename), where)
+        image = nested if _is(nested) else image_dir.path(filename, where)
+        samples.append(VLMSample(f"{name}/{entry.get('cocoid', entry.get('imgid', filename))}", image, refs))
     if not samples:
         raise UserError(f"{name}: {path} has no images of split {split!r}")
     return VLMDataset(name, split, "captioning", samples, spec["stop_at"])
 
 
-def _vqa_image(image_dir: Path, image_id) -> Path:
+def _vqa_image(image_dir: ManifestFolder, image_id, where: str) -> Path:
     text = str(image_id)
-    candidates = [image_dir / text] if Path(text).suffix else []
-    candidates.append(image_dir / f"{text}.jpg")
-    if text.isdigit():
-        candidates += [image_dir / f"COCO_val2014_{int(text):012d}.jpg", image_dir / f"VizWiz_val_{int(text):08d}.jpg"]
+    names = [text] if Path(text).suffix else []
+    names.append(f"{text}.jpg")
+    if text.isascii() and text.isdigit() and len(text) <= 18:  # int() refuses "²" (a digit) and 4300 digits
+        names += [f"COCO_val2014_{int(text):012d}.jpg", f"VizWiz_val_{int(text):08d}.jpg"]
+    candidates = [image_dir.path(n, where) for n in names]
     for c in candidates:
-        if c.is_file():
+        if _is(c):
             return c
     return candidates[0]  # reported as missing when the image is loaded
+
+
+def _answers(f: _Entries) -> dict[int | str, tuple[str, ...]]:
+    """question_id -> the human answers, from a VQA annotations file."""
+    answers = {}
+    for i, a in enumerate(f.read("annotations")):
+        where = f"annotations[{i}]"
+        given = f.objects(f.field(a, "answers", list, where), f"{where}.answers")
+        answers[f.field(a, "question_id", (int, str), where)] = tuple(
+            f.field(x, "answer", str, f"{where}.answers[{j}]") for j, x in enumerate(given))
+    return answers
 
 
 def vqa_dataset(name: str, root: Path, split: str = "val") -> VLMDataset:
     """A VQA-format dataset (VQAv2, OK-VQA, TextVQA, VizWiz) from ``root`` (layout in the module docstring)."""
     spec = VQA_DATASETS[name]
     root = Path(root)
-    if not root.is_dir():
+    if not _is(root, directory=True):
         raise UserError(f"{name}: dataset folder {root} does not exist; pass --dataset-root")
     q_path = _first(root, spec["questions"] + _GENERIC_VQA[0], "questions file", name)
     a_path = _first(root, spec["annotations"] + _GENERIC_VQA[1], "annotations file", name)
-    image_dir = _first(root, spec["images"] + _GENERIC_VQA[2], "image folder", name, directory=True)
-    answers = {a["question_id"]: tuple(x["answer"] for x in a["answers"])
-               for a in _read_json(a_path, "annotations", name)}
+    image_dir = ManifestFolder(q_path, _first(root, spec["images"] + _GENERIC_VQA[2], "image folder", name,
+                                              directory=True))
+    answers = _answers(_Entries(a_path, name))
     samples = []
-    for q in _read_json(q_path, "questions", name):
-        refs = answers.get(q["question_id"])
+    f = _Entries(q_path, name)
+    for i, q in enumerate(f.read("questions")):
+        where = f"questions[{i}]"
+        question_id = f.field(q, "question_id", (int, str), where)
+        refs = answers.get(question_id)
         if not refs:
             continue
-        samples.append(VLMSample(f"{name}/{q['question_id']}", _vqa_image(image_dir, q["image_id"]), refs,
-                                 q["question"]))
+        image = _vqa_image(image_dir, f.field(q, "image_id", (int, str), where), where)
+        samples.append(VLMSample(f"{name}/{question_id}", image, refs, f.field(q, "question", str, where)))
     if not samples:
         raise UserError(f"{name}: no question of {q_path} has answers in {a_path}")
     return VLMDataset(name, split, "vqa", samples, 0.0)

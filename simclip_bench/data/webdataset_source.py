@@ -19,6 +19,7 @@ from PIL import Image
 
 from simclip_bench.data.files import LoadedImage
 from simclip_bench.data.preprocess import PixelTransform
+from simclip_bench.data.unreadable import describe
 from simclip_bench.errors import UserError
 
 IMAGE_KEYS = ("jpg", "jpeg", "png", "webp", "ppm", "bmp")
@@ -78,4 +79,4 @@ class WebDatasetSource:
             with Image.open(io.BytesIO(raw.image_bytes)) as img:
                 return LoadedImage(self.transform(img.convert("RGB")), raw.label)
         except Exception as e:  # noqa: BLE001 - an undecodable image is counted, not fatal
-            return LoadedImage(None, raw.label, f"{raw.key}: {type(e).__name__}: {e}")
+            return LoadedImage(None, raw.label, describe(raw.key, e))

@@ -131,12 +131,13 @@ def export_hf(loaded: LoadedModel, out: Path) -> dict:
     return info
 
 
-def export(spec: str, fmt: str, out: Path) -> dict:
-    """Export the model ``spec`` (usually a run directory) in ``fmt`` (``open_clip`` | ``hf``) to ``out``."""
+def export(spec: str, fmt: str, out: Path, allow_unsafe_pickle: bool = False) -> dict:
+    """Export the model ``spec`` (usually a run directory) in ``fmt`` (``open_clip`` | ``hf``) to ``out``;
+    ``allow_unsafe_pickle`` (default False) is passed on to :func:`~simclip_bench.models.spec.load_model`."""
     if fmt not in FORMATS:
         raise UserError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
     out = Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise UserError(f"{out} already exists and is not an empty directory; choose another --out")
-    loaded = load_model(spec, "cpu")
+    loaded = load_model(spec, "cpu", allow_unsafe_pickle)
     return export_open_clip(loaded, out) if fmt == "open_clip" else export_hf(loaded, out)

@@ -9,7 +9,12 @@
 * a local checkpoint: a run directory of ``simclip train``, an ``encoder.safetensors`` written
   by it, or an open_clip ``local-dir`` folder (``open_clip_config.json`` + weights).
 
-Weights are read from safetensors, or with ``torch.load(weights_only=True)``; nothing is unpickled.
+Weights are read from safetensors, or with ``torch.load(weights_only=True)``; nothing is unpickled
+unless the caller passes ``allow_unsafe_pickle=True`` (CLI: ``--allow-unsafe-pickle``), which lets a
+trusted ``.pt``/``.bin`` that holds more than tensors (e.g. old training scripts saved their
+``argparse.Namespace`` beside the state dict) load with the full unpickler.
+
+:func:`parse_model_spec` is the pure, text-only half of :func:`load_model`.
 """
 from __future__ import annotations
 
@@ -21,6 +26,7 @@ from pathlib import Path
 
 import open_clip
 import torch
+from safetensors import SafetensorError
 
 from simclip_bench.errors import UserError, did_you_mean
 from simclip_bench.models.builtin import BUILTIN_MODELS, register_model_configs
@@ -34,6 +40,50 @@ from simclip_bench.models.checkpoint import (
 from simclip_bench.models.pixel_clip import PixelSpaceCLIP
 
 RUN_CONFIG = "config.json"
+HF_HUB = "hf-hub:"
+UNSAFE_PICKLE_FLAG = "--allow-unsafe-pickle"
+SPEC_KINDS = ("builtin", "hf-hub", "arch-tag", "path")
+
+
+@dataclass(frozen=True)
+class ParsedSpec:
+    """A ``--model`` value split by its text alone, before any file or registry is consulted.
+
+    ``kind`` is one of :data:`SPEC_KINDS`. ``arch-tag`` (``ARCH:TAG``, with ``arch`` and ``tag`` set) may
+    still name an existing file or folder, which :func:`load_model` tries first; ``path`` is anything else.
+    """
+
+    text: str
+    kind: str
+    arch: str | None = None
+    tag: str | None = None
+
+
+def parse_model_spec(spec: str) -> ParsedSpec:
+    """Split a ``--model`` value into its form (see the module docstring); UserError when it is empty."""
+    text = str(spec).strip()
+    if not text:
+        raise UserError("empty model spec; pass e.g. --model tiny-clip or --model ViT-L-14:openai")
+    if text in BUILTIN_MODELS:
+        return ParsedSpec(text, "builtin")
+    if text.startswith(HF_HUB):
+        if not text[len(HF_HUB):].strip():
+            raise UserError(f"{text!r} names no repository; write it as hf-hub:org/repo, e.g. hf-hub:chs20/fare4-clip")
+        return ParsedSpec(text, "hf-hub")
+    if ":" in text:
+        arch, tag = text.split(":", 1)
+        return ParsedSpec(text, "arch-tag", arch, tag)
+    return ParsedSpec(text, "path")
+
+
+def _existing_path(text: str) -> Path | None:
+    """``text`` (``~`` expanded) when it names an existing file or folder, else None. A name the system
+    cannot even look up (too long, ``~user`` of an unknown user) is not a path either, not a crash."""
+    try:
+        path = Path(text).expanduser()
+        return path if path.exists() else None
+    except (OSError, RuntimeError, ValueError):
+        return None
 
 
 @dataclass
@@ -83,17 +133,33 @@ def needs_quick_gelu(arch: str, pretrained: str | None) -> bool:
     return bool(open_clip.get_pretrained_cfg(arch, pretrained).get("quick_gelu", False))
 
 
-def _create(arch_or_schema: str, pretrained: str | None):
+def _first_line(error: BaseException) -> str:
+    lines = str(error).splitlines()
+    return lines[0][:200] if lines else type(error).__name__
+
+
+def _create(arch_or_schema: str, pretrained: str | None, allow_unsafe_pickle: bool = False):
+    """open_clip's model with its weights; ``allow_unsafe_pickle`` reads ``.pt``/``.bin`` with
+    ``torch.load(weights_only=False)``, which runs any code the file holds (default False: tensors only)."""
     register_model_configs()
     extra = {"force_quick_gelu": True} if needs_quick_gelu(arch_or_schema, pretrained) else {}
     try:
-        clip = open_clip.create_model(arch_or_schema, pretrained=pretrained, weights_only=True, **extra)
+        clip = open_clip.create_model(arch_or_schema, pretrained=pretrained, weights_only=not allow_unsafe_pickle,
+                                      **extra)
     except pickle.UnpicklingError as e:
+        if allow_unsafe_pickle:  # not a weights-only refusal: the file is no pickle at all
+            raise UserError(f"could not load {pretrained!r}: it is not a readable checkpoint "
+                            f"({_first_line(e)})") from None
         raise UserError(f"refusing to load {pretrained!r}: it is a pickle that needs more than plain tensors "
-                        f"({str(e).splitlines()[0][:120]}); convert it to safetensors from a trusted source") from None
-    except (RuntimeError, OSError, ValueError, KeyError) as e:
+                        f"({_first_line(e)[:120]}); convert it to safetensors, or, if you trust this file, pass "
+                        f"{UNSAFE_PICKLE_FLAG} (it can run arbitrary code)") from None
+    except (RuntimeError, OSError, ValueError, KeyError, EOFError, SafetensorError, StopIteration,
+            AttributeError, ImportError) as e:
+        # a damaged or foreign weights file fails inside open_clip in many ways (empty .pt: EOFError; empty
+        # state dict: StopIteration; a pickled list: AttributeError; with full unpickling, a class from a
+        # training script that is not installed: ModuleNotFoundError): all of them are the file's fault
         raise UserError(f"could not load open_clip model {arch_or_schema!r} (pretrained={pretrained!r}): "
-                        f"{str(e).splitlines()[0]}") from None
+                        f"{_first_line(e)}") from None
     tokenizer = open_clip.get_tokenizer(arch_or_schema)
     return clip, tokenizer
 
@@ -112,12 +178,23 @@ def create_untrained(arch: str) -> PixelSpaceCLIP:
     return model
 
 
-def _load_encoder_checkpoint(path: Path, display: str, device: torch.device) -> LoadedModel:
-    meta = read_safetensors_metadata(path)
+def _encoder_metadata(path: Path) -> dict[str, str]:
+    try:
+        meta = read_safetensors_metadata(path)
+    except (SafetensorError, OSError) as e:
+        raise UserError(f"{path} is not a readable safetensors file ({_first_line(e)})") from None
     if meta.get("format") != ENCODER_FORMAT:
         raise UserError(f"{path} is not a simclip-bench encoder checkpoint; for a full open_clip checkpoint "
                         f"use ARCH:PATH, e.g. --model ViT-B-32:{path}")
-    base = load_model(meta["base_model"], device)
+    if not meta.get("base_model"):
+        raise UserError(f"{path} does not name the base model it was fine-tuned from; it is damaged")
+    return meta
+
+
+def _load_encoder_checkpoint(path: Path, display: str, device: torch.device,
+                             allow_unsafe_pickle: bool = False) -> LoadedModel:
+    meta = _encoder_metadata(path)
+    base = load_model(meta["base_model"], device, allow_unsafe_pickle)
     state = load_safetensors(path)
     missing, unexpected = base.model.clip.visual.load_state_dict(state, strict=False)
     if missing or unexpected:
@@ -128,17 +205,34 @@ def _load_encoder_checkpoint(path: Path, display: str, device: torch.device) -> 
                        checkpoint_hash=state_dict_sha256(state))
 
 
-def _load_local(path: Path, spec: str, device: torch.device) -> LoadedModel:
+def _load_local(path: Path, spec: str, device: torch.device, allow_unsafe_pickle: bool = False) -> LoadedModel:
     if path.is_dir():
         if (path / ENCODER_FILENAME).is_file():
-            return _load_encoder_checkpoint(path / ENCODER_FILENAME, spec, device)
+            return _load_encoder_checkpoint(path / ENCODER_FILENAME, spec, device, allow_unsafe_pickle)
         if (path / "open_clip_config.json").is_file():
-            return _finish(spec, "local-dir", *_create(f"local-dir:{path}", None), device)
+            return _finish(spec, "local-dir", *_create(f"local-dir:{path}", None, allow_unsafe_pickle), device)
         raise UserError(f"{path} is a directory without {ENCODER_FILENAME} or open_clip_config.json; "
                         "pass a run directory of 'simclip train' or an open_clip export folder")
     if path.suffix == ".safetensors":
-        return _load_encoder_checkpoint(path, spec, device)
+        return _load_encoder_checkpoint(path, spec, device, allow_unsafe_pickle)
     raise UserError(f"cannot tell the architecture of {path}; write it as ARCH:PATH, e.g. --model ViT-B-32:{path}")
+
+
+def _load_arch_tag(parsed: ParsedSpec, device: torch.device, allow_unsafe_pickle: bool = False) -> LoadedModel:
+    """``ARCH:TAG``, TAG a pretrained tag of open_clip's registry or a weights file."""
+    arch, tag = parsed.arch, parsed.tag
+    register_model_configs()
+    if arch not in open_clip.list_models():
+        raise UserError(f"unknown open_clip architecture {arch!r}{did_you_mean(arch, open_clip.list_models())}; "
+                        "see open_clip.list_models()")
+    tags = open_clip.list_pretrained_tags_by_model(arch)
+    weights_file = _existing_path(tag)
+    if weights_file is not None and weights_file.is_file():
+        return _finish(parsed.text, arch, *_create(arch, str(weights_file), allow_unsafe_pickle), device)
+    if tag not in tags:
+        raise UserError(f"{tag!r} is neither a pretrained tag of {arch} nor a file{did_you_mean(tag, tags)}; "
+                        f"known tags: {', '.join(tags) or 'none'}")
+    return _finish(parsed.text, arch, *_create(arch, tag, allow_unsafe_pickle), device)
 
 
 def _finish(spec: str, arch: str, clip, tokenizer, device: torch.device, model_id: str | None = None) -> LoadedModel:
@@ -147,41 +241,42 @@ def _finish(spec: str, arch: str, clip, tokenizer, device: torch.device, model_i
                        checkpoint_hash=state_dict_sha256(clip.visual.state_dict()))
 
 
-def load_model(spec: str, device: torch.device | str = "cpu") -> LoadedModel:
-    """Load a model from any supported spec (see module docstring), frozen, in eval mode."""
+def load_model(spec: str, device: torch.device | str = "cpu", allow_unsafe_pickle: bool = False) -> LoadedModel:
+    """Load a model from any supported spec (see module docstring), frozen, in eval mode.
+
+    ``allow_unsafe_pickle`` (default False; CLI ``--allow-unsafe-pickle``): read ``.pt``/``.bin`` weights
+    with the full unpickler, which runs whatever code the file holds; only for files you trust.
+    """
     device = torch.device(device)
-    spec = spec.strip()
-    if not spec:
-        raise UserError("empty model spec; pass e.g. --model tiny-clip or --model ViT-L-14:openai")
-    if spec in BUILTIN_MODELS:
+    parsed = parse_model_spec(spec)
+    spec = parsed.text
+    if parsed.kind == "builtin":
         b = BUILTIN_MODELS[spec]
         if not b.weights.is_file():
             raise UserError(f"built-in weights missing at {b.weights}; regenerate them with 'simclip pretrain-builtin'")
         return _finish(spec, b.arch, *_create(b.arch, str(b.weights)), device)
-    if spec.startswith("hf-hub:"):
-        return _finish(spec, spec, *_create(spec, None), device)
-    path = Path(spec).expanduser()
-    if path.exists():
-        return _load_local(path, spec, device)
-    if ":" in spec:
-        arch, tag = spec.split(":", 1)
-        register_model_configs()
-        if arch not in open_clip.list_models():
-            raise UserError(f"unknown open_clip architecture {arch!r}{did_you_mean(arch, open_clip.list_models())}; "
-                            "see open_clip.list_models()")
-        tags = open_clip.list_pretrained_tags_by_model(arch)
-        weights_file = Path(tag).expanduser()
-        if weights_file.is_file():
-            return _finish(spec, arch, *_create(arch, str(weights_file)), device)
-        if tag not in tags:
-            raise UserError(f"{tag!r} is neither a pretrained tag of {arch} nor a file{did_you_mean(tag, tags)}; "
-                            f"known tags: {', '.join(tags) or 'none'}")
-        return _finish(spec, arch, *_create(arch, tag), device)
+    if parsed.kind == "hf-hub":
+        return _finish(spec, spec, *_create(spec, None, allow_unsafe_pickle), device)
+    path = _existing_path(spec)
+    if path is not None:
+        return _load_local(path, spec, device, allow_unsafe_pickle)
+    if parsed.kind == "arch-tag":
+        return _load_arch_tag(parsed, device, allow_unsafe_pickle)
     choices = list(BUILTIN_MODELS) + open_clip.list_models()
     raise UserError(f"unknown model {spec!r}{did_you_mean(spec, choices)}; use a built-in name "
                     f"({', '.join(BUILTIN_MODELS)}), ARCH:TAG (e.g. ViT-L-14:openai), hf-hub:org/repo or a path")
 
 
 def run_config(run_dir: Path) -> dict:
-    """The resolved config saved by ``simclip train`` in ``run_dir``."""
-    return json.loads((Path(run_dir) / RUN_CONFIG).read_text())
+    """The resolved config saved by ``simclip train`` in ``run_dir``; a missing or damaged file is a UserError."""
+    path = Path(run_dir) / RUN_CONFIG
+    if not path.is_file():
+        raise UserError(f"{run_dir} has no {RUN_CONFIG}; pass the run directory that 'simclip train' wrote")
+    try:
+        saved = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError) as e:
+        raise UserError(f"{path} is damaged ({type(e).__name__}: {_first_line(e)}); "
+                        "it is the run's saved settings, so re-create the run") from None
+    if not isinstance(saved, dict):
+        raise UserError(f"{path} is damaged (a JSON {type(saved).__name__}, not an object); re-create the run")
+    return saved

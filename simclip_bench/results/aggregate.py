@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 import pandas as pd
 
 from simclip_bench.attacks.checks import FLAG_SQUARE_BEAT_WHITE_BOX, accuracy_flags
+from simclip_bench.data.unreadable import FLAG_UNREADABLE
 from simclip_bench.results.schema import wilson_interval
 
 Z95 = 1.96
@@ -47,38 +48,55 @@ class CellMeta:
     seconds: float = 0.0
     flags: list[str] = field(default_factory=list)
     white_box_then_square: bool = False
+    unreadable: set[str] = field(default_factory=set)  # sample ids left out: their image could not be read
 
 
 def cell_rows(samples: pd.DataFrame, meta: CellMeta, task: str = "zeroshot") -> list[dict]:
-    """Clean and robust accuracy rows of one cell, computed from its samples in the store."""
+    """Clean and robust accuracy rows of one cell, computed from its samples in the store.
+
+    A row is over the samples of ``meta.sample_ids`` that have an outcome for its setting; its
+    ``n_samples`` counts them, and ``unreadable-images(k)`` flags the k left out because their image
+    could not be read (``meta.unreadable``). A sample missing for any other reason is an error.
+    """
+    ids = set(meta.sample_ids)
     mine = samples[(samples["model"] == meta.model) & (samples["checkpoint_hash"] == meta.checkpoint_hash)
                    & (samples["task"] == task) & (samples["dataset"] == meta.dataset)
-                   & (samples["sample_id"].astype(str).isin(set(meta.sample_ids)))]
+                   & (samples["sample_id"].astype(str).isin(ids))]
     mine = mine.drop_duplicates(subset=["setting", "sample_id"], keep="first")
-    n = len(meta.sample_ids)
     common = {"run_id": meta.run_id, "created_at": meta.created_at, "git_sha": meta.git_sha,
               "package_version": meta.package_version, "model": meta.model, "checkpoint_hash": meta.checkpoint_hash,
-              "task": task, "dataset": meta.dataset, "split": meta.split, "n_samples": n,
-              "sample_seed": meta.sample_seed, "protocol": meta.protocol, "device": meta.device,
-              "seconds": round(meta.seconds, 2)}
+              "task": task, "dataset": meta.dataset, "split": meta.split, "sample_seed": meta.sample_seed,
+              "protocol": meta.protocol, "device": meta.device, "seconds": round(meta.seconds, 2)}
     per_setting = {s: mine[mine["setting"] == s] for s in meta.settings}
-    for setting, part in per_setting.items():
-        if len(part) != n:
-            raise RuntimeError(f"{meta.model} on {meta.dataset}: {len(part)} of {n} samples for setting {setting}")
+    skipped = {s: _left_out(meta, ids, set(part["sample_id"].astype(str)), s) for s, part in per_setting.items()}
+    n = {s: len(part) for s, part in per_setting.items()}
     clean_setting = next(s for s, (_, eps) in meta.settings.items() if eps is None)
     clean_correct = int(_truth(per_setting[clean_setting]["clean_correct"]).sum())
     robust = {s: int(_truth(per_setting[s]["adv_correct"]).sum()) for s, (_, eps) in meta.settings.items() if eps}
-    by_eps = accuracy_flags(clean_correct / n, {meta.settings[s][1].value: c / n for s, c in robust.items()})
+    by_eps = accuracy_flags(clean_correct / n[clean_setting],
+                            {meta.settings[s][1].value: c / n[s] for s, c in robust.items()})
     clean_config = {k: v for k, v in meta.attack_config.items() if k == "resolved_protocol"}
-    rows = [_row(common, "none", clean_config, clean_setting, "", None, clean_correct, n, [])]
+    rows = [_row(common, "none", clean_config, clean_setting, "", None, clean_correct, n[clean_setting],
+                 skipped[clean_setting])]
     for setting, correct in robust.items():
         eps = meta.settings[setting][1]
-        flags = list(meta.flags) + by_eps[eps.value]
+        flags = list(meta.flags) + by_eps[eps.value] + skipped[setting]
         by_square = int((per_setting[setting]["fooled_by"].astype(str) == "square").sum())
         if meta.white_box_then_square and by_square:
             flags.append(f"{FLAG_SQUARE_BEAT_WHITE_BOX}({by_square})")
-        rows.append(_row(common, meta.attack, meta.attack_config, setting, meta.norm, eps, correct, n, flags))
+        rows.append(_row(common, meta.attack, meta.attack_config, setting, meta.norm, eps, correct, n[setting],
+                         flags))
     return rows
+
+
+def _left_out(meta: CellMeta, ids: set[str], present: set[str], setting: str) -> list[str]:
+    """The unreadable-images flag of one setting's row (empty when none is left out); an id missing for
+    another reason, or no sample at all, is an internal error."""
+    absent = ids - present
+    if absent - meta.unreadable or not present:
+        raise RuntimeError(f"{meta.model} on {meta.dataset}: {len(present)} of {len(ids)} samples for setting "
+                           f"{setting}")
+    return [f"{FLAG_UNREADABLE}({len(absent)})"] if absent else []
 
 
 def _truth(column: pd.Series) -> pd.Series:
@@ -87,7 +105,7 @@ def _truth(column: pd.Series) -> pd.Series:
 
 def _row(common, attack, config, setting, norm, eps, correct, n, flags) -> dict:
     lo, hi = wilson_interval(correct, n)
-    return {**common, "attack": attack, "attack_config": json.dumps(config, sort_keys=True), "setting": setting,
+    return {**common, "n_samples": n, "attack": attack, "attack_config": json.dumps(config, sort_keys=True), "setting": setting,
             "norm": norm if eps else "", "eps": eps.value if eps else 0.0, "eps_text": eps.text if eps else "0",
             "metric": "accuracy", "value": correct / n, "ci_low": lo, "ci_high": hi, "flags": ";".join(flags)}
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from simclip_bench.models.builtin import BUILTIN_MODELS
 from simclip_bench.models.checkpoint import ENCODER_FILENAME, atomic_write_text, read_safetensors_metadata
 from simclip_bench.models.known_checkpoints import known_by_spec
+from simclip_bench.results.store import locked
 
 CARDS_FILE = "model_cards.json"
 PRETRAINED = "none (pretrained)"
@@ -121,12 +122,17 @@ def read_cards(results_dir: Path) -> dict[tuple[str, str], ModelCard]:
 
 
 def write_cards(results_dir: Path, cards: list[ModelCard]) -> Path:
-    """Merge ``cards`` into ``results_dir/model_cards.json`` (a new card replaces one with the same key)."""
-    merged = read_cards(results_dir)
-    merged.update({c.key: c for c in cards})
+    """Merge ``cards`` into ``results_dir/model_cards.json`` (a new card replaces one with the same key).
+
+    Read and rewrite happen under the result store's lock, so two evaluations writing to one folder at
+    once keep each other's cards.
+    """
     path = Path(results_dir) / CARDS_FILE
-    text = json.dumps([asdict(merged[k]) for k in sorted(merged)], indent=2, sort_keys=True) + "\n"
-    atomic_write_text(path, text)
+    with locked(Path(results_dir)):
+        merged = read_cards(results_dir)
+        merged.update({c.key: c for c in cards})
+        text = json.dumps([asdict(merged[k]) for k in sorted(merged)], indent=2, sort_keys=True) + "\n"
+        atomic_write_text(path, text)
     return path
 
 

@@ -27,6 +27,9 @@ SAMPLE_COLUMNS: tuple[str, ...] = (
     "attack", "setting", "norm", "eps", "eps_text", "label", "clean_pred", "clean_correct", "adv_pred", "adv_correct",
     "fooled_by", "max_perturbation",
 )
+# One row per value of these columns: the zero-shot resume key (``tasks.zeroshot.done_keys``); a row
+# whose key is already in ``samples.csv`` is not appended again (two processes on one store).
+SAMPLE_KEY: tuple[str, ...] = ("model", "checkpoint_hash", "task", "dataset", "setting", "sample_id")
 
 
 def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:

@@ -2,10 +2,12 @@
 
 ``samples.csv`` is the source of truth. Rows are appended a batch at a time under an exclusive
 file lock, flushed and fsynced, so a killed run loses at most the batch it was computing, and two
-processes writing to one store never interleave rows. A line cut short by a crash is dropped the
-next time the file is opened. ``results.csv`` holds the aggregate rows; it is rewritten atomically
-(temp file + fsync + rename) and a row replaces an earlier one with the same key, so re-running a
-command never duplicates its table.
+processes writing to one store never interleave rows; a row whose key (``SAMPLE_KEY``) is already in
+the file is not appended again, so two processes evaluating the same grid into one store leave each
+row exactly once. A line cut short by a crash is dropped the next time the file is opened.
+``results.csv`` holds the aggregate rows; it is read, merged and rewritten atomically (temp file +
+fsync + rename) under the same lock, and a row replaces an earlier one with the same key, so
+re-running a command never duplicates its table and concurrent writers never lose each other's rows.
 """
 from __future__ import annotations
 
@@ -15,16 +17,18 @@ import fcntl
 import io
 import os
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 
 from simclip_bench.models.checkpoint import atomic_write_text
-from simclip_bench.results.schema import RESULT_COLUMNS, RESULT_KEY, SAMPLE_COLUMNS
+from simclip_bench.results.schema import RESULT_COLUMNS, RESULT_KEY, SAMPLE_COLUMNS, SAMPLE_KEY
 
 RESULTS_FILE = "results.csv"
 SAMPLES_FILE = "samples.csv"
 LOCK_FILE = ".store.lock"
+_BLOCK = 1 << 16  # bytes read at a time when looking backwards for the last complete line
 
 
 @contextlib.contextmanager
@@ -44,14 +48,30 @@ def _clean(value: object) -> object:
     return " ".join(value.splitlines()) if isinstance(value, str) else value
 
 
-def _drop_partial_line(path: Path) -> None:
-    """Cut a last line left without its newline by a crash."""
+def _drop_partial_line(path: Path) -> int:
+    """Cut a last line left without its newline by a crash; returns the file's size (bytes) after.
+
+    Reads backwards from the end, so a long file costs one small read when its last line is complete.
+    """
     with open(path, "rb+") as f:
-        data = f.read()
-        if data and not data.endswith(b"\n"):
-            f.truncate(data.rfind(b"\n") + 1)
-            f.flush()
-            os.fsync(f.fileno())
+        size = f.seek(0, os.SEEK_END)
+        f.seek(max(size - 1, 0))
+        if size == 0 or f.read(1) == b"\n":
+            return size
+        end = size
+        keep = 0
+        while end > 0:
+            start = max(end - _BLOCK, 0)
+            f.seek(start)
+            newline = f.read(end - start).rfind(b"\n")
+            if newline >= 0:
+                keep = start + newline + 1
+                break
+            end = start
+        f.truncate(keep)
+        f.flush()
+        os.fsync(f.fileno())
+        return keep
 
 
 def _header(path: Path) -> list[str]:
@@ -59,30 +79,103 @@ def _header(path: Path) -> list[str]:
         return next(csv.reader(f), [])
 
 
-def append_samples(out_dir: Path, rows: Sequence[dict], columns: Sequence[str] = SAMPLE_COLUMNS) -> Path:
-    """Append per-sample rows to ``out_dir/samples.csv`` durably; returns the path."""
+@dataclass
+class _Scanned:
+    """What this process has read of one ``samples.csv``: its first ``offset`` bytes hold the rows ``keys``.
+
+    ``identity`` is (device, inode): a file replaced or cut below ``offset`` is read again from the start.
+    """
+
+    identity: tuple[int, int]
+    offset: int = 0
+    keys: set[tuple[str, ...]] = field(default_factory=set)
+
+
+_SCANNED: dict[Path, _Scanned] = {}  # per resolved samples.csv path, in this process
+
+
+def _text(value: object) -> str:
+    """A value as ``csv`` writes it (None is empty), for comparing keys with what the file holds."""
+    return "" if value is None else str(_clean(value))
+
+
+def _scanned(path: Path, header: list[str], key: Sequence[str], size: int) -> _Scanned:
+    """The keys of every row in ``path`` (the first ``size`` bytes): the cached ones plus those of the tail
+    appended since this process last looked (by it or by others). Call under the store's lock."""
+    stat = os.stat(path)
+    seen = _SCANNED.get(path)
+    if seen is None or seen.identity != (stat.st_dev, stat.st_ino) or not _line_ends_at(path, seen.offset, size):
+        seen = _Scanned((stat.st_dev, stat.st_ino))
+    if size > seen.offset:
+        with open(path, "rb") as f:
+            f.seek(seen.offset)
+            rows = csv.reader(io.StringIO(f.read(size - seen.offset).decode("utf-8"), newline=""))
+        if seen.offset == 0:
+            next(rows, None)  # the header
+        where = [header.index(c) for c in key]
+        seen.keys.update(tuple(r[i] for i in where) for r in rows if len(r) == len(header))
+        seen.offset = size
+    _SCANNED[path] = seen
+    return seen
+
+
+def _line_ends_at(path: Path, offset: int, size: int) -> bool:
+    """Whether ``offset`` (bytes) is still the end of a line of ``path`` (so the scan can go on from there)."""
+    if offset == 0:
+        return True
+    if offset > size:
+        return False
+    with open(path, "rb") as f:
+        f.seek(offset - 1)
+        return f.read(1) == b"\n"
+
+
+def append_samples(out_dir: Path, rows: Sequence[dict], columns: Sequence[str] = SAMPLE_COLUMNS,
+                   key: Sequence[str] = SAMPLE_KEY) -> Path:
+    """Append per-sample rows to ``out_dir/samples.csv`` durably, each ``key`` once; returns the path.
+
+    Under the store's lock, a row whose key is already in the file (or earlier in ``rows``) is dropped,
+    so two processes evaluating the same samples into one store write each row exactly once. Only the
+    part of the file appended since this process last looked is parsed (see :class:`_Scanned`).
+    """
     out_dir = Path(out_dir)
     path = out_dir / SAMPLES_FILE
+    if not set(key) <= set(columns):
+        raise ValueError(f"sample key {list(key)} is not among the columns {list(columns)}")
     with locked(out_dir):
         new_file = not path.exists() or path.stat().st_size == 0
+        stored: set[tuple[str, ...]] = set()
         if not new_file:
-            _drop_partial_line(path)
+            size = _drop_partial_line(path)
             header = _header(path)
             missing = [c for c in columns if c not in header]
             if missing:
                 raise ValueError(f"{path} was written by another version (no column {missing[0]!r}); "
                                  "write to a new --out")
             columns = header
+            stored = _scanned(path.resolve(), header, key, size).keys
+        fresh: dict[tuple[str, ...], dict] = {}
+        for row in rows:
+            row_key = tuple(_text(row.get(c)) for c in key)
+            if row_key not in stored:
+                fresh.setdefault(row_key, row)
         buffer = io.StringIO()
         writer = csv.DictWriter(buffer, fieldnames=list(columns), extrasaction="ignore", lineterminator="\n")
         if new_file:
             writer.writeheader()
-        for row in rows:
+        for row in fresh.values():
             writer.writerow({k: _clean(v) for k, v in row.items()})
-        with open(path, "a", encoding="utf-8", newline="") as f:
-            f.write(buffer.getvalue())
+        with open(path, "ab") as f:
+            f.write(buffer.getvalue().encode("utf-8"))
             f.flush()
             os.fsync(f.fileno())
+        # Only now that the rows are on disk does the cache count them.
+        stat = path.stat()
+        if new_file:  # nothing cached about an earlier file of this name can be right
+            _SCANNED[path.resolve()] = _Scanned((stat.st_dev, stat.st_ino))
+        seen = _SCANNED[path.resolve()]
+        seen.keys.update(fresh)
+        seen.offset = stat.st_size
     return path
 
 

@@ -9,6 +9,10 @@ Per-sample outcomes go to the store a batch at a time; a sample whose (model, da
 sample id) key is already there is skipped, so re-running a killed command recomputes at most the
 batch it was in. Each sample's attack randomness is seeded by its dataset index, so the resumed
 result equals the uninterrupted one.
+
+A sample whose image cannot be read keeps its place in the fixed subset but gets no row: it is
+reported, left out of every accuracy (the rows' ``n_samples`` counts only the evaluated samples) and
+tried again on the next run, so fixing the file and re-running fills it in.
 """
 from __future__ import annotations
 
@@ -24,10 +28,12 @@ from simclip_bench.attacks.checks import preflight_checks
 from simclip_bench.attacks.ensemble import predict, run_ensemble
 from simclip_bench.attacks.reference import run_reference
 from simclip_bench.attacks.registry import EnsembleSpec
-from simclip_bench.data.classification import ClassificationSource
+from simclip_bench.data.classification import ClassificationSource, ImageBatch
 from simclip_bench.data.preprocess import pixel_transform
+from simclip_bench.data.unreadable import DEFAULT_ON_ERROR, FAIL, unreadable_error
 from simclip_bench.devices import autocast
 from simclip_bench.eps import Eps
+from simclip_bench.errors import UserError
 from simclip_bench.models.spec import LoadedModel
 from simclip_bench.results.store import append_samples
 from simclip_bench.tasks.zeroshot_head import ZeroShotClassifier, build_text_classifier
@@ -54,7 +60,8 @@ def setting_id(spec: EnsembleSpec, norm: str, eps: Eps | None, seed: int, batch_
 
 @dataclass
 class CellPlan:
-    """What to evaluate for one (model, dataset): the fixed sample ``indices``, the attack and eps list."""
+    """What to evaluate for one (model, dataset): the fixed sample ``indices``, the attack and eps list, and
+    what an unreadable image does (``on_error``: skip or fail, see :mod:`simclip_bench.data.unreadable`)."""
 
     source: ClassificationSource
     indices: list[int]
@@ -63,6 +70,7 @@ class CellPlan:
     norm: str = "linf"
     seed: int = 0
     batch_size: int = 500
+    on_error: str = DEFAULT_ON_ERROR
 
     def settings(self) -> dict[str, tuple[EnsembleSpec, Eps | None]]:
         from simclip_bench.attacks.registry import resolve_attack
@@ -77,11 +85,13 @@ class CellPlan:
 
 @dataclass
 class CellReport:
-    """What one cell did: samples computed now vs found in the store, and masking-check flags."""
+    """What one cell did: samples computed now vs found in the store, masking-check flags, and the samples
+    left out because their image could not be read (sample id -> one line naming the file and why)."""
 
     computed: int = 0
     reused: int = 0
     flags: list[str] = field(default_factory=list)
+    unreadable: dict[str, str] = field(default_factory=dict)
 
 
 def done_keys(samples, loaded: LoadedModel, dataset: str) -> set[tuple[str, str]]:
@@ -95,7 +105,11 @@ def done_keys(samples, loaded: LoadedModel, dataset: str) -> set[tuple[str, str]
 
 def run_cell(loaded: LoadedModel, plan: CellPlan, out_dir, run_id: str, device: torch.device, done: set,
              on_batch: Callable[[int], None] | None = None) -> CellReport:
-    """Evaluate one (model, dataset) cell into the store at ``out_dir``, skipping samples in ``done``."""
+    """Evaluate one (model, dataset) cell into the store at ``out_dir``, skipping samples in ``done``.
+
+    An image that cannot be read is left out and listed in the report (``plan.on_error`` ``skip``) or
+    stops the cell with a UserError naming the file (``fail``); the other samples keep their place.
+    """
     source, model = plan.source, loaded.model
     settings = plan.settings()
     ids = [source.sample_id(i) for i in plan.indices]
@@ -103,39 +117,66 @@ def run_cell(loaded: LoadedModel, plan: CellPlan, out_dir, run_id: str, device: 
     transform = pixel_transform(model.clip.visual.preprocess_cfg)
     head = ZeroShotClassifier(model.encoder, build_text_classifier(model, source.classnames, source.templates)).eval()
     # The masking checks run on the first samples every time, so a resumed run reports the same flags.
-    x0, y0 = source.load(plan.indices[:PREFLIGHT_SAMPLES], model.image_size, transform)
-    report.flags += preflight_checks(head, x0.to(device), y0.to(device))
+    first = _load(plan, plan.indices[:PREFLIGHT_SAMPLES], ids[:PREFLIGHT_SAMPLES], model.image_size, transform,
+                  report)
+    if first.kept:
+        report.flags += preflight_checks(head, first.x.to(device), first.y.to(device))
     for start in range(0, len(plan.indices), plan.batch_size):
-        chunk = plan.indices[start:start + plan.batch_size]
-        chunk_ids = ids[start:start + plan.batch_size]
-        todo = {s: [j for j, sid in enumerate(chunk_ids) if (s, sid) not in done] for s in settings}
-        n_todo = max(len(v) for v in todo.values())
-        report.reused += len(chunk) - n_todo
-        if n_todo == 0:
-            if on_batch:
-                on_batch(len(chunk))
-            continue
-        x, y = source.load(chunk, model.image_size, transform)
-        x, y = x.to(device), y.to(device)
-        keys = torch.tensor(chunk, dtype=torch.int64)
-        clean_pred = predict(head, x, plan.batch_size)
-        rows: list[dict] = []
-        for setting, (spec, eps) in settings.items():
-            positions = todo[setting]
-            if not positions:
-                continue
-            pos = torch.tensor(positions, dtype=torch.long, device=device)
-            if spec.is_clean:
-                adv_pred, norms, fooled_by = clean_pred[pos], torch.zeros(len(pos)), [""] * len(pos)
-            else:
-                adv_pred, norms, fooled_by = _attack(spec, head, x[pos], y[pos], keys[pos.cpu()], eps, plan, device)
-            rows += _rows(run_id, loaded, source.name, spec.name, setting, plan.norm, eps,
-                          [chunk_ids[j] for j in positions], y[pos], clean_pred[pos], adv_pred, norms, fooled_by)
-        append_samples(out_dir, rows)
-        report.computed += n_todo
+        chunk, chunk_ids = plan.indices[start:start + plan.batch_size], ids[start:start + plan.batch_size]
+        size = len(chunk)
+        n_todo = max(len(v) for v in _todo(settings, chunk_ids, done).values())
+        report.reused += size - n_todo
+        if n_todo:
+            batch = _load(plan, chunk, chunk_ids, model.image_size, transform, report)
+            chunk, chunk_ids = [chunk[j] for j in batch.kept], [chunk_ids[j] for j in batch.kept]
+            todo = _todo(settings, chunk_ids, done)
+            if chunk:
+                append_samples(out_dir, _outcomes(loaded, plan, head, settings, batch, chunk, chunk_ids, todo,
+                                                  run_id, device))
+                report.computed += max(len(v) for v in todo.values())
         if on_batch:
-            on_batch(len(chunk))
+            on_batch(size)
+    if len(report.unreadable) == len(ids):
+        raise UserError(f"none of the {len(ids)} images of {source.name} could be read, e.g. "
+                        f"{next(iter(report.unreadable.values()))}")
     return report
+
+
+def _todo(settings: dict, sample_ids: list[str], done: set) -> dict[str, list[int]]:
+    """Per setting, the positions in ``sample_ids`` not yet in the store."""
+    return {s: [j for j, sid in enumerate(sample_ids) if (s, sid) not in done] for s in settings}
+
+
+def _load(plan: CellPlan, indices: list[int], sample_ids: list[str], image_size: int, transform,
+          report: CellReport) -> ImageBatch:
+    """The readable images of ``indices``; each unreadable one goes into ``report`` (skip) or is raised (fail)."""
+    batch = plan.source.load_readable(indices, image_size, transform)
+    for position, reason in batch.unreadable.items():
+        if plan.on_error == FAIL:
+            raise unreadable_error("image", reason)
+        report.unreadable[sample_ids[position]] = reason
+    return batch
+
+
+def _outcomes(loaded: LoadedModel, plan: CellPlan, head, settings: dict, batch: ImageBatch, chunk: list[int],
+              chunk_ids: list[str], todo: dict[str, list[int]], run_id: str, device: torch.device) -> list[dict]:
+    """Per-sample rows of every setting still to do for the readable images ``batch`` of ``chunk``."""
+    x, y = batch.x.to(device), batch.y.to(device)
+    keys = torch.tensor(chunk, dtype=torch.int64)
+    clean_pred = predict(head, x, plan.batch_size)
+    rows: list[dict] = []
+    for setting, (spec, eps) in settings.items():
+        positions = todo[setting]
+        if not positions:
+            continue
+        pos = torch.tensor(positions, dtype=torch.long, device=device)
+        if spec.is_clean:
+            adv_pred, norms, fooled_by = clean_pred[pos], torch.zeros(len(pos)), [""] * len(pos)
+        else:
+            adv_pred, norms, fooled_by = _attack(spec, head, x[pos], y[pos], keys[pos.cpu()], eps, plan, device)
+        rows += _rows(run_id, loaded, plan.source.name, spec.name, setting, plan.norm, eps,
+                      [chunk_ids[j] for j in positions], y[pos], clean_pred[pos], adv_pred, norms, fooled_by)
+    return rows
 
 
 def _attack(spec: EnsembleSpec, head, x, y, keys, eps: Eps, plan: CellPlan, device):

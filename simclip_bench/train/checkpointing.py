@@ -8,6 +8,7 @@ tensors and numbers, nothing unpickled.
 """
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 
 import torch
@@ -40,12 +41,26 @@ def save_checkpoint(state: dict, run_dir: Path) -> Path:
     return path
 
 
+def remove_stale_temporaries(run_dir: Path) -> list[Path]:
+    """Delete the temporary files (``.NAME.*.tmp``) that a process killed in the middle of an atomic write
+    leaves in ``run_dir``; call only while no process writes there. Returns what was removed."""
+    stale = sorted(Path(run_dir).glob(".*.tmp"))
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return stale
+
+
 def load_checkpoint(run_dir: Path, map_location: torch.device | str = "cpu") -> dict:
     path = Path(run_dir) / CHECKPOINT_FILENAME
     if not path.is_file():
         raise UserError(f"--resume: {run_dir} has no {CHECKPOINT_FILENAME}; it is not a run started by "
                         "'simclip train' (or it stopped before its first checkpoint)")
-    state = torch.load(path, map_location=map_location, weights_only=True)
-    if state.get("format") != CHECKPOINT_FORMAT:
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)  # we wrote it: tensors only, always
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as e:
+        lines = str(e).splitlines()
+        raise UserError(f"--resume: {path} is damaged or not a {CHECKPOINT_FORMAT} checkpoint "
+                        f"({lines[0][:120] if lines else type(e).__name__})") from None
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
         raise UserError(f"--resume: {path} is not a {CHECKPOINT_FORMAT} checkpoint")
     return state

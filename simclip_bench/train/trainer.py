@@ -5,7 +5,8 @@ and the DDP processes. Per micro-batch: the encoder goes to eval mode and PGD cr
 the objective's own loss (l-inf, 10 steps of 1/255, uniform random start); the encoder goes back to train
 mode and the objective's loss is back-propagated. AdamW under linear warm-up and a cosine schedule.
 bf16 autocast on CUDA (``--precision``), open_clip's gradient checkpointing and ``torch.compile`` are
-opt-in. A checkpoint every ``save_every`` steps and at the end makes ``--resume`` exact.
+opt-in. A checkpoint every ``save_every`` steps and at the end makes ``--resume`` exact. A NaN or Inf loss
+or gradient stops the run before the step is applied, the last checkpoint intact (:mod:`.divergence`).
 """
 from __future__ import annotations
 
@@ -26,16 +27,24 @@ from torch.nn.parallel import DistributedDataParallel
 from simclip_bench.data.preprocess import pixel_transform
 from simclip_bench.data.shapes import ShapesDataset
 from simclip_bench.data.sources import SHAPES, open_probe_data, open_train_data
+from simclip_bench.data.unreadable import DEFAULT_ON_ERROR, FAIL, check_on_error, unreadable_error
 from simclip_bench.devices import resolve_device
 from simclip_bench.eps import parse_eps
 from simclip_bench.errors import UserError
 from simclip_bench.models.checkpoint import ENCODER_FILENAME, atomic_write_text, save_encoder, state_dict_sha256
-from simclip_bench.models.spec import RUN_CONFIG, load_model
+from simclip_bench.models.spec import RUN_CONFIG, load_model, run_config
 from simclip_bench.provenance import git_sha, new_run_id, package_version, utc_now
 from simclip_bench.train import distributed as ddp
 from simclip_bench.train.batches import MapBatches, Split, StreamBatches
-from simclip_bench.train.checkpointing import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from simclip_bench.train.checkpointing import (
+    load_checkpoint,
+    remove_stale_temporaries,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
 from simclip_bench.train.collapse import CollapseWatch, embedding_spread
+from simclip_bench.train.divergence import TrainingDiverged, check_finite
 from simclip_bench.train.inner_attack import training_pgd
 from simclip_bench.train.objectives import get_objective
 from simclip_bench.train.probe import REAL_DATA_TEMPLATES, ZeroShotProbe
@@ -47,8 +56,8 @@ DEFAULT_OBJECTIVE = "simclip-anchored"
 DEFAULT_RUNS_DIR = Path("runs")
 PRECISIONS = ("auto", "fp32", "bf16")
 
-__all__ = ["DEFAULT_OBJECTIVE", "DEFAULT_RUNS_DIR", "METRICS_FILE", "TrainConfig", "TrainSession", "embedding_spread",
-           "latest_run", "resume", "train"]
+__all__ = ["DEFAULT_OBJECTIVE", "DEFAULT_RUNS_DIR", "METRICS_FILE", "TrainConfig", "TrainSession", "TrainingDiverged",
+           "embedding_spread", "latest_run", "resume", "train"]
 
 
 @dataclass
@@ -59,7 +68,10 @@ class TrainConfig:
     AdamW's peak learning rate; ``steps``, ``warmup_steps``, ``save_every``, ``probe_every`` and
     ``log_every`` count optimizer steps; ``batch_size`` is the global batch (all micro-batches, all
     processes). Options left as None come from the model's recipe (:func:`simclip_bench.train.recipes.recipe_for`)
-    or, for ``save_every`` / ``probe_every``, a tenth of the run.
+    or, for ``save_every`` / ``probe_every``, a tenth of the run. ``on_error``: ``skip`` (default) counts
+    and skips unreadable images, ``fail`` stops at the first (``--on-error fail`` or ``--strict``).
+    ``allow_unsafe_pickle`` (default False) lets a pickled base model load with the full unpickler (see
+    :func:`~simclip_bench.models.spec.load_model`); it is recorded, but a resume asks for it again.
     """
 
     model: str = "tiny-clip"
@@ -85,13 +97,14 @@ class TrainConfig:
     grad_checkpointing: bool = False
     compile: bool = False
     workers: int | None = None
-    strict: bool = False
+    on_error: str = DEFAULT_ON_ERROR
     save_every: int | None = None
     collapse_warn: float = 0.5
     collapse_stop: float = 0.2
     device: str = "auto"
     out: str | None = None
     log_every: int = 10
+    allow_unsafe_pickle: bool = False
     extra: dict = field(default_factory=dict)
 
     def resolve_defaults(self) -> TrainConfig:
@@ -134,6 +147,7 @@ class TrainConfig:
                 parse_eps(getattr(self, name))
             except ValueError as e:
                 raise UserError(f"--{name.replace('_', '-')}: {e}") from None
+        check_on_error(self.on_error)
         get_objective(self.objective, self.anchor_weight, self.predictor)
         resolve_device(self.device)
         Split(self.batch_size, self.accum_steps, int(os.environ.get("WORLD_SIZE", "1"))).validate()
@@ -176,7 +190,7 @@ class TrainSession:
         self.step_size = parse_eps(cfg.attack_step_size).value
         torch.manual_seed(cfg.seed)
 
-        self.loaded = load_model(cfg.model, self.device)
+        self.loaded = load_model(cfg.model, self.device, cfg.allow_unsafe_pickle)
         self.model = self.loaded.model
         self.encoder = self.model.encoder
         self.original = copy.deepcopy(self.encoder).eval() if self.objective.needs_original else None
@@ -224,7 +238,7 @@ class TrainSession:
         if self.cfg.probe_size == 0 or not self.data.classnames:
             return None
         held_out = open_probe_data(self.cfg.data, transform, self.model.image_size, self.cfg.seed,
-                                   self.cfg.probe_size, self.data.classnames)
+                                   self.cfg.probe_size, self.data.classnames, self.cfg.on_error)
         if held_out is None:
             return None
         templates = ShapesDataset.templates if self.cfg.data == SHAPES else REAL_DATA_TEMPLATES
@@ -242,7 +256,10 @@ class TrainSession:
         return warmup_cosine(step, self.cfg.steps, self.cfg.warmup_steps, self.cfg.lr)
 
     def step(self) -> dict:
-        """One optimizer step over the global batch; returns this process's report (loss etc.)."""
+        """One optimizer step over the global batch; returns this process's report (loss etc.).
+
+        Raises :class:`TrainingDiverged`, without applying the step, when a loss or a gradient is NaN or Inf.
+        """
         cfg, step = self.cfg, self.step_count
         lr = self.lr_at(step)
         for g in self.opt.param_groups:
@@ -250,10 +267,11 @@ class TrainSession:
         micro_batches = self.batches.next_step()
         self.opt.zero_grad(set_to_none=True)
         reports: list[dict] = []
+        losses: list[torch.Tensor] = []
         for m, mb in enumerate(micro_batches):
             if mb.errors:
-                if cfg.strict:
-                    raise UserError(f"unreadable training image (--strict): {mb.errors[0]}")
+                if cfg.on_error == FAIL:
+                    raise unreadable_error("training image", mb.errors[0])
                 self.unreadable += len(mb.errors)
             x = mb.x.to(self.device, non_blocking=True)
             labels = mb.labels.to(self.device, non_blocking=True)
@@ -276,10 +294,12 @@ class TrainSession:
                 with self.autocast():
                     z, p = self.forward(self.objective.loss_inputs(x, x_adv))
                     loss, report = self.objective.loss(z, p, views)
-                if not torch.isfinite(loss):
-                    raise UserError(f"training diverged at step {step + 1} (loss {loss.item()}); lower --lr")
+                # backward even on a NaN loss: under DDP every process must reach the gradient all-reduce
                 (loss / len(micro_batches)).backward()
+            losses.append(loss.detach())
             reports.append(report)
+        trained = [param for group in self.opt.param_groups for param in group["params"]]
+        check_finite(step + 1, losses, trained, self.dist.enabled)
         self.opt.step()
         self.step_count += 1
         out = {k: sum(r[k] for r in reports) / len(reports) for k in reports[0]}
@@ -333,10 +353,9 @@ def _new_run_dir(cfg: TrainConfig) -> Path:
 
 
 def _config_from_run(run_dir: Path) -> TrainConfig:
-    path = Path(run_dir) / RUN_CONFIG
-    if not path.is_file():
-        raise UserError(f"--resume: {run_dir} has no {RUN_CONFIG}; pass the run directory that 'simclip train' wrote")
-    saved = json.loads(path.read_text())
+    saved = run_config(run_dir)
+    if saved.pop("strict", False):  # written before --on-error existed
+        saved.setdefault("on_error", FAIL)
     names = {f.name for f in fields(TrainConfig)}
     return TrainConfig(**{k: v for k, v in saved.items() if k in names})
 
@@ -350,14 +369,19 @@ def train(cfg: TrainConfig, progress: Callable[[int, dict], None] | None = None,
 
 
 def resume(run_dir: Path, progress: Callable[[int, dict], None] | None = None, log: Callable[[str], None] = print,
-           stop_after: int | None = None, device: str | None = None) -> Path:
-    """Continue the run in ``run_dir`` from its checkpoint; the result is what an uninterrupted run gives."""
+           stop_after: int | None = None, device: str | None = None, allow_unsafe_pickle: bool = False) -> Path:
+    """Continue the run in ``run_dir`` from its checkpoint; the result is what an uninterrupted run gives.
+
+    ``allow_unsafe_pickle`` (default False) is never taken from the saved config: the file may have changed
+    since, so full unpickling needs the caller's say-so again.
+    """
     run_dir = Path(run_dir)
     cfg = _config_from_run(run_dir)
     if (run_dir / ENCODER_FILENAME).exists():
         raise UserError(f"--resume: {run_dir} is already finished ({ENCODER_FILENAME} exists)")
     if device is not None:
         cfg.device = device
+    cfg.allow_unsafe_pickle = allow_unsafe_pickle
     cfg.out = str(run_dir)
     cfg.validate()
     return _run(cfg, run_dir, progress, log, stop_after)
@@ -386,6 +410,8 @@ def _run_session(cfg, resume_dir, progress, log, stop_after, dist: ddp.DistInfo)
     session = TrainSession(cfg, dist, log)
     main = dist.is_main
     if resume_dir is not None:
+        if main:
+            remove_stale_temporaries(run_dir)  # left by a process killed while writing
         session.load_state_dict(load_checkpoint(run_dir, "cpu"))
         log(f"resuming {run_dir} at step {session.step_count}/{cfg.steps}")
     elif main:
@@ -398,6 +424,13 @@ def _run_session(cfg, resume_dir, progress, log, stop_after, dist: ddp.DistInfo)
                     "per_rank_micro_batch": session.split.micro, "precision": session.precision}
         atomic_write_text(run_dir / RUN_CONFIG, json.dumps(resolved, indent=2))
     metrics = _metrics_lines(run_dir, session.step_count) if main else []
+    saved_step = session.step_count if resume_dir is not None else None  # the step the checkpoint holds
+
+    def save() -> None:
+        nonlocal saved_step
+        if main:
+            save_checkpoint(session.state_dict(), run_dir)
+        saved_step = session.step_count
 
     def write_metrics() -> None:
         if main:
@@ -410,7 +443,12 @@ def _run_session(cfg, resume_dir, progress, log, stop_after, dist: ddp.DistInfo)
     start, first_step = time.time(), session.step_count
     per_rank_images = 0
     while session.step_count < cfg.steps:
-        report = session.step()
+        try:
+            report = session.step()
+        except TrainingDiverged as e:
+            metrics.append(json.dumps({"step": e.step, "stopped": "diverged", "non_finite": e.what}))
+            write_metrics()
+            raise e.at(run_dir, saved_step) from None
         step = session.step_count
         per_rank_images += cfg.batch_size // dist.world_size
         is_log = step % cfg.log_every == 0 or step == cfg.steps
@@ -436,14 +474,13 @@ def _run_session(cfg, resume_dir, progress, log, stop_after, dist: ddp.DistInfo)
             except UserError:
                 metrics.append(json.dumps({"step": step, "stopped": "collapse"}))
                 write_metrics()
-                if main:
-                    save_checkpoint(session.state_dict(), run_dir)
+                save()
                 raise
-        if main and (step % cfg.save_every == 0 or step == cfg.steps):
-            save_checkpoint(session.state_dict(), run_dir)
+        if step % cfg.save_every == 0 or step == cfg.steps:
+            save()
         if stop_after is not None and step - first_step >= stop_after and step < cfg.steps:
-            if main and step % cfg.save_every != 0:
-                save_checkpoint(session.state_dict(), run_dir)
+            if step % cfg.save_every != 0:
+                save()
             log(f"stopped after {stop_after} steps at step {step}/{cfg.steps}; continue with "
                 f"'simclip train --resume {run_dir}'")
             return run_dir
@@ -466,7 +503,8 @@ def _finish(session: TrainSession, run_dir: Path, metrics: list[str], write_metr
                      arch=session.loaded.arch, extra={"objective": cfg.objective, "eps": cfg.eps, "steps": cfg.steps,
                                                       "anchor_weight": cfg.anchor_weight, "data": cfg.data})
     if unreadable:
-        log(f"[yellow]{unreadable} unreadable training images were skipped[/yellow] (--strict makes them fatal)")
+        log(f"[yellow]{unreadable} unreadable training images were skipped[/yellow] (--on-error fail makes them "
+            "fatal)")
     if after is not None:
         log(f"held-out zero-shot accuracy {session.zero_shot_before:.1%} -> {after:.1%}; run saved to {run_dir}")
     else:

@@ -151,9 +151,10 @@ class LlavaVLM(VisionLanguageModel):
         return [t.strip() for t in self.tokenizer.batch_decode(out[:, ids.shape[1]:], skip_special_tokens=True)]
 
 
-def load_llava(model_id: str, encoder_spec: str, device: torch.device):
+def load_llava(model_id: str, encoder_spec: str, device: torch.device, allow_unsafe_pickle: bool = False):
     """``LlavaForConditionalGeneration.from_pretrained(model_id)`` with ``encoder_spec`` swapped in (or
-    ``native``: its own tower). Weights come from a local folder or the HF cache/hub, through transformers."""
+    ``native``: its own tower). Weights come from a local folder or the HF cache/hub, through transformers.
+    ``allow_unsafe_pickle`` (default False) applies to the encoder only (see ``load_model``)."""
     from transformers import AutoTokenizer, LlavaForConditionalGeneration
 
     from simclip_bench.models.checkpoint import state_dict_sha256
@@ -174,7 +175,7 @@ def load_llava(model_id: str, encoder_spec: str, device: torch.device):
     from simclip_bench.models.hf_vision import open_clip_to_hf_vision
     from simclip_bench.models.spec import load_model
 
-    loaded = load_model(encoder_spec, "cpu")
+    loaded = load_model(encoder_spec, "cpu", allow_unsafe_pickle)
     swap_vision_tower(model, open_clip_to_hf_vision(loaded.model.clip.visual))
     model.to(device)
     enc = loaded.model.encoder

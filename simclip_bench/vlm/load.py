@@ -49,20 +49,24 @@ def check_vlm_spec(spec: str) -> None:
                     "llava:<hub id or folder>, e.g. llava:llava-hf/llava-1.5-7b-hf")
 
 
-def load_vlm(vlm_spec: str, encoder_spec: str, device: torch.device | str = "cpu") -> LoadedVLM:
-    """Load ``vlm_spec`` with the vision encoder ``encoder_spec`` swapped in (frozen, eval mode)."""
+def load_vlm(vlm_spec: str, encoder_spec: str, device: torch.device | str = "cpu",
+             allow_unsafe_pickle: bool = False) -> LoadedVLM:
+    """Load ``vlm_spec`` with the vision encoder ``encoder_spec`` swapped in (frozen, eval mode).
+
+    ``allow_unsafe_pickle`` (default False) is passed on to :func:`~simclip_bench.models.spec.load_model`.
+    """
     check_vlm_spec(vlm_spec)
     device = torch.device(device)
     if vlm_spec.startswith("llava:"):
         from simclip_bench.vlm.llava import load_llava
 
-        return load_llava(vlm_spec[len("llava:"):].strip(), encoder_spec, device)
+        return load_llava(vlm_spec[len("llava:"):].strip(), encoder_spec, device, allow_unsafe_pickle)
     from simclip_bench.vlm.tiny import TINY_VLM_WEIGHTS, TinyVLM, load_tiny_vlm_head
 
     if encoder_spec == NATIVE_ENCODER:
         encoder_spec = "tiny-clip"
     head, vocab, _ = load_tiny_vlm_head(TINY_VLM_WEIGHTS if vlm_spec == DEFAULT_VLM else Path(vlm_spec).expanduser())
-    loaded = load_model(encoder_spec, device)
+    loaded = load_model(encoder_spec, device, allow_unsafe_pickle)
     if loaded.arch != head.cfg.vision_arch:
         raise UserError(f"the tiny VLM reads a {head.cfg.vision_arch!r} vision tower, but --model {encoder_spec} is "
                         f"{loaded.arch!r}; use tiny-clip or a run fine-tuned from it")
