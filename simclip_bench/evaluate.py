@@ -21,7 +21,7 @@ from simclip_bench.data.catalog import DEFAULT_DATASET_ROOT, check_name, expand,
 from simclip_bench.data.subset import fixed_subset
 from simclip_bench.data.unreadable import DEFAULT_ON_ERROR, FLAG_UNREADABLE, check_on_error
 from simclip_bench.devices import resolve_device
-from simclip_bench.errors import UserError
+from simclip_bench.errors import UserError, check_count
 from simclip_bench.models.builtin import DEFAULT_MODEL
 from simclip_bench.models.spec import load_model
 from simclip_bench.provenance import git_sha, new_run_id, package_version, utc_now
@@ -101,9 +101,7 @@ def resolve_protocol(request: EvalRequest) -> Protocol:
 def validate(request: EvalRequest) -> Protocol:
     """Check everything that can be checked without touching a dataset or a model."""
     protocol = resolve_protocol(request)
-    for name, value in (("--batch-size", request.batch_size),):
-        if value <= 0:
-            raise UserError(f"{name} must be a positive integer, got {value}")
+    check_count("--batch-size", request.batch_size)
     if request.workers < 0:
         raise UserError(f"--workers must be 0 or more, got {request.workers}")
     check_on_error(request.on_error)

@@ -3,7 +3,7 @@ batch-invariant, and it lowers a tiny model's accuracy. Plus APGD's reference sc
 import pytest
 import torch
 
-from simclip_bench.attacks.apgd import apgd_attack, checkpoint_schedule
+from simclip_bench.attacks.apgd import APGD, apgd_attack, checkpoint_schedule
 from simclip_bench.attacks.base import (
     ClassifierObjective,
     PerturbationOutOfBounds,
@@ -61,6 +61,22 @@ def test_contract_outcome_does_not_depend_on_batch_size(name, data, zero_shot_he
     for other in outcomes[1:]:
         assert torch.equal(outcomes[0].robust, other.robust)
         assert outcomes[0].fooled_by == other.fooled_by
+
+
+@pytest.mark.parametrize("norm", ["linf", "l2"])
+def test_apgd_outcome_does_not_depend_on_how_often_the_batch_is_refilled(norm, data, zero_shot_head):
+    """A CPU refills after every iteration, CUDA every 10: the same outcomes either way (the images agree up to
+    the float rounding of differently sized batches)."""
+    x, y = data
+    objective = ClassifierObjective(zero_shot_head, y)
+    idx = torch.arange(len(x))
+    runs = [APGD(EPS[norm], norm=norm, n_iter=30, batch_size=8, refill_every=r, seed=3).run(objective, x, idx)
+            for r in (1, 4, 10)]
+    assert 0 < int(runs[0].success.sum()) < len(x), "needs samples fooled at different iterations"
+    for other in runs[1:]:
+        assert torch.equal(runs[0].success, other.success)
+        torch.testing.assert_close(runs[0].loss, other.loss, rtol=1e-3, atol=1e-4)
+        assert ((runs[0].x_adv - other.x_adv).abs() > 1e-4).float().mean() < 0.01
 
 
 def test_reference_checkpoints_for_100_iterations():

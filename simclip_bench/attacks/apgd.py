@@ -15,8 +15,11 @@ How it runs: a *stream*. A working batch of ``batch_size`` slots holds samples a
 iterations, each with its own counters and checkpoints. Every ``refill_every`` iterations the
 slots whose sample is done (fooled, or out of iterations) hand in their result and take the next
 samples from the queue. Fooled samples therefore stop costing compute, the batch stays full, and
-the host synchronises once per ``refill_every`` iterations, not per iteration. A sample's
-trajectory depends only on its own image, seed and objective, never on its batch mates.
+on CUDA the host synchronises once per ``refill_every`` = 10 iterations, not per iteration. On a
+CPU a synchronisation costs nothing, so the batch is refilled after every iteration and a fooled
+sample costs no further gradient evaluation. A sample's trajectory (and so its outcome) depends
+only on its own image, seed and objective, never on its batch mates or on ``refill_every`` (up to
+the float rounding of differently sized batches).
 """
 from __future__ import annotations
 
@@ -105,12 +108,13 @@ class APGD:
         n_iter: iterations per restart (default 100).
         n_restarts: random restarts; a restart runs only on samples not yet fooled (default 1).
         batch_size: working-batch slots (default 500).
-        refill_every: iterations between refills, i.e. between host synchronisations (default 10).
+        refill_every: iterations between refills, i.e. between host synchronisations (default: 10 on
+            CUDA, 1 on a CPU, where synchronising is free).
         seed: run seed; sample i's randomness is a function of (seed, i, restart) only.
     """
 
     def __init__(self, eps: float, norm: Norm = "linf", n_iter: int = 100, n_restarts: int = 1,
-                 batch_size: int = 500, refill_every: int = 10, seed: int = 0) -> None:
+                 batch_size: int = 500, refill_every: int | None = None, seed: int = 0) -> None:
         if norm not in ("linf", "l2"):
             raise ValueError(f"APGD supports linf and l2, not {norm!r}")
         self.eps, self.norm, self.n_iter, self.n_restarts = eps, norm, n_iter, n_restarts
@@ -165,8 +169,9 @@ class APGD:
         head = min(self.batch_size, n)
         slots = self._enter(objective, x, idx, seeds, queue[:head])
         offsets = torch.arange(self.k0, device=x.device)
+        refill_every = self.refill_every or (1 if x.device.type == "cpu" else 10)
         while len(slots.sample):
-            for _ in range(self.refill_every):
+            for _ in range(refill_every):
                 self._iterate(objective, idx, slots, offsets)
             done = slots.found | (slots.it >= self.n_iter)
             if bool(done.any()) or head < n:

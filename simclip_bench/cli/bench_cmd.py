@@ -7,6 +7,7 @@ import typer
 
 from simclip_bench.cli.app import app, console, progress_bar, stdout
 from simclip_bench.cli.config_file import config_option
+from simclip_bench.errors import UserError
 
 
 @app.command(epilog="""[bold]Examples[/bold]\n
@@ -30,6 +31,9 @@ def bench(
     chosen = get_suite(suite)
     validate_suite(chosen)
     resolve_device(device)
+    for option, folder in (("--out", out), ("--runs-dir", runs_dir)):
+        if folder.exists() and not folder.is_dir():
+            raise UserError(f"{option} {folder} is a file; pass a directory")
     with progress_bar() as bar:
         written = run_suite(chosen, out, runs_dir=runs_dir, device=device, log=console.print, progress=bar)
     stdout.print(f"{written}: results.csv, model_cards.json, LEADERBOARD.md, leaderboard.html, plots/")

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 from simclip_bench.attacks.registry import EnsembleSpec, resolve_attack
 from simclip_bench.eps import Eps, parse_eps
-from simclip_bench.errors import UserError, did_you_mean
+from simclip_bench.errors import UserError, check_count, did_you_mean
 
 
 @dataclass(frozen=True)
@@ -54,9 +54,9 @@ class Protocol:
 
     def validate(self) -> None:
         for name, option in (("n_iter", "--iterations"), ("n_samples", "--n-samples"), ("n_targets", "--n-targets")):
-            value = getattr(self, name)
-            if value <= 0:
-                raise UserError(f"{option} must be a positive integer, got {value}")
+            check_count(option, getattr(self, name))
+        check_count("--sample-seed", self.sample_seed, minimum=0)
+        check_count("--seed", self.attack_seed, minimum=0)
         if self.norm not in ("linf", "l2"):
             raise UserError(f"--norm {self.norm!r}: choose linf or l2")
         spec = self.spec()

@@ -30,7 +30,7 @@ from simclip_bench.data.sources import SHAPES, open_probe_data, open_train_data
 from simclip_bench.data.unreadable import DEFAULT_ON_ERROR, FAIL, check_on_error, unreadable_error
 from simclip_bench.devices import resolve_device
 from simclip_bench.eps import parse_eps
-from simclip_bench.errors import UserError
+from simclip_bench.errors import UserError, check_count
 from simclip_bench.models.checkpoint import ENCODER_FILENAME, atomic_write_text, save_encoder, state_dict_sha256
 from simclip_bench.models.spec import RUN_CONFIG, load_model, run_config
 from simclip_bench.provenance import git_sha, new_run_id, package_version, utc_now
@@ -126,17 +126,18 @@ class TrainConfig:
         self.resolve_defaults()
         for name in ("steps", "batch_size", "attack_steps", "train_size", "log_every", "accum_steps", "save_every",
                      "probe_every"):
-            if getattr(self, name) <= 0:
-                raise UserError(f"--{name.replace('_', '-')} must be a positive integer, got {getattr(self, name)}")
-        for name in ("warmup_steps", "workers", "probe_size"):
-            if getattr(self, name) < 0:
-                raise UserError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(self, name)}")
+            check_count(f"--{name.replace('_', '-')}", getattr(self, name))
+        for name in ("warmup_steps", "workers", "probe_size", "seed"):
+            check_count(f"--{name.replace('_', '-')}", getattr(self, name), minimum=0)
         if not (self.lr > 0 and math.isfinite(self.lr)):
             raise UserError(f"--lr must be a positive number, got {self.lr}")
         if self.weight_decay < 0:
             raise UserError(f"--weight-decay must be >= 0, got {self.weight_decay}")
         if self.data == SHAPES and self.batch_size > self.train_size:
             raise UserError(f"--batch-size {self.batch_size} exceeds the {self.train_size} training images")
+        if self.class_names and not Path(self.class_names).is_file():
+            raise UserError(f"--class-names {self.class_names}: no such file; give a text file with one class name "
+                            "per line, in label order")
         if self.precision not in PRECISIONS:
             raise UserError(f"--precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         if not (0 <= self.collapse_stop <= self.collapse_warn <= 1):
