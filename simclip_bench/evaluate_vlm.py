@@ -28,6 +28,7 @@ from simclip_bench.models.builtin import DEFAULT_MODEL
 from simclip_bench.models.checkpoint import atomic_write_text
 from simclip_bench.provenance import git_sha, new_run_id, package_version, utc_now
 from simclip_bench.results.schema import RESULT_COLUMNS
+from simclip_bench.results.store import VLM_SAMPLES_FILE
 from simclip_bench.tasks.captioning import CaptioningTask
 from simclip_bench.tasks.vlm_attack import VLMAttackConfig, attack_vlm
 from simclip_bench.tasks.vqa import VQATask
@@ -38,7 +39,6 @@ VLM_TASKS: tuple[str, ...] = ("captioning", "vqa")
 # --attack for captioning/VQA: RobustVLM's ensemble, one APGD run on the first ground truth, or clean only.
 VLM_ATTACKS: dict[str, str] = {"ensemble": "ensemble", "robustvlm": "ensemble", "apgd": "single", "none": "none"}
 DEFAULT_N_SAMPLES = {"shapes": 200, "files": 500}
-VLM_SAMPLES_FILE = "vlm_samples.csv"
 VLM_SAMPLE_COLUMNS: tuple[str, ...] = (
     "run_id", "model", "checkpoint_hash", "task", "dataset", "sample_id", "attack", "setting", "eps", "eps_text",
     "prompt", "references", "clean_text", "clean_score", "adv_text", "adv_score", "fooled_by", "max_perturbation",

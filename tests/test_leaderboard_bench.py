@@ -57,11 +57,37 @@ def test_a_failing_task_leaves_the_earlier_results_untouched(tmp_path, monkeypat
     assert not list(before.glob(".bench-*"))
 
 
-def test_the_default_suite_runs_every_task_with_a_runner_at_clean_2_and_4_over_255():
-    suite = bench.get_suite("default")
-    assert suite.tasks == tuple(bench.TASK_RUNNERS)
-    assert suite.eps == ("2/255", "4/255")
-    assert suite.base_model == "tiny-clip" and suite.objectives == ("simclip-anchored",)
+def test_the_default_suite_is_zero_shot_and_the_full_suite_runs_every_task_at_clean_2_and_4_over_255():
+    default, full = bench.get_suite("default"), bench.get_suite("full")
+    assert default.tasks == ("zeroshot",)
+    assert full.tasks == tuple(bench.TASK_RUNNERS) == ("zeroshot", "captioning", "vqa")
+    for suite in (default, full):
+        assert suite.eps == ("2/255", "4/255")
+        assert suite.base_model == "tiny-clip" and suite.objectives == ("simclip-anchored",)
+
+
+def test_the_full_suite_writes_rows_and_samples_of_every_task_and_renders_them(tmp_path):
+    suite = replace(bench.get_suite("full"), objectives=(), eps=("4/255",), n_samples=4, iterations=2)
+    write_results(tmp_path / "results", model_rows("old-model", 0.5, 0.4, 0.3))
+    out = bench.run_suite(suite, tmp_path / "results", runs_dir=tmp_path / "runs", device="cpu", log=lambda _: None)
+    rows = pd.read_csv(out / "results.csv")
+    assert set(rows["task"]) == {"zeroshot", "captioning", "vqa"}
+    assert set(rows.loc[rows["task"] == "zeroshot", "model"]) == {"tiny-clip"}
+    assert set(rows.loc[rows["task"] != "zeroshot", "model"]) == {"tiny-vlm[tiny-clip]"}
+    assert set(rows.loc[rows["task"] == "captioning", "metric"]) == {"cider"}
+    assert set(rows.loc[rows["task"] == "vqa", "metric"]) == {"vqa_accuracy"}
+    assert len(pd.read_csv(out / "vlm_samples.csv")) == 2 * 4  # captioning + VQA, 4 samples each
+    board = pd.read_csv(out / "leaderboard.csv")
+    assert len(board) == 1 and not board.filter(regex="clean|4/255").isna().any(axis=None), board
+    assert [c["model"] for c in json.loads((out / "model_cards.json").read_text())] == ["tiny-clip"]
+    assert "**captioning** with the VLM tiny-vlm" in (out / "LEADERBOARD.md").read_text()
+
+
+def test_a_zero_shot_suite_leaves_no_stale_vlm_samples(tmp_path, fake_runner):
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results" / "vlm_samples.csv").write_text("sample_id\nold\n")
+    bench.run_suite(SUITE, tmp_path / "results", runs_dir=tmp_path / "runs", device="cpu", log=lambda _: None)
+    assert not (tmp_path / "results" / "vlm_samples.csv").exists()
 
 
 def test_an_unknown_suite_suggests_the_closest():

@@ -108,7 +108,9 @@ def _card(card: ModelCard) -> str:
 
 def render_html(lb: Leaderboard, plots: dict[str, bytes]) -> str:
     """The whole page; ``plots`` (name -> PNG bytes) are embedded as data URIs, in name order."""
-    notes = "".join(f"<li><b>{escape(t)}</b>: {escape(lb.headlines[t].label)}, mean over datasets "
+    notes = "".join(f"<li><b>{escape(t)}</b>{' ' * bool(lb.vlm_note(t))}{escape(lb.vlm_note(t))}: "
+                    f"{escape(lb.headlines[t].label)}, "
+                    "mean over datasets "
                     f"{escape(', '.join(lb.datasets[t]))}; robust columns are the worst case over "
                     f"{escape(', '.join(lb.attacks[t]) or 'no attack')} (ℓ∞ unless named).</li>" for t in lb.tasks)
     if lb.skipped_tasks:

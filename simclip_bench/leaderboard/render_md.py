@@ -46,7 +46,9 @@ def render_markdown(lb: Leaderboard) -> str:
     for task in lb.tasks:
         h = lb.headlines[task]
         attacks = ", ".join(lb.attacks[task]) or "none"
-        out.append(f"* **{md_escape(task)}**: {md_escape(h.label)}{f' ({h.unit})' if h.unit else ''}, mean over "
+        note = f" {md_escape(lb.vlm_note(task))}" if lb.vlm_note(task) else ""
+        out.append(f"* **{md_escape(task)}**{note}: {md_escape(h.label)}"
+                   f"{f' ({h.unit})' if h.unit else ''}, mean over "
                    f"datasets {md_escape(', '.join(lb.datasets[task]))}; robust columns are the worst case over "
                    f"the attacks {md_escape(attacks)} (ℓ∞ unless named).")
     out += ["", "| " + " | ".join(_header(lb)) + " |",

@@ -14,6 +14,7 @@ import pandas as pd
 
 from simclip_bench.leaderboard.headline import HEADLINES, Headline, headline_for
 from simclip_bench.results.model_cards import ModelCard
+from simclip_bench.results.schema import split_vlm_model_id
 
 LINF = "linf"
 
@@ -79,9 +80,15 @@ class Leaderboard:
     attacks: dict[str, tuple[str, ...]]
     skipped_tasks: list[str]
     provenance: dict[str, tuple[str, ...]]
+    vlms: dict[str, tuple[str, ...]] = field(default_factory=dict)  # task -> the VLMs its encoders ran in
 
     def columns_of(self, task: str) -> list[Column]:
         return [c for c in self.columns if c.task == task]
+
+    def vlm_note(self, task: str) -> str:
+        """``with the VLM tiny-vlm`` for a task run inside VLMs, else empty."""
+        vlms = self.vlms.get(task, ())
+        return f"with the VLM{'s' if len(vlms) > 1 else ''} {', '.join(vlms)}" if vlms else ""
 
 
 def _task_order(tasks: set[str]) -> list[str]:
@@ -121,12 +128,18 @@ def build_leaderboard(results: pd.DataFrame, cards: dict[tuple[str, str], ModelC
     rows = results[[headlines.get(t) is not None and m == headlines[t].metric
                     for t, m in zip(results["task"], results["metric"], strict=False)]].copy()
     rows.loc[rows["eps"] == 0, "norm"] = ""
+    # Captioning/VQA rows name "vlm[encoder]": an entry is an encoder, whatever task or VLM scored it.
+    rows["source_model"] = rows["model"]
+    split = [split_vlm_model_id(m) for m in rows["model"]]
+    rows["model"] = [encoder for encoder, _ in split]
+    rows["vlm"] = [vlm or "" for _, vlm in split]
     tasks = [t for t in headlines if (rows["task"] == t).any()]
     columns = sorted({Column(t, n, float(e)) for t, n, e in zip(rows["task"], rows["norm"], rows["eps"], strict=False)},
                      key=lambda c: (tasks.index(c.task), c.norm != "", c.norm != LINF, c.norm, c.eps))
     entries = []
     for (model, digest), mrows in rows.groupby(["model", "checkpoint_hash"], sort=True):
-        card = cards.get((model, digest))
+        card = next((cards[k] for k in [(model, digest)] + [(m, digest) for m in sorted(set(mrows["source_model"]))]
+                     if k in cards), None)
         entry = Entry(model, digest, card.name if card else model, card.slug if card else "", card)
         for col in columns:
             sel = mrows[(mrows["task"] == col.task) & (mrows["norm"] == col.norm) & (mrows["eps"] == col.eps)]
@@ -142,7 +155,8 @@ def build_leaderboard(results: pd.DataFrame, cards: dict[tuple[str, str], ModelC
         datasets={t: tuple(sorted(set(rows.loc[rows["task"] == t, "dataset"]))) for t in tasks},
         attacks={t: tuple(sorted(set(rows.loc[(rows["task"] == t) & (rows["eps"] > 0), "attack"]))) for t in tasks},
         skipped_tasks=skipped,
-        provenance={k: tuple(sorted(set(results[k]))) for k in ("run_id", "git_sha", "package_version")})
+        provenance={k: tuple(sorted(set(results[k]))) for k in ("run_id", "git_sha", "package_version")},
+        vlms={t: tuple(sorted(set(rows.loc[rows["task"] == t, "vlm"]) - {""})) for t in tasks})
 
 
 def _disambiguate(entries: list[Entry]) -> None:

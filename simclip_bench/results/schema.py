@@ -41,3 +41,16 @@ def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, flo
     centre = (p + z * z / (2 * n)) / denom
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
     return (max(0.0, centre - half), min(1.0, centre + half))
+
+
+def vlm_model_id(vlm_name: str, encoder_id: str) -> str:
+    """The ``model`` of a captioning/VQA row: the VLM and, in brackets, the encoder it ran with."""
+    return f"{vlm_name}[{encoder_id}]"
+
+
+def split_vlm_model_id(model: str) -> tuple[str, str | None]:
+    """``(encoder, vlm)`` of a row's ``model``; ``(model, None)`` for an encoder evaluated on its own."""
+    if model.endswith("]") and "[" in model:
+        i = model.index("[")
+        return model[i + 1:-1], model[:i]
+    return model, None

@@ -37,6 +37,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from simclip_bench.errors import UserError
+from simclip_bench.results.schema import vlm_model_id
 from simclip_bench.vlm.base import VisionLanguageModel
 
 CAPTION_PROMPT = "Provide a short caption for this image."
@@ -180,4 +181,5 @@ def load_llava(model_id: str, encoder_spec: str, device: torch.device, allow_uns
     model.to(device)
     enc = loaded.model.encoder
     vlm = LlavaVLM(model, tokenizer, name=name, mean=enc.mean.flatten().tolist(), std=enc.std.flatten().tolist())
-    return LoadedVLM(vlm, f"llava:{model_id}", encoder_spec, f"{name}[{loaded.model_id}]", loaded.checkpoint_hash)
+    return LoadedVLM(vlm, f"llava:{model_id}", encoder_spec, vlm_model_id(name, loaded.model_id),
+                     loaded.checkpoint_hash)

@@ -20,6 +20,7 @@ import torch
 
 from simclip_bench.errors import UserError
 from simclip_bench.models.spec import load_model
+from simclip_bench.results.schema import vlm_model_id
 from simclip_bench.vlm.base import VisionLanguageModel
 
 DEFAULT_VLM = "tiny-vlm"
@@ -72,4 +73,4 @@ def load_vlm(vlm_spec: str, encoder_spec: str, device: torch.device | str = "cpu
                         f"{loaded.arch!r}; use tiny-clip or a run fine-tuned from it")
     name = "tiny-vlm" if vlm_spec == DEFAULT_VLM else Path(vlm_spec).stem
     vlm = TinyVLM(loaded.model.encoder, head.to(device), vocab, loaded.model.image_size)
-    return LoadedVLM(vlm, vlm_spec, encoder_spec, f"{name}[{loaded.model_id}]", loaded.checkpoint_hash)
+    return LoadedVLM(vlm, vlm_spec, encoder_spec, vlm_model_id(name, loaded.model_id), loaded.checkpoint_hash)
