@@ -75,7 +75,7 @@ def test_apgd_outcome_does_not_depend_on_how_often_the_batch_is_refilled(norm, d
     assert 0 < int(runs[0].success.sum()) < len(x), "needs samples fooled at different iterations"
     for other in runs[1:]:
         assert torch.equal(runs[0].success, other.success)
-        torch.testing.assert_close(runs[0].loss, other.loss, rtol=1e-3, atol=1e-4)
+        torch.testing.assert_close(runs[0].loss, other.loss, rtol=1e-2, atol=1e-3)
         assert ((runs[0].x_adv - other.x_adv).abs() > 1e-4).float().mean() < 0.01
 
 

@@ -102,6 +102,9 @@ def train(
                 raise UserError(f"--resume continues a run with its saved settings; drop --{flag} "
                                 "(only --device, --stop-after and --allow-unsafe-pickle go with --resume)")
             explicit_device = ctx.get_parameter_source("device").name == "COMMANDLINE"
+            from simclip_bench.models.spec import run_config
+
+            total = run_config(resume).get("steps")  # the bar counts to the run's saved total
             tracker = open_tracker(log, resume, {"resume": str(resume)})
             try:
                 run_dir = resume_training(resume, progress=on_progress, log=console.print, stop_after=stop_after,
