@@ -1,9 +1,10 @@
-"""Side by side on the same model and samples: our ``apgd-ce+apgd-t`` against the reference code.
+"""Side by side on the same model and samples: our ensemble against the reference code.
 
 For each model and eps it runs, on the same test images:
 
-* ours: ``apgd-ce+apgd-t`` (APGD-CE then APGD-T with 9 targets, 100 iterations each, 1 restart);
-* ``ref:apgd-ce+apgd-t``: the same ensemble through pyautoattack;
+* ours: ``--attack`` (default ``apgd-ce+apgd-t``: APGD-CE then APGD-T with 9 targets, 100 iterations each,
+  1 restart; ``'apgd-ce*5+apgd-t'`` is RobustVLM's protocol, with 5 restarts of APGD-CE);
+* ``ref:<attack>``: the same ensemble through pyautoattack;
 * optionally standard ``autoattack`` through pyautoattack (``--autoattack``);
 
 and prints robust accuracy, wall time and the time ratio. The claim it checks: ours is as strong
@@ -12,6 +13,7 @@ and prints robust accuracy, wall time and the time ratio. The claim it checks: o
     pip install -e ".[dev]"
     python benchmarks/ensemble_vs_reference.py --model tiny-clip --model runs/<a simclip train run> \
         --n-samples 500 --eps 2/255 --eps 4/255 --autoattack
+    python benchmarks/ensemble_vs_reference.py --attack 'apgd-ce*5+apgd-t' --model tiny-clip --n-samples 500
 """
 from __future__ import annotations
 
@@ -35,10 +37,12 @@ def main() -> None:
     parser.add_argument("--n-samples", type=int, default=500)
     parser.add_argument("--eps", action="append", default=None)
     parser.add_argument("--batch-size", type=int, default=500)
+    parser.add_argument("--attack", default="apgd-ce+apgd-t", help="our ensemble; the reference runs ref:<attack>")
     parser.add_argument("--autoattack", action="store_true", help="also run standard AutoAttack (slow on CPU)")
     args = parser.parse_args()
-    ours, ref = resolve_attack("apgd-ce+apgd-t"), resolve_attack("ref:apgd-ce+apgd-t")
-    print(f"torch threads {torch.get_num_threads()}, {args.n_samples} test images, batch {args.batch_size}")
+    ours, ref = resolve_attack(args.attack), resolve_attack(f"ref:{args.attack}")
+    print(f"torch threads {torch.get_num_threads()}, {args.n_samples} test images, batch {args.batch_size}, "
+          f"{ours.name} vs {ref.name}")
     print(f"{'model':<28} {'eps':>6} {'clean':>6} {'ours':>6} {'ref':>6} {'AA':>6} "
           f"{'ours s':>7} {'ref s':>7} {'AA s':>7} {'ref/ours':>8}")
     for spec in args.model or ["tiny-clip"]:

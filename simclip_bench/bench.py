@@ -13,7 +13,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from simclip_bench.eps import parse_eps
@@ -40,6 +40,7 @@ class TaskContext:
     out: Path
     device: str
     progress: object = None
+    precision: str = "auto"
 
 
 def _run_zeroshot(ctx: TaskContext) -> None:
@@ -47,7 +48,8 @@ def _run_zeroshot(ctx: TaskContext) -> None:
 
     run_eval(EvalRequest(models=ctx.models, datasets=["shapes"], protocol=ctx.protocol, attack=ctx.attack,
                          eps=ctx.eps, n_samples=ctx.n_samples, n_iter=ctx.iterations, sample_seed=ctx.seed,
-                         seed=ctx.seed, out=ctx.out, device=ctx.device), progress=ctx.progress)
+                         seed=ctx.seed, out=ctx.out, device=ctx.device, precision=ctx.precision),
+             progress=ctx.progress)
 
 
 def _vlm_runner(task: str) -> Callable[[TaskContext], None]:
@@ -58,7 +60,8 @@ def _vlm_runner(task: str) -> Callable[[TaskContext], None]:
 
         run_vlm_eval(VLMEvalRequest(task=task, models=ctx.models, eps=[parse_eps(e) for e in ctx.eps],
                                     n_samples=ctx.n_samples, n_iter=ctx.iterations, seed=ctx.seed,
-                                    sample_seed=ctx.seed, out=ctx.out, device=ctx.device), progress=ctx.progress)
+                                    sample_seed=ctx.seed, out=ctx.out, device=ctx.device,
+                                    precision=ctx.precision), progress=ctx.progress)
 
     return run
 
@@ -179,8 +182,11 @@ def validate_suite(suite: Suite) -> None:
 
 
 def run_suite(suite: Suite, out: Path, runs_dir: Path = Path("runs"), device: str = "auto",
-              log: Callable[[str], None] = print, progress=None) -> Path:
-    """Run ``suite``; replace OUT's result files with the fresh ones only once everything finished."""
+              log: Callable[[str], None] = print, progress=None, precision: str = "auto") -> Path:
+    """Run ``suite``; replace OUT's result files with the fresh ones only once everything finished.
+
+    ``precision``: the attack search dtype of every evaluation (``auto``: the task's CUDA default, fp32 on a CPU).
+    """
     from simclip_bench.leaderboard import render_leaderboard
 
     validate_suite(suite)
@@ -196,12 +202,14 @@ def run_suite(suite: Suite, out: Path, runs_dir: Path = Path("runs"), device: st
             TASK_RUNNERS[task](TaskContext(models=models, eps=list(suite.eps), protocol=suite.protocol,
                                            attack=suite.attack,
                                            n_samples=suite.n_samples, iterations=suite.iterations, seed=suite.seed,
-                                           out=staging, device=device, progress=progress))
+                                           out=staging, device=device, progress=progress, precision=precision))
         rows = read_results(staging)
         keys = sorted({(split_vlm_model_id(m)[0], h) for m, h in zip(rows["model"], rows["checkpoint_hash"],
                                                                         strict=False)})  # encoders, not VLMs
         write_cards(staging, [card_for_spec(m, h) for m, h in keys])
         resolved = {**asdict(replace(suite)), "models": models, "runs_dir": str(runs_dir), "device": device}
+        if precision != "auto":
+            resolved["precision"] = precision
         atomic_write_text(staging / BENCH_CONFIG_FILE, json.dumps(resolved, indent=2) + "\n")
         for name in (SAMPLES_FILE, VLM_SAMPLES_FILE, "model_cards.json", BENCH_CONFIG_FILE, RESULTS_FILE):
             if (staging / name).exists():

@@ -53,8 +53,9 @@ def _attacks() -> Listing:
     rows += [(alias, f"alias of {target}") for alias, target in ALIASES.items()]
     rows += [(name, f"ensemble {spec}: worst case per sample") for name, spec in NAMED_ENSEMBLES.items()]
     rows += [("a+b+...", "ensemble of single attacks, each on the samples still robust"),
+             ("name*K", "an APGD attack with K restarts, each on the samples still robust, e.g. apgd-ce*5"),
              ("autoattack", "standard AutoAttack through the reference code (pyautoattack)"),
-             ("ref:<ensemble>", "an ensemble through the reference code, e.g. ref:apgd-ce+apgd-t"),
+             ("ref:<ensemble>", "an ensemble through the reference code, e.g. ref:apgd-ce*5+apgd-t"),
              ("none", "clean accuracy only")]
     return Listing("attacks", ("name", "description"), rows)
 

@@ -1,4 +1,10 @@
-"""Device choice and mixed precision: ``auto`` means CUDA when present, else CPU."""
+"""Device choice and mixed precision: ``auto`` means CUDA when present, else CPU.
+
+Precision (``--precision auto|fp32|bf16|fp16``) is the dtype of the attack *search* (autocast); every
+verdict that is reported (a float32 prediction, a generated text) is computed in float32 outside it.
+``auto`` is float32 on a CPU and the task's reduced precision on CUDA; ``bf16`` and ``fp16`` also run on
+a CPU (``torch.autocast("cpu")``), so the code path users run on GPUs is tested here.
+"""
 from __future__ import annotations
 
 import contextlib
@@ -27,8 +33,35 @@ def resolve_device(name: str = "auto") -> torch.device:
     return torch.device(name)
 
 
+PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16", "fp16")
+_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def check_precision(name: str) -> str:
+    """``name`` if it is one of :data:`PRECISIONS`; otherwise a UserError with a suggestion."""
+    from simclip_bench.errors import did_you_mean
+
+    if name not in PRECISIONS:
+        raise UserError(f"--precision must be one of {', '.join(PRECISIONS)}, got {name!r}"
+                        f"{did_you_mean(name, PRECISIONS)}")
+    return name
+
+
+def resolve_precision(name: str, device: torch.device, cuda_default: str = "bf16") -> str:
+    """``fp32``, ``bf16`` or ``fp16``: ``auto`` is ``cuda_default`` on CUDA and ``fp32`` elsewhere."""
+    check_precision(name)
+    if name == "auto":
+        return cuda_default if device.type == "cuda" else "fp32"
+    return name
+
+
+def autocast_for(precision: str, device: torch.device):
+    """The autocast context of a resolved precision (a no-op for ``fp32``), on CUDA and on a CPU alike."""
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=_DTYPES[precision])
+
+
 def autocast(device: torch.device, enabled: bool = True):
-    """bf16 autocast on CUDA (where it is safe and fast); a no-op on CPU."""
-    if enabled and device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
+    """The default search precision: bf16 autocast on CUDA (where it is safe and fast); a no-op on CPU."""
+    return autocast_for(resolve_precision("auto", device) if enabled else "fp32", device)

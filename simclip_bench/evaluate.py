@@ -20,7 +20,7 @@ import pandas as pd
 from simclip_bench.data.catalog import DEFAULT_DATASET_ROOT, check_name, expand, open_source
 from simclip_bench.data.subset import fixed_subset
 from simclip_bench.data.unreadable import DEFAULT_ON_ERROR, FLAG_UNREADABLE, check_on_error
-from simclip_bench.devices import resolve_device
+from simclip_bench.devices import check_precision, resolve_device, resolve_precision
 from simclip_bench.errors import UserError, check_count
 from simclip_bench.models.builtin import DEFAULT_MODEL
 from simclip_bench.models.spec import load_model
@@ -44,7 +44,8 @@ class EvalRequest:
     working batch and the unit of resume; ``workers`` decode images in parallel. ``on_error``: ``skip``
     (default) leaves an unreadable image out of every accuracy and reports it, ``fail`` stops at the first.
     ``allow_unsafe_pickle`` (default False) lets pickled ``.pt`` weights load with the full unpickler
-    (see :func:`~simclip_bench.models.spec.load_model`).
+    (see :func:`~simclip_bench.models.spec.load_model`). ``precision``: the attack search's dtype, ``auto``
+    (bf16 on CUDA, fp32 on a CPU), ``fp32``, ``bf16`` or ``fp16``; verdicts are always float32.
     """
 
     models: list[str] = field(default_factory=list)
@@ -66,6 +67,7 @@ class EvalRequest:
     device: str = "auto"
     runs_dir: Path = DEFAULT_RUNS_DIR
     allow_unsafe_pickle: bool = False
+    precision: str = "auto"
 
 
 @dataclass
@@ -105,6 +107,7 @@ def validate(request: EvalRequest) -> Protocol:
     if request.workers < 0:
         raise UserError(f"--workers must be 0 or more, got {request.workers}")
     check_on_error(request.on_error)
+    check_precision(request.precision)
     if not request.datasets:
         raise UserError("no --dataset given; e.g. --dataset shapes")
     for name in request.datasets:
@@ -123,6 +126,7 @@ def run_eval(request: EvalRequest, progress=None, notify: Callable[[str], None] 
     """
     protocol = validate(request)
     device = resolve_device(request.device)
+    precision = resolve_precision(request.precision, device)
     sources = [open_source(name, request.dataset_root, request.workers) for name in expand(request.datasets)]
     for source in sources:
         wanted = protocol.n_samples_for(source.name)
@@ -146,7 +150,7 @@ def run_eval(request: EvalRequest, progress=None, notify: Callable[[str], None] 
             indices = fixed_subset(len(source), protocol.n_samples_for(source.name), protocol.sample_seed)
             spec = protocol.spec_for(len(source.classnames))
             plan = CellPlan(source, indices, spec, protocol.eps_values(), protocol.norm, protocol.attack_seed,
-                            request.batch_size, request.on_error)
+                            request.batch_size, request.on_error, precision)
             ids = [source.sample_id(i) for i in indices]
             ids_by_dataset[source.name] = set(ids)
             task = None
@@ -162,7 +166,8 @@ def run_eval(request: EvalRequest, progress=None, notify: Callable[[str], None] 
             meta = CellMeta(run_id=run_id, created_at=utc_now(), git_sha=git_sha(), package_version=package_version(),
                             model=model.model_id, checkpoint_hash=model.checkpoint_hash, dataset=source.name,
                             split=source.split, sample_seed=protocol.sample_seed, sample_ids=ids, attack=spec.name,
-                            attack_config=spec.config() | {"seed": protocol.attack_seed, "resolved_protocol": record},
+                            attack_config=spec.config() | {"seed": protocol.attack_seed, "resolved_protocol": record,
+                                                           "search_precision": plan.search_precision},
                             protocol=protocol.name, norm=protocol.norm, settings=plan.settings(), device=str(device),
                             seconds=time.time() - t0, flags=report.flags,
                             white_box_then_square=_square_after_white_box(spec), unreadable=set(report.unreadable))

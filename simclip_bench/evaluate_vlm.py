@@ -21,9 +21,10 @@ from rich.markup import escape
 
 from simclip_bench.data.vlm_files import CAPTION_DATASETS, VQA_DATASETS, caption_dataset, vqa_dataset
 from simclip_bench.data.vlm_samples import VLMDataset, shapes_captioning, shapes_vqa
-from simclip_bench.devices import resolve_device
+from simclip_bench.devices import check_precision, resolve_device, resolve_precision
 from simclip_bench.eps import Eps
 from simclip_bench.errors import UserError, did_you_mean
+from simclip_bench.metrics.vqa_accuracy import DEFAULT_VQA_METRIC, VQA_METRICS
 from simclip_bench.models.builtin import DEFAULT_MODEL
 from simclip_bench.models.checkpoint import atomic_write_text
 from simclip_bench.provenance import git_sha, new_run_id, package_version, utc_now
@@ -39,6 +40,8 @@ VLM_TASKS: tuple[str, ...] = ("captioning", "vqa")
 # --attack for captioning/VQA: RobustVLM's ensemble, one APGD run on the first ground truth, or clean only.
 VLM_ATTACKS: dict[str, str] = {"ensemble": "ensemble", "robustvlm": "ensemble", "apgd": "single", "none": "none"}
 DEFAULT_N_SAMPLES = {"shapes": 200, "files": 500}
+# RobustVLM runs its ground-truth APGD runs on LLaVA cast to float16; ours autocasts to it on CUDA.
+VLM_CUDA_PRECISION = "fp16"
 VLM_SAMPLE_COLUMNS: tuple[str, ...] = (
     "run_id", "model", "checkpoint_hash", "task", "dataset", "sample_id", "attack", "setting", "eps", "eps_text",
     "prompt", "references", "clean_text", "clean_score", "adv_text", "adv_score", "fooled_by", "max_perturbation",
@@ -65,6 +68,10 @@ class VLMEvalRequest:
     device: str = "auto"
     runs_dir: Path = Path("runs")
     allow_unsafe_pickle: bool = False  # full unpickling of pickled encoder weights (see load_model)
+    # Search dtype of the ground-truth runs: auto = fp16 on CUDA (RobustVLM's float16), fp32 on a CPU.
+    precision: str = "auto"
+    # VQA only: how answers are normalised before matching (metrics/vqa_accuracy.py); recorded in every row.
+    vqa_metric: str = DEFAULT_VQA_METRIC
 
 
 @dataclass
@@ -92,10 +99,14 @@ def validate(request: VLMEvalRequest) -> None:
                         ("--n-samples", request.n_samples if request.n_samples is not None else 1)):
         if value <= 0:
             raise UserError(f"{name} must be a positive integer, got {value}")
+    if request.vqa_metric not in VQA_METRICS:
+        raise UserError(f"unknown --vqa-metric {request.vqa_metric!r}{did_you_mean(request.vqa_metric, VQA_METRICS)}; "
+                        f"choose one of {', '.join(VQA_METRICS)}")
     if VLM_ATTACKS[request.attack] != "none" and not request.eps:
         raise UserError("an attack needs at least one --eps, e.g. --eps 4/255")
     if request.out.exists() and not request.out.is_dir():
         raise UserError(f"--out {request.out} is a file; pass a directory")
+    check_precision(request.precision)
     resolve_device(request.device)
 
 
@@ -136,8 +147,13 @@ def evaluate_one(loaded: LoadedVLM, dataset: VLMDataset, request: VLMEvalRequest
                  on_run_done: Callable[[str], None] | None = None) -> tuple[list[dict], list[dict]]:
     """Clean and attacked scores of one VLM+encoder: (result rows, per-sample rows)."""
     vlm = loaded.vlm
-    task = CaptioningTask(dataset) if request.task == "captioning" else VQATask(dataset)
+    task = (CaptioningTask(dataset) if request.task == "captioning"
+            else VQATask(dataset, metric_variant=request.vqa_metric))
+    # How the texts are scored: part of every row's attack_config and setting, clean rows included, so rows
+    # scored by different VQA metric variants never replace or average with each other.
+    scoring = {"vqa_metric": request.vqa_metric} if request.task == "vqa" else {}
     device = vlm.device
+    precision = resolve_precision(request.precision, device, cuda_default=VLM_CUDA_PRECISION)
     x = dataset.images(vlm.image_size).to(device)
     prompts = task.prompts(vlm)
     t0 = time.time()
@@ -151,27 +167,28 @@ def evaluate_one(loaded: LoadedVLM, dataset: VLMDataset, request: VLMEvalRequest
               "dataset": dataset.name, "split": dataset.split, "n_samples": len(x), "sample_seed": request.sample_seed,
               "device": str(device), "metric": task.metric, "flags": ""}
     protocol = VLM_ATTACKS[request.attack]
-    rows = [_row(common, "none", {}, None, clean_scores, time.time() - t0, protocol)]
+    rows = [_row(common, "none", scoring, None, clean_scores, time.time() - t0, protocol)]
     samples: list[dict] = []
     refs = [json.dumps(list(s.references)) for s in dataset.samples]
     base_sample = {"run_id": run_id, "model": loaded.model_id, "checkpoint_hash": loaded.checkpoint_hash,
                    "task": request.task, "dataset": dataset.name}
     if protocol == "none":
         for i, s in enumerate(dataset.samples):
-            samples.append({**base_sample, "sample_id": s.sample_id, "attack": "none", "setting": "", "eps": 0.0,
-                            "eps_text": "0", "prompt": prompts[i], "references": refs[i],
+            samples.append({**base_sample, "sample_id": s.sample_id, "attack": "none",
+                            "setting": rows[0]["setting"], "eps": 0.0, "eps_text": "0", "prompt": prompts[i],
+                            "references": refs[i],
                             "clean_text": clean_texts[i], "clean_score": clean_scores[i], "adv_text": clean_texts[i],
                             "adv_score": clean_scores[i], "fooled_by": "", "max_perturbation": 0.0})
         return rows, samples
     for eps in request.eps:
         t0 = time.time()
         config = VLMAttackConfig(eps=eps.value, n_iter=request.n_iter, protocol=protocol,
-                                 targets=task.attack_targets, stop_at=dataset.stop_at,
-                                 batch_size=request.batch_size, seed=request.seed)
+                                 targets=task.attack_targets, stop_below=dataset.stop_below,
+                                 batch_size=request.batch_size, seed=request.seed, precision=precision)
         outcome = attack_vlm(vlm, x, prompts, task.ground_truth(), lambda idx, texts: task.score(vlm, idx, texts),
                              clean_texts, clean_scores, config, on_run_done=on_run_done)
         attack_name = f"apgd-{protocol}"
-        described = config.describe()
+        described = {**config.describe(), **scoring}
         rows.append(_row(common, attack_name, described, eps, outcome.scores, time.time() - t0, protocol))
         setting = _setting({**described, "eps": eps.value, "norm": "linf"})
         norms = outcome.norms.tolist()
@@ -187,8 +204,10 @@ def evaluate_one(loaded: LoadedVLM, dataset: VLMDataset, request: VLMEvalRequest
 def _row(common: dict, attack: str, config: dict, eps: Eps | None, scores: Sequence[float], seconds: float,
          protocol: str) -> dict:
     mean, lo, hi = _mean_ci(scores)
+    # A clean row's setting is "" unless its config says how it was scored (the VQA metric variant).
+    setting = _setting({**config, "eps": eps.value, "norm": "linf"}) if eps else _setting(config) if config else ""
     row = {**common, "attack": attack, "attack_config": json.dumps(config, sort_keys=True),
-           "setting": _setting({**config, "eps": eps.value, "norm": "linf"}) if eps else "",
+           "setting": setting,
            "protocol": protocol if eps else "", "norm": "linf" if eps else "", "eps": eps.value if eps else 0.0,
            "eps_text": eps.text if eps else "0", "value": mean, "ci_low": lo, "ci_high": hi,
            "seconds": round(seconds, 2)}
@@ -250,7 +269,7 @@ MAX_VLM_BATCH = 64
 def eval_command(task: str, vlm: str | None, models: Sequence[str], datasets: Sequence[str], dataset_root: str,
                  attack: str | None, eps: Sequence[Eps], n_samples: int | None, iterations: int | None,
                  batch_size: int, seed: int | None, sample_seed: int | None, out: Path, device: str,
-                 allow_unsafe_pickle: bool = False) -> None:
+                 allow_unsafe_pickle: bool = False, precision: str = "auto", vqa_metric: str | None = None) -> None:
     """What ``simclip eval --task captioning|vqa`` (or any ``--vlm``) runs: evaluate, print, write."""
     from rich.table import Table
 
@@ -263,11 +282,12 @@ def eval_command(task: str, vlm: str | None, models: Sequence[str], datasets: Se
                              dataset_root=dataset_root, attack=attack or "ensemble", eps=list(eps),
                              n_samples=n_samples, n_iter=iterations or 100, batch_size=min(batch_size, MAX_VLM_BATCH),
                              seed=seed or 0, sample_seed=sample_seed or 0, out=out, device=device,
-                             allow_unsafe_pickle=allow_unsafe_pickle)
+                             allow_unsafe_pickle=allow_unsafe_pickle, precision=precision,
+                             vqa_metric=vqa_metric or DEFAULT_VQA_METRIC)
     validate(request)
     with progress_bar() as bar:
         result = run_vlm_eval(request, progress=bar, notify=console.print)
-    metric = "CIDEr-D ×100" if task == "captioning" else "VQA accuracy %"
+    metric = "CIDEr-D ×100" if task == "captioning" else f"VQA accuracy % ({request.vqa_metric} metric)"
     table = Table(title=f"{task} on {request.dataset} (n={result.rows[0]['n_samples']}), {metric}")
     for col in ("model", "attack", "eps", "score", "95% CI", "seconds"):
         table.add_column(col, justify="left" if col in ("model", "attack") else "right")

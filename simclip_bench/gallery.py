@@ -17,7 +17,7 @@ from PIL import Image, ImageDraw, UnidentifiedImageError
 from simclip_bench.attacks.apgd import apgd_attack
 from simclip_bench.attacks.base import ClassifierObjective, check_perturbation
 from simclip_bench.data.shapes import ShapesDataset
-from simclip_bench.devices import autocast, resolve_device
+from simclip_bench.devices import autocast_for, check_precision, resolve_device, resolve_precision
 from simclip_bench.eps import Eps
 from simclip_bench.errors import UserError
 from simclip_bench.models.spec import load_model
@@ -37,6 +37,7 @@ class AttackRequest:
     out: Path = Path("attacks-out")
     device: str = "auto"
     allow_unsafe_pickle: bool = False  # full unpickling of pickled model weights (see load_model)
+    precision: str = "auto"  # search dtype (auto: bf16 on CUDA, fp32 on a CPU); success is confirmed in fp32
 
 
 @dataclass
@@ -100,6 +101,7 @@ def run_attack_gallery(request: AttackRequest) -> list[AttackedImage]:
         raise UserError("--eps is required")
     if request.n_images <= 0 or request.n_iter <= 0:
         raise UserError("--n-images and --iterations must be positive integers")
+    check_precision(request.precision)
     device = resolve_device(request.device)
     loaded = load_model(request.model, device, request.allow_unsafe_pickle)
     model = loaded.model
@@ -119,7 +121,7 @@ def run_attack_gallery(request: AttackRequest) -> list[AttackedImage]:
         clean_probs = head(x).softmax(-1)
     # Untargeted against the true label when known, else against the clean prediction.
     target = labels.to(device) if labels is not None else clean_probs.argmax(-1)
-    with autocast(device):
+    with autocast_for(resolve_precision(request.precision, device), device):
         result = apgd_attack(ClassifierObjective(head, target), x, request.eps.value, n_iter=request.n_iter,
                              seed=request.seed)
     norms = check_perturbation(result.x_adv, x, request.eps.value)

@@ -1,8 +1,10 @@
 """``simclip attack --vlm``: attack a VLM's captions and save pictures with the caption before and after.
 
-Untargeted (default): APGD maximises the language-model loss of the image's first reference caption
-(built-in test images) or of the model's own clean caption (image files). Targeted (``--target TEXT``):
-APGD minimises the loss of TEXT, RobustVLM's targeted-caption attack; success = TEXT appears in the caption.
+Untargeted (default): APGD (RobustVLM's VLM settings: from the clean image, first step 1·eps, 100
+iterations) maximises the language-model loss of the image's first reference caption (built-in test
+images) or of the model's own clean caption (image files). Targeted (``--target TEXT``): RobustVLM's
+targeted attack, APGD minimising the loss of TEXT, 10 000 iterations in float32 by default; success = TEXT
+appears in the caption (:func:`simclip_bench.tasks.vlm_attack.targeted_string_attack`).
 For each image it writes ``<name>_adv.png`` and ``<name>_panel.png``: original | perturbation (amplified)
 | adversarial, with the clean and the adversarial caption underneath.
 """
@@ -16,14 +18,13 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-from simclip_bench.attacks.apgd import APGD
 from simclip_bench.attacks.base import check_perturbation
 from simclip_bench.data.vlm_samples import load_image, shapes_captioning
-from simclip_bench.devices import autocast, resolve_device
+from simclip_bench.devices import autocast_for, check_precision, resolve_device, resolve_precision
 from simclip_bench.eps import Eps
 from simclip_bench.errors import UserError
 from simclip_bench.tasks.lm_objective import LanguageModelObjective
-from simclip_bench.tasks.vlm_attack import targeted_string_attack
+from simclip_bench.tasks.vlm_attack import TARGETED_STRING_ITERATIONS, targeted_string_attack, vlm_apgd
 from simclip_bench.vlm.load import load_vlm
 
 
@@ -34,12 +35,20 @@ class VLMAttackRequest:
     images: list[Path] = field(default_factory=list)
     n_images: int = 8
     eps: Eps | None = None
-    n_iter: int = 100
+    n_iter: int | None = None  # default: 100 untargeted, 10 000 targeted (RobustVLM)
     target: str | None = None
     seed: int = 0
     out: Path = Path("attacks-out")
     device: str = "auto"
     allow_unsafe_pickle: bool = False  # full unpickling of pickled encoder weights (see load_model)
+    # Search dtype: auto = fp16 on CUDA untargeted (RobustVLM's float16), fp32 targeted and on a CPU.
+    precision: str = "auto"
+
+    @property
+    def iterations(self) -> int:
+        if self.n_iter is not None:
+            return self.n_iter
+        return TARGETED_STRING_ITERATIONS if self.target is not None else 100
 
 
 @dataclass
@@ -78,11 +87,13 @@ def run_vlm_attack_gallery(request: VLMAttackRequest) -> list[AttackedCaption]:
     """Attack each image's caption (see module docstring) and save the pictures."""
     if request.eps is None:
         raise UserError("--eps is required")
-    if request.n_images <= 0 or request.n_iter <= 0:
+    if request.n_images <= 0 or request.iterations <= 0:
         raise UserError("--n-images and --iterations must be positive integers")
+    check_precision(request.precision)
     if request.target is not None and not request.target.strip():
         raise UserError("--target must be a non-empty text")
     device = resolve_device(request.device)
+    precision = resolve_precision(request.precision, device, cuda_default="fp32" if request.target else "fp16")
     vlm = load_vlm(request.vlm, request.model, device, request.allow_unsafe_pickle).vlm
     if request.images:
         x = torch.stack([load_image(p, vlm.image_size) for p in request.images])
@@ -98,12 +109,13 @@ def run_vlm_attack_gallery(request: VLMAttackRequest) -> list[AttackedCaption]:
     clean = vlm.generate(x, prompts)
     if request.target is not None:
         x_adv, adv, reached = targeted_string_attack(vlm, x, prompts, request.target, request.eps.value,
-                                                     n_iter=request.n_iter, seed=request.seed)
+                                                     n_iter=request.iterations, seed=request.seed,
+                                                     precision=precision)
         hits: list[bool | None] = list(reached)
     else:
         objective = LanguageModelObjective(vlm, prompts, references or clean)
-        with autocast(device):
-            x_adv = APGD(request.eps.value, n_iter=request.n_iter, seed=request.seed).run(
+        with autocast_for(precision, device):
+            x_adv = vlm_apgd(request.eps.value, request.iterations, 64, request.seed).run(
                 objective, x, torch.arange(len(x), device=device)).x_adv
         adv = vlm.generate(x_adv, prompts)
         hits = [None] * len(x)

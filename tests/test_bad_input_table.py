@@ -44,6 +44,8 @@ def _make_fixtures(folder: Path) -> None:
     (folder / "empty").mkdir()
     (folder / "flat").mkdir()  # images, but no class sub-folders
     Image.new("RGB", (8, 8), (10, 200, 10)).save(folder / "flat" / "a.png")
+    (folder / "one-class" / "only").mkdir(parents=True)  # a valid ImageFolder of a single class
+    Image.new("RGB", (8, 8), (200, 10, 10)).save(folder / "one-class" / "only" / "a.png")
     (folder / "notes.txt").write_text("not an image\n")
     (folder / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(range(64)))
     (folder / "a-file").write_text("a file where a folder belongs\n")

@@ -90,7 +90,7 @@ def _run(*commands: list[str]) -> list[int]:
     procs = [subprocess.Popen(c, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
              for c in commands]
     outputs = [p.communicate(timeout=600) for p in procs]
-    for p, (out, err) in zip(procs, outputs, strict=True):
+    for p, (_, err) in zip(procs, outputs, strict=True):
         assert p.returncode == 0, err
     return [_computed(" ".join(out.split())) for out, _ in outputs]
 

@@ -18,6 +18,12 @@ from simclip_bench.cli import app
     (["--save-every", "0"], "--save-every must be a positive integer"),
     (["--data", "/no/such/folder"], "does not exist"),
     (["--stop-after", "0", "--steps", "1"], "--stop-after must be a positive integer"),
+    (["--attack-momentum", "1"], "--attack-momentum must be a number in [0, 1), got 1.0"),
+    (["--attack-momentum", "nan"], "--attack-momentum must be a number in [0, 1)"),
+    (["--attack-loss", "ce"], "--attack-loss ce does not go with --objective simclip-anchored"),
+    (["--objective", "tecoa", "--attack-loss", "l2"], "it attacks with ce"),
+    (["--attack-loss", "cosin"], "did you mean 'cosine'"),
+    (["--attack-start", "ball-clip"], "did you mean 'ball-clipped'"),
 ])
 def test_bad_training_options_fail_with_one_line(args, message, tmp_path):
     out = tmp_path / "run"

@@ -13,6 +13,8 @@ from simclip_bench.train.objectives import (
     FareObjective,
     SimClipObjective,
     TecoaObjective,
+    default_attack_loss,
+    former_attack_loss,
     get_objective,
     neg_cosine,
 )
@@ -42,7 +44,8 @@ def _batch(n: int = 6):
 
 
 VARIANTS = [("simclip", {}), ("simclip", {"anchor_weight": 0.5}), ("simclip", {"predictor": True}),
-            ("simclip-anchored", {}), ("fare", {}), ("tecoa", {})]
+            ("simclip-anchored", {}), ("simclip-anchored", {"attack_loss": "cosine"}), ("fare", {}),
+            ("fare", {"attack_loss": "cosine"}), ("tecoa", {})]
 
 
 def test_every_objective_is_registered_and_covered_by_the_contract():
@@ -149,11 +152,55 @@ def test_predictor_head_is_what_the_loss_pulls_and_the_paper_loss_without_it_dif
     assert not torch.allclose(with_head, without)
 
 
+def test_simclip_anchored_attacks_with_the_squared_l2_distance_to_the_original_by_default():
+    """The released Sim-CLIP script runs ``--attack_loss l2`` on unnormalised embeddings: sum over dims."""
+    enc, orig = _encoder(0), _encoder(1)
+    x, _ = _batch()
+    x_adv = (x + 0.02).clamp(0, 1)
+    obj = get_objective("simclip-anchored")
+    views = obj.views(enc, orig, x, None)
+    idx = torch.tensor([4, 0, 2])
+    expected = ((enc(x_adv[idx]) - orig(x)[idx]) ** 2).sum(dim=1)
+    assert obj.attack_loss_name == "l2"
+    assert torch.allclose(obj.attack_loss(enc(x_adv[idx]), views, idx), expected)
+
+
+def test_simclip_anchored_attacks_with_minus_cosine_when_asked_and_its_outer_loss_is_cosine_either_way():
+    enc, orig = _encoder(0), _encoder(1)
+    x, _ = _batch()
+    x_adv = (x + 0.02).clamp(0, 1)
+    l2, cosine = get_objective("simclip-anchored"), get_objective("simclip-anchored", attack_loss="cosine")
+    views = cosine.views(enc, orig, x, None)
+    idx = torch.arange(len(x))
+    expected = -F.cosine_similarity(enc(x_adv), orig(x), dim=-1)
+    assert torch.allclose(cosine.attack_loss(enc(x_adv), views, idx), expected)
+    assert not torch.allclose(l2.attack_loss(enc(x_adv), views, idx), expected)
+    for obj in (l2, cosine):
+        loss, _ = obj.loss(enc(obj.loss_inputs(x, x_adv)), None, views)
+        assert torch.allclose(loss, expected.mean())
+
+
+def test_each_objective_attacks_by_default_as_its_reference_does():
+    assert {name: default_attack_loss(name) for name in OBJECTIVES} == {
+        "simclip": "cosine", "simclip-anchored": "l2", "fare": "l2", "tecoa": "ce"}
+
+
+def test_runs_saved_before_the_setting_keep_the_loss_they_were_attacked_with():
+    assert {name: former_attack_loss(name) for name in OBJECTIVES} == {
+        "simclip": "cosine", "simclip-anchored": "cosine", "fare": "l2", "tecoa": "ce"}
+
+
 @pytest.mark.parametrize("name, options, message", [
     ("fare", {"anchor_weight": 0.5}, "--anchor-weight applies to --objective simclip only"),
     ("tecoa", {"predictor": True}, "--predictor applies to --objective simclip only"),
     ("simclip", {"anchor_weight": -1.0}, "--anchor-weight must be"),
     ("farre", {}, "did you mean 'fare'"),
+    ("simclip-anchored", {"attack_loss": "cosin"}, "did you mean 'cosine'"),
+    ("simclip-anchored", {"attack_loss": "ce"}, "--attack-loss ce does not go with --objective simclip-anchored"),
+    ("simclip", {"attack_loss": "l2"}, "--attack-loss l2 does not go with --objective simclip; it attacks with "
+                                       "cosine"),
+    ("tecoa", {"attack_loss": "cosine"}, "it attacks with ce"),
+    ("fare", {"attack_loss": "ce"}, "it attacks with l2 or cosine"),
 ])
 def test_bad_objective_options_are_refused(name, options, message):
     with pytest.raises(UserError, match=message):

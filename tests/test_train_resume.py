@@ -8,6 +8,7 @@ import torch
 
 from simclip_bench.errors import UserError
 from simclip_bench.models.checkpoint import load_safetensors
+from simclip_bench.train import trainer
 from simclip_bench.train.checkpointing import CHECKPOINT_FILENAME, load_checkpoint
 from simclip_bench.train.collapse import TrainingCollapsed
 from simclip_bench.train.trainer import TrainConfig, TrainSession, resume, train
@@ -50,6 +51,47 @@ def test_resumed_run_logs_the_same_losses(uninterrupted, tmp_path):
         return [(r["step"], r.get("loss")) for r in map(json.loads, (d / "metrics.jsonl").read_text().splitlines())]
 
     assert losses(run) == losses(uninterrupted)
+
+
+def test_config_json_records_the_inner_attack_settings(uninterrupted):
+    saved = json.loads((uninterrupted / "config.json").read_text())
+    assert (saved["attack_momentum"], saved["attack_loss"], saved["attack_start"]) == (0.9, "cosine", "ball")
+
+
+# The inner attack of runs saved before it had momentum, a start outside [0,1] and a choice of loss.
+FORMER_ATTACK = {"attack_momentum": 0.0, "attack_loss": "cosine", "attack_start": "ball-clipped"}
+ANCHORED = {**SMALL, "objective": "simclip-anchored", "anchor_weight": 0.0, "predictor": False}
+
+
+def test_a_run_saved_before_the_attack_settings_resumes_as_it_was_trained(tmp_path):
+    """Its config.json lacks them: it resumes with the former attack, bit-identical to a run never stopped."""
+    whole = train(TrainConfig(out=str(tmp_path / "whole"), **ANCHORED, **FORMER_ATTACK), log=_quiet)
+    old = tmp_path / "old"
+    train(TrainConfig(out=str(old), **ANCHORED, **FORMER_ATTACK), log=_quiet, stop_after=2)
+    saved = json.loads((old / "config.json").read_text())
+    (old / "config.json").write_text(json.dumps({k: v for k, v in saved.items() if k not in FORMER_ATTACK}))
+    resume(old, log=_quiet)
+    a, b = _weights(whole), _weights(old)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    new = train(TrainConfig(out=str(tmp_path / "new"), **ANCHORED), log=_quiet)  # guards the test: the
+    assert any(not torch.equal(a[k], _weights(new)[k]) for k in a)  # default attack ends elsewhere
+
+
+def test_the_session_attacks_with_the_configured_momentum_loss_and_start(tmp_path, monkeypatch):
+    calls = []
+
+    def spy(*args, **kwargs):
+        calls.append(kwargs)
+        return training_pgd(*args, **kwargs)
+
+    training_pgd = trainer.training_pgd
+    monkeypatch.setattr(trainer, "training_pgd", spy)
+    cfg = TrainConfig(**{**ANCHORED, "steps": 1, "accum_steps": 1, "probe_size": 0, "attack_steps": 1},
+                      attack_momentum=0.3, attack_loss="cosine", out=str(tmp_path / "r"))
+    session = TrainSession(cfg, log=_quiet)
+    session.step()
+    assert calls == [{"momentum": 0.3, "clip_start": False}]
+    assert session.objective.attack_loss_name == "cosine"
 
 
 def test_checkpoint_holds_model_optimizer_schedule_rng_and_data_position(uninterrupted):

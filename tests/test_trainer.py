@@ -1,4 +1,5 @@
-"""Training helpers: recipes by model, the collapse gauge, the schedule, finding the latest run."""
+"""Training helpers: recipes by model, the inner attack's settings, the collapse gauge, the schedule, the latest run."""
+import json
 import os
 
 import pytest
@@ -7,7 +8,7 @@ import torch
 from simclip_bench.errors import UserError
 from simclip_bench.evaluate import default_models
 from simclip_bench.train.schedule import warmup_cosine
-from simclip_bench.train.trainer import TrainConfig, embedding_spread, latest_run
+from simclip_bench.train.trainer import TrainConfig, _config_from_run, embedding_spread, latest_run
 
 
 def test_builtin_model_gets_builtin_recipe_and_others_the_robustvlm_one():
@@ -28,10 +29,48 @@ def test_explicit_options_beat_the_recipe():
 
 
 @pytest.mark.parametrize("field, value", [("steps", 0), ("batch_size", -1), ("lr", 0.0), ("eps", "5"),
-                                          ("objective", "fare2"), ("device", "gpu")])
+                                          ("objective", "fare2"), ("device", "gpu"), ("attack_momentum", 1.0),
+                                          ("attack_momentum", -0.5), ("attack_momentum", float("nan")),
+                                          ("attack_loss", "ce"), ("attack_loss", "kl"), ("attack_start", "zero")])
 def test_bad_config_is_refused(field, value):
     with pytest.raises(UserError):
         TrainConfig(**{field: value}).validate()
+
+
+@pytest.mark.parametrize("objective, attack_loss", [("simclip-anchored", "l2"), ("fare", "l2"), ("tecoa", "ce"),
+                                                    ("simclip", "cosine")])
+def test_inner_attack_defaults_are_the_references(objective, attack_loss):
+    cfg = TrainConfig(objective=objective).resolve_defaults()
+    assert (cfg.attack_momentum, cfg.attack_loss, cfg.attack_start) == (0.9, attack_loss, "ball")
+
+
+def test_an_explicit_attack_loss_is_kept():
+    assert TrainConfig(attack_loss="cosine").resolve_defaults().attack_loss == "cosine"
+
+
+def _saved_run(folder, **config):
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({"model": "tiny-clip", "steps": 5, "batch_size": 8, **config}))
+    return folder
+
+
+@pytest.mark.parametrize("objective, former", [("simclip-anchored", "cosine"), ("fare", "l2"), ("tecoa", "ce"),
+                                               ("simclip", "cosine")])
+def test_a_run_saved_before_the_attack_settings_resumes_with_the_attack_it_was_trained_with(objective, former,
+                                                                                          tmp_path):
+    cfg = _config_from_run(_saved_run(tmp_path / "old", objective=objective))
+    assert (cfg.attack_momentum, cfg.attack_loss, cfg.attack_start) == (0.0, former, "ball-clipped")
+
+
+def test_a_run_saved_without_an_objective_resumes_the_former_default_attack(tmp_path):
+    cfg = _config_from_run(_saved_run(tmp_path / "old"))
+    assert (cfg.objective, cfg.attack_loss, cfg.attack_momentum) == ("simclip-anchored", "cosine", 0.0)
+
+
+def test_a_run_with_the_attack_settings_resumes_with_them(tmp_path):
+    saved = {"objective": "simclip-anchored", "attack_momentum": 0.5, "attack_loss": "l2", "attack_start": "ball"}
+    cfg = _config_from_run(_saved_run(tmp_path / "new", **saved))
+    assert (cfg.attack_momentum, cfg.attack_loss, cfg.attack_start) == (0.5, "l2", "ball")
 
 
 def test_embedding_spread_is_near_one_when_spread_and_near_zero_when_collapsed():

@@ -53,6 +53,36 @@ def test_eval_vqa_clean_only(tmp_path):
     assert rows["metric"].tolist() == ["vqa_accuracy"] and 0 <= rows["value"][0] <= 1
 
 
+def test_eval_vqa_metric_variant_scores_the_rows_and_is_recorded_in_each(tmp_path, monkeypatch):
+    """Human answers written "the <answer>": the official metric compares them as written (every answer
+    scores 0), RobustVLM's drops the article as it does from the prediction (right answers score 1)."""
+    import dataclasses
+
+    import simclip_bench.evaluate_vlm as evaluate_vlm
+    from simclip_bench.data.vlm_samples import shapes_vqa
+
+    def with_articles(n, seed=0):
+        ds = shapes_vqa(n, seed)
+        written = [dataclasses.replace(s, references=tuple(f"the {r}" for r in s.references)) for s in ds.samples]
+        return dataclasses.replace(ds, samples=written)
+
+    monkeypatch.setattr(evaluate_vlm, "shapes_vqa", with_articles)
+    base = ["eval", "--task", "vqa", "--model", "tiny-clip", "--n-samples", "6", "--out", str(tmp_path),
+            "--device", "cpu"]
+    for extra in (["--vqa-metric", "official", "--attack", "none"],
+                  ["--vqa-metric", "robustvlm", "--attack", "apgd", "--iterations", "2", "--eps", "4/255"]):
+        result = runner.invoke(app, base + extra)
+        assert result.exit_code == 0, result.output
+    rows = pd.read_csv(tmp_path / "results.csv", keep_default_na=False)
+    assert rows["attack"].tolist() == ["none", "none", "apgd-single"]
+    assert [json.loads(c)["vqa_metric"] for c in rows["attack_config"]] == ["official", "robustvlm", "robustvlm"]
+    assert rows["setting"].nunique() == 3 and (rows["setting"] != "").all()  # the two clean rows stay apart
+    official, robustvlm = rows["value"].tolist()[:2]
+    assert official == 0.0 and robustvlm >= 0.5
+    samples = pd.read_csv(tmp_path / "vlm_samples.csv", keep_default_na=False)
+    assert set(samples["setting"]) == set(rows["setting"][[0, 2]])
+
+
 def test_eval_reads_a_coco_folder_from_the_dataset_root(tmp_path):
     from PIL import Image
 

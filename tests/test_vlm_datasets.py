@@ -36,7 +36,7 @@ def test_coco_karpathy_test_split_from_local_files(tmp_path):
     ds = caption_dataset("coco", tmp_path)
     assert [s.sample_id for s in ds.samples] == ["coco/42"]
     assert ds.samples[0].references == ("A green field.", "Grass.")
-    assert ds.images(16).shape == (1, 3, 16, 16) and ds.stop_at == pytest.approx(0.10)
+    assert ds.images(16).shape == (1, 3, 16, 16) and ds.stop_below == pytest.approx(0.10)
 
 
 def test_vqav2_questions_and_annotations_from_local_files(tmp_path):

@@ -4,7 +4,13 @@ import math
 import pytest
 
 from simclip_bench.metrics.cider import cider_d, cider_d_scores, tokenize
-from simclip_bench.metrics.vqa_accuracy import normalize_answer, vqa_accuracy
+from simclip_bench.metrics.vqa_accuracy import (
+    VQA_METRICS,
+    mean_vqa_accuracy,
+    normalize_answer,
+    normalize_human_answers,
+    vqa_accuracy,
+)
 
 LN2 = math.log(2)
 
@@ -51,7 +57,8 @@ def test_case_and_punctuation_do_not_change_the_score():
 
 
 def test_agrees_with_pycocoevalcap_on_generated_captions():
-    Cider = pytest.importorskip("pycocoevalcap.cider.cider").Cider
+    from pycocoevalcap.cider.cider import Cider  # a declared dependency: missing, this test fails (no skip)
+
     from simclip_bench.data.shapes import ShapesDataset
 
     data = ShapesDataset("val", size=30)
@@ -112,3 +119,53 @@ def test_human_answers_are_only_punctuation_normalised_and_only_when_they_disagr
 def test_vqa_accuracy_needs_human_answers():
     with pytest.raises(ValueError):
         vqa_accuracy("yes", [])
+
+
+# --- VQA accuracy: the official and the RobustVLM variant ----------------------------------------------
+
+def test_the_variants_are_official_first_and_robustvlm():
+    assert VQA_METRICS == ("official", "robustvlm")
+    assert vqa_accuracy("2", ["Two"] * 10) == vqa_accuracy("2", ["Two"] * 10, variant="official")
+
+
+@pytest.mark.parametrize("prediction, humans, official, robustvlm", [
+    # Unanimous humans: official compares them as written; RobustVLM normalises them like the prediction.
+    ("2", ["Two"] * 10, 0.0, 1.0),
+    ("dog", ["the dog"] * 10, 0.0, 1.0),
+    ("t-shirt", ["t-shirt"] * 10, 0.0, 1.0),     # prediction "t shirt"; RobustVLM's humans too
+    ("don't know", ["dont know"] * 10, 0.0, 1.0),
+    # Disagreeing humans: official strips their punctuation only, so number words, capitals and articles stay.
+    ("2", ["two dogs."] * 2 + ["Two"] * 3 + ["2"] * 5, 1.0, 1.0),    # 5 literal "2"s suffice for both
+    ("2", ["Two"] * 3 + ["three"] * 7, 0.0, 0.9),                      # 3 humans once normalised
+    ("2 dogs", ["two dogs."] * 2 + ["cats"] * 8, 0.0, 0.6),            # "two dogs" -> "2 dogs": 2 humans
+    ("Yes.", ["Yes"] * 2 + ["no"] * 8, 0.0, 0.6),                      # capitals are kept by official
+])
+def test_the_two_variants_differ_exactly_where_the_human_answers_are_not_normalised(prediction, humans, official,
+                                                                                      robustvlm):
+    assert vqa_accuracy(prediction, humans, variant="official") == pytest.approx(official)
+    assert vqa_accuracy(prediction, humans, variant="robustvlm") == pytest.approx(robustvlm)
+
+
+def test_the_variants_agree_on_normalised_human_answers():
+    humans = ["2"] * 4 + ["3"] * 3 + ["4"] * 3
+    for prediction in ("two", "Three.", "4", "five"):
+        assert vqa_accuracy(prediction, humans, "official") == vqa_accuracy(prediction, humans, "robustvlm")
+
+
+def test_robustvlm_normalises_every_human_answer_like_the_prediction():
+    humans = ["  Two\tdogs! ", "The Cat", "dont", "t-shirt"]
+    assert normalize_human_answers(humans, "robustvlm") == ["2 dogs", "cat", "don't", "t shirt"]
+    # Official: punctuation only ("!" not next to a space becomes a space, kept at the end, as the reference does).
+    assert normalize_human_answers(humans, "official") == ["Two dogs ", "The Cat", "dont", "t shirt"]
+    assert normalize_human_answers(["The Cat"] * 3, "official") == ["The Cat"] * 3
+
+
+def test_the_mean_over_questions_uses_the_variant():
+    predictions, humans = ["2", "dog"], [["Two"] * 10, ["dog"] * 10]
+    assert mean_vqa_accuracy(predictions, humans) == pytest.approx(0.5)
+    assert mean_vqa_accuracy(predictions, humans, variant="robustvlm") == pytest.approx(1.0)
+
+
+def test_an_unknown_variant_is_refused_not_ignored():
+    with pytest.raises(ValueError, match="official, robustvlm"):
+        vqa_accuracy("2", ["Two"] * 10, variant="offical")

@@ -66,6 +66,19 @@ def test_folder_without_class_folders_is_refused(tmp_path):
         open_source(str(tmp_path / "flat"))
 
 
+def test_a_folder_with_one_class_is_refused_before_any_model_runs(tmp_path):
+    # One class: the zero-shot head can only predict it, so clean and robust accuracy would read 100 %.
+    (tmp_path / "one" / "dog").mkdir(parents=True)
+    Image.new("RGB", (8, 8)).save(tmp_path / "one" / "dog" / "a.png")
+    Image.new("RGB", (8, 8)).save(tmp_path / "one" / "dog" / "b.png")
+    with pytest.raises(UserError, match=r"has 1 class \('dog'\); zero-shot accuracy needs at least 2") as e:
+        open_source(str(tmp_path / "one"))
+    assert f"own sub-folder of {tmp_path / 'one'}" in str(e.value)
+    (tmp_path / "one" / "cat").mkdir()
+    Image.new("RGB", (8, 8)).save(tmp_path / "one" / "cat" / "a.png")
+    assert open_source(str(tmp_path / "one")).classnames == ["cat", "dog"]
+
+
 def test_missing_clip_benchmark_dataset_says_where_and_how(tmp_path):
     with pytest.raises(UserError) as e:
         open_source("cifar10", str(tmp_path / "{dataset}"))

@@ -1,15 +1,19 @@
 """Auto-PGD (Croce & Hein, "Reliable evaluation of adversarial robustness with an ensemble of
 diverse parameter-free attacks", ICML 2020), l-inf and l2, any loss.
 
-Defaults are the paper's and the reference implementation's (fra31/auto-attack):
+Defaults are the paper's and the reference implementation's (fra31/auto-attack, ``APGDAttack``):
 
-* 100 iterations, 1 restart, random start on the ball's surface;
-* initial step size 2·eps, halved at the checkpoints when the loss oscillates (at most
-  rho = 0.75 of the steps since the last checkpoint increased it) or when neither the step was
-  reduced nor the best loss improved since the last checkpoint; after a halving the iterate
-  restarts from the best point found;
+* 100 iterations, 1 restart, random start on the ball's surface (``random_start``; RobustVLM's
+  captioning/VQA attack starts at the clean image or a given ``start`` instead);
+* initial step size ``initial_step``·eps = 2·eps (RobustVLM's VLM attack: 1·eps), halved at the
+  checkpoints when the loss oscillates (at most rho = 0.75 of the steps since the last checkpoint
+  increased it) or when neither the step was reduced nor the best loss improved since the last
+  checkpoint; after a halving the iterate restarts from the best point found;
 * checkpoints after 22 % of the iterations, then at intervals shrinking by 3 % down to 6 %;
 * momentum 0.75 (the first step has none).
+
+With the same start point and ``stop_on_success=False`` the trajectory is the reference's
+``attack_single_run``, step for step (a test compares them).
 
 How it runs: a *stream*. A working batch of ``batch_size`` slots holds samples at different
 iterations, each with its own counters and checkpoints. Every ``refill_every`` iterations the
@@ -20,6 +24,13 @@ CPU a synchronisation costs nothing, so the batch is refilled after every iterat
 sample costs no further gradient evaluation. A sample's trajectory (and so its outcome) depends
 only on its own image, seed and objective, never on its batch mates or on ``refill_every`` (up to
 the float rounding of differently sized batches).
+
+**Success is confirmed before a sample leaves.** Under bf16 autocast the search's success flag can
+be wrong at the decision boundary (bf16 logits have a resolution of 0.25 at values of 32-64). A
+flagged sample pauses (its iteration counter does not advance); at the next refill the objective's
+``confirm`` (float32, outside autocast) judges its point. A confirmed sample leaves with that point;
+a rejected one resumes its trajectory where it paused, as the reference, which never stops early,
+would have gone on. So a reduced-precision search never stops on, nor counts, an unconfirmed success.
 """
 from __future__ import annotations
 
@@ -31,6 +42,7 @@ from simclip_bench.attacks.base import (
     AttackObjective,
     AttackResult,
     Norm,
+    confirmation_of,
     loss_and_grad,
     normalized_step,
     project,
@@ -78,6 +90,7 @@ class _Slots:
     loss_best_last_check: torch.Tensor
     reduced_last_check: torch.Tensor
     found: torch.Tensor
+    confirmed: torch.Tensor
     x_found: torch.Tensor
     step: torch.Tensor
     it: torch.Tensor
@@ -111,44 +124,63 @@ class APGD:
         refill_every: iterations between refills, i.e. between host synchronisations (default: 10 on
             CUDA, 1 on a CPU, where synchronising is free).
         seed: run seed; sample i's randomness is a function of (seed, i, restart) only.
+        initial_step: first step size in units of eps (default 2.0, AutoAttack; RobustVLM's VLM attack 1.0).
+        random_start: start on the ball's surface at random (default True); False starts at the clean image.
+        stop_on_success: a sample leaves once its success is confirmed (default True); False runs every
+            iteration, as the reference does, and keeps the last confirmed fooled point.
     """
 
     def __init__(self, eps: float, norm: Norm = "linf", n_iter: int = 100, n_restarts: int = 1,
-                 batch_size: int = 500, refill_every: int | None = None, seed: int = 0) -> None:
+                 batch_size: int = 500, refill_every: int | None = None, seed: int = 0, initial_step: float = 2.0,
+                 random_start: bool = True, stop_on_success: bool = True) -> None:
         if norm not in ("linf", "l2"):
             raise ValueError(f"APGD supports linf and l2, not {norm!r}")
         self.eps, self.norm, self.n_iter, self.n_restarts = eps, norm, n_iter, n_restarts
         self.batch_size, self.refill_every, self.seed = batch_size, refill_every, seed
+        self.initial_step, self.random_start, self.stop_on_success = initial_step, random_start, stop_on_success
         self.k0, self.k_min, self.k_decrease = _schedule_constants(n_iter)
 
     def run(self, objective: AttackObjective, x: torch.Tensor, idx: torch.Tensor,
-            seed_ids: torch.Tensor | None = None) -> AttackResult:
+            seed_ids: torch.Tensor | None = None, start: torch.Tensor | None = None) -> AttackResult:
         """Attack images ``x`` (N, C, H, W) in [0,1], the samples ``idx`` (N,) of ``objective``.
 
         ``seed_ids`` (N,) are the samples' stable identities for the per-sample randomness (default
         ``idx``); pass dataset indices so that a sample's outcome does not depend on how a run was cut.
+        ``start`` (N, C, H, W): the first iterate of every sample (clipped to [0,1]; it should lie in the
+        ball), instead of the random or clean start; restarts after the first start at random.
         """
         seed_ids = idx if seed_ids is None else seed_ids
         x = x.detach()
-        out_x = x.clone()
+        out_x, out_best = x.clone(), x.clone()
         out_success = torch.zeros(len(x), dtype=torch.bool, device=x.device)
         out_loss = torch.full((len(x),), float("-inf"), device=x.device)
+        unconfirmed = 0
         for restart in range(self.n_restarts):
             todo = torch.nonzero(~out_success).flatten()
             if len(todo) == 0:
                 break
             seeds = sample_seeds(self.seed, seed_ids[todo], salt=restart)
-            r = self._run_stream(objective, x[todo], idx[todo], seeds)
-            better = r.success | (~out_success[todo] & (r.loss > out_loss[todo]))
+            first = start[todo].detach() if start is not None and restart == 0 else None
+            r = self._run_stream(objective, x[todo], idx[todo], seeds, first)
+            unconfirmed += r.unconfirmed
+            higher = r.loss > out_loss[todo]
+            out_best[todo[higher]] = r.x_best[higher]
+            better = r.success | (~out_success[todo] & higher)
             take = todo[better]
             out_x[take], out_loss[take] = r.x_adv[better], r.loss[better]
             out_success[todo] |= r.success
-        return AttackResult(x_adv=out_x, success=out_success, loss=out_loss)
+        return AttackResult(x_adv=out_x, success=out_success, loss=out_loss, x_best=out_best,
+                            unconfirmed=unconfirmed)
 
     def _enter(self, objective: AttackObjective, x: torch.Tensor, idx: torch.Tensor, seeds: torch.Tensor,
-               positions: torch.Tensor) -> _Slots:
+               positions: torch.Tensor, start: torch.Tensor | None) -> _Slots:
         xs = x[positions]
-        x_adv = random_start(xs, self.eps, self.norm, seeds[positions])
+        if start is not None:
+            x_adv = start[positions].clamp(0.0, 1.0)
+        elif self.random_start:
+            x_adv = random_start(xs, self.eps, self.norm, seeds[positions])
+        else:
+            x_adv = xs.clone()
         loss, success, grad = loss_and_grad(objective, x_adv, idx[positions])
         n = len(positions)
         zeros = torch.zeros(n, dtype=torch.long, device=x.device)
@@ -156,40 +188,74 @@ class APGD:
             sample=positions, x=xs, x_adv=x_adv, x_prev=x_adv.clone(), grad=grad, x_best=x_adv.clone(),
             grad_best=grad.clone(), loss_best=loss.clone(), loss_best_last_check=loss.clone(),
             reduced_last_check=torch.ones(n, dtype=torch.bool, device=x.device), found=success.clone(),
-            x_found=x_adv.clone(), step=torch.full((n,), 2.0 * self.eps, device=x.device, dtype=x.dtype),
+            confirmed=torch.zeros(n, dtype=torch.bool, device=x.device), x_found=x_adv.clone(),
+            step=torch.full((n,), self.initial_step * self.eps, device=x.device, dtype=x.dtype),
             it=zeros.clone(), counter=zeros.clone(), k=zeros + self.k0,
             loss_steps=torch.zeros((self.n_iter, n), device=x.device, dtype=loss.dtype))
 
+    def _confirm(self, objective: AttackObjective, idx: torch.Tensor, s: _Slots) -> int:
+        """Judge the points of newly flagged slots at the reported precision; a rejected slot resumes.
+
+        Returns how many flags were rejected. Without ``stop_on_success`` a slot is judged when it ends.
+        """
+        confirm = confirmation_of(objective)
+        pending = s.found & ~s.confirmed
+        if not self.stop_on_success:
+            pending &= s.it >= self.n_iter
+        if confirm is None:
+            s.confirmed |= pending
+            return 0
+        rows = torch.nonzero(pending).flatten()
+        if len(rows) == 0:
+            return 0
+        ok = confirm(s.x_found[rows], idx[s.sample[rows]]).to(torch.bool)
+        s.confirmed[rows[ok]] = True
+        s.found[rows[~ok]] = False
+        return int((~ok).sum())
+
     def _run_stream(self, objective: AttackObjective, x: torch.Tensor, idx: torch.Tensor,
-                    seeds: torch.Tensor) -> AttackResult:
+                    seeds: torch.Tensor, start: torch.Tensor | None = None) -> AttackResult:
         n = len(x)
-        res_x, res_loss = x.clone(), torch.empty(n, device=x.device)
+        res_x, res_best, res_loss = x.clone(), x.clone(), torch.empty(n, device=x.device)
         res_success = torch.zeros(n, dtype=torch.bool, device=x.device)
         queue = torch.arange(n, device=x.device)
         head = min(self.batch_size, n)
-        slots = self._enter(objective, x, idx, seeds, queue[:head])
+        slots = self._enter(objective, x, idx, seeds, queue[:head], start)
+        unconfirmed = self._confirm(objective, idx, slots)  # a start point may already be fooled
         offsets = torch.arange(self.k0, device=x.device)
         refill_every = self.refill_every or (1 if x.device.type == "cpu" else 10)
-        while len(slots.sample):
-            for _ in range(refill_every):
-                self._iterate(objective, idx, slots, offsets)
-            done = slots.found | (slots.it >= self.n_iter)
+        while True:
+            done = slots.it >= self.n_iter
+            if self.stop_on_success:
+                done |= slots.found
             if bool(done.any()) or head < n:
                 fin = slots.select(done)
                 res_x[fin.sample] = torch.where(_v(fin.found, fin.x), fin.x_found, fin.x_best)
+                res_best[fin.sample] = fin.x_best
                 res_success[fin.sample] = fin.found
                 res_loss[fin.sample] = fin.loss_best
                 slots = slots.select(~done)
                 free = min(self.batch_size - len(slots.sample), n - head)
                 if free > 0:
-                    slots = _Slots.concat(slots, self._enter(objective, x, idx, seeds, queue[head:head + free]))
+                    entering = self._enter(objective, x, idx, seeds, queue[head:head + free], start)
+                    unconfirmed += self._confirm(objective, idx, entering)
+                    slots = _Slots.concat(slots, entering)
                     head += free
-        return AttackResult(x_adv=res_x, success=res_success, loss=res_loss)
+                    continue  # entering slots fooled at their start leave before costing an iteration
+            if not len(slots.sample):
+                break
+            for _ in range(refill_every):
+                self._iterate(objective, idx, slots, offsets)
+            unconfirmed += self._confirm(objective, idx, slots)
+        return AttackResult(x_adv=res_x, success=res_success, loss=res_loss, x_best=res_best,
+                            unconfirmed=unconfirmed)
 
     @torch.no_grad()
     def _iterate(self, objective: AttackObjective, idx: torch.Tensor, s: _Slots, offsets: torch.Tensor) -> None:
         """One APGD iteration for every slot still running; finished slots are left untouched."""
-        active = ~s.found & (s.it < self.n_iter)
+        active = s.it < self.n_iter
+        if self.stop_on_success:
+            active &= ~s.found  # a flagged slot pauses until its success is confirmed or rejected
         a = torch.where(s.it == 0, 1.0, MOMENTUM).to(s.x.dtype)
         z = project(s.x_adv + _v(s.step, s.x) * normalized_step(s.grad, self.norm), s.x, self.eps, self.norm)
         x_next = project(s.x_adv + _v(a, s.x) * (z - s.x_adv) + _v(1 - a, s.x) * (s.x_adv - s.x_prev),
@@ -201,6 +267,7 @@ class APGD:
         success &= active
         s.x_found = torch.where(_v(success, s.x), s.x_adv, s.x_found)
         s.found |= success
+        s.confirmed &= ~success  # a new fooled point needs its own confirmation
         s.grad = torch.where(_v(active, s.x), grad, s.grad)
         row = s.it.clamp(max=self.n_iter - 1)
         cols = torch.arange(len(row), device=row.device)

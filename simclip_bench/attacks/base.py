@@ -6,6 +6,11 @@ global indices ``idx`` (B,) to a per-sample loss to maximise (B,) and a per-samp
 (B,) bool. Labels, targets and reference embeddings live in the objective and are looked up by
 ``idx``, so an attack can move samples in and out of its working batch freely. The same APGD thus
 attacks a classifier, an embedding or a language model.
+
+The success flag comes from the search's own forward pass, which may run in reduced precision
+(bf16 autocast). An objective whose flag can be wrong there also has ``confirm(x_adv, idx)``: the
+verdict at the precision that is reported (float32 logits, or the generated text). An attack stops
+a sample only on a confirmed success and keeps iterating otherwise (:class:`ConfirmedObjective`).
 """
 from __future__ import annotations
 
@@ -30,17 +35,32 @@ class AttackObjective(Protocol):
         ...
 
 
+class ConfirmedObjective(AttackObjective, Protocol):
+    def confirm(self, x_adv: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        """Success per sample (B,) bool at the precision that is reported, outside any autocast."""
+        ...
+
+
+def confirmation_of(objective: AttackObjective):
+    """The objective's ``confirm`` method, or None when its own success flag is final."""
+    return getattr(objective, "confirm", None)
+
+
 @dataclass
 class AttackResult:
     """Adversarial images and what the attack found, for the samples it was given.
 
-    ``x_adv`` holds, per sample, a point where the objective reported success, or the point of
-    highest loss when it never did. ``success`` is the flag at ``x_adv``; ``loss`` the best loss.
+    ``x_adv`` holds, per sample, a point where success was confirmed, or the point of highest loss
+    when it never was. ``success`` is the confirmed flag at ``x_adv``; ``loss`` the best loss and
+    ``x_best`` the point where it was reached. ``unconfirmed``: how many times a success reported
+    by the search was rejected by the objective's confirmation (the sample then kept iterating).
     """
 
     x_adv: torch.Tensor
     success: torch.Tensor
     loss: torch.Tensor
+    x_best: torch.Tensor | None = None
+    unconfirmed: int = 0
 
 
 def _dlr_denominator(z_sorted: torch.Tensor, targeted: bool) -> torch.Tensor:
@@ -110,34 +130,47 @@ class ClassifierObjective:
             loss = dlr_targeted_loss(logits, y, self.targets[idx])
         return loss, logits.argmax(dim=-1) != y
 
+    @torch.no_grad()
+    def confirm(self, x_adv: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        """Misclassified in float32, outside any autocast (what the result tables count)."""
+        with torch.autocast(x_adv.device.type, enabled=False):
+            return self.classifier(x_adv).float().argmax(dim=-1) != self.labels[idx]
+
 
 def _view(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return v.view(-1, *([1] * (like.ndim - 1)))
 
 
+def l2_norms(t: torch.Tensor) -> torch.Tensor:
+    """Per-sample l2 norm (B,) as the reference computes it (square, sum, root: the same float rounding)."""
+    return (t ** 2).flatten(1).sum(-1).sqrt()
+
+
 def perturbation_norms(x_adv: torch.Tensor, x: torch.Tensor, norm: Norm = "linf") -> torch.Tensor:
     """Per-sample norm of the perturbation (B,), in pixel units."""
-    delta = (x_adv - x).flatten(1)
-    return delta.abs().amax(dim=1) if norm == "linf" else delta.norm(dim=1)
+    delta = x_adv - x
+    return delta.flatten(1).abs().amax(dim=1) if norm == "linf" else l2_norms(delta)
 
 
 def project(x_adv: torch.Tensor, x: torch.Tensor, eps: float, norm: Norm = "linf") -> torch.Tensor:
     """Closest point to ``x_adv`` in the ``norm`` ball of radius ``eps`` around ``x``, then clipped to [0,1].
 
-    Clipping after the projection never leaves the ball, since ``x`` itself is in [0,1].
+    Clipping after the projection never leaves the ball, since ``x`` itself is in [0,1]. The l2 branch
+    is written as fra31/auto-attack writes it, ``x + delta/||delta|| * min(eps, ||delta||)``, so that
+    trajectories agree with the reference to the last bit.
     """
     if norm == "linf":
         return torch.clamp(torch.minimum(torch.maximum(x_adv, x - eps), x + eps), 0.0, 1.0)
     delta = x_adv - x
-    n = _view(delta.flatten(1).norm(dim=1), x)
-    return torch.clamp(x + delta * torch.clamp(eps / (n + 1e-12), max=1.0), 0.0, 1.0)
+    n = _view(l2_norms(delta), x)
+    return torch.clamp(x + delta / (n + 1e-12) * n.clamp(max=eps), 0.0, 1.0)
 
 
 def normalized_step(grad: torch.Tensor, norm: Norm) -> torch.Tensor:
     """Steepest-ascent direction of unit size in ``norm``: sign for l-inf, grad/||grad|| for l2."""
     if norm == "linf":
         return grad.sign()
-    return grad / (_view(grad.flatten(1).norm(dim=1), grad) + 1e-12)
+    return grad / (_view(l2_norms(grad), grad) + 1e-12)
 
 
 def random_start(x: torch.Tensor, eps: float, norm: Norm, seeds: torch.Tensor, stream: int = 0) -> torch.Tensor:
@@ -152,7 +185,7 @@ def random_start(x: torch.Tensor, eps: float, norm: Norm, seeds: torch.Tensor, s
         scale = t.flatten(1).abs().amax(dim=1)
     else:
         t = sample_normal(seeds, stream, shape, x.device, x.dtype)
-        scale = t.flatten(1).norm(dim=1)
+        scale = l2_norms(t)
     return torch.clamp(x + eps * t / (_view(scale, x) + 1e-12), 0.0, 1.0)
 
 

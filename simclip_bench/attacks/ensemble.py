@@ -3,7 +3,9 @@
 Robust flags are the state: they start as "clean-correct", each attack runs only on the samples
 still robust, and a sample fooled by any attack is not robust (the AND of the per-sample flags).
 Every adversarial example is checked (inside the eps-ball and [0,1]) and its prediction
-recomputed in float32, outside any autocast, before it counts.
+recomputed in float32, outside any autocast, before it counts. Inside APGD a sample already leaves
+only on a float32-confirmed success (:mod:`simclip_bench.attacks.apgd`), so a reduced-precision
+search loses no sample at the boundary; ``unconfirmed`` counts the flags that confirmation rejected.
 """
 from __future__ import annotations
 
@@ -34,6 +36,7 @@ class EnsembleOutcome:
     fooled_by: list[str]
     norms: torch.Tensor
     flags: list[str] = field(default_factory=list)
+    unconfirmed: int = 0
 
 
 def _salt(*parts: object) -> int:
@@ -52,20 +55,25 @@ def logits_of(classifier: nn.Module, x: torch.Tensor, batch_size: int) -> torch.
     return torch.cat([classifier(x[i:i + batch_size]).float() for i in range(0, len(x), batch_size)])
 
 
+def apgd_t_targets(clean_logits: torch.Tensor, rank: int) -> torch.Tensor:
+    """APGD-T's target class of each sample in its run ``rank`` = 2, 3, ...: the rank-th most likely class
+    under the clean logits, as the reference picks it (``sort(clean_logits)[1][:, -rank]``)."""
+    return clean_logits.sort(dim=1).indices[:, -rank]
+
+
 def _run_single(spec: AttackSpec, classifier: nn.Module, x: torch.Tensor, labels: torch.Tensor, idx: torch.Tensor,
                 keys: torch.Tensor, eps: float, norm: Norm, seed: int, batch_size: int, clean_logits: torch.Tensor,
-                target_rank: int = 0) -> torch.Tensor:
+                target_rank: int = 0) -> tuple[torch.Tensor, int]:
     """Adversarial images for samples ``idx`` (positions into ``labels`` and ``clean_logits``; ``keys`` their
-    stable identities, which seed their randomness) from one attack; for apgd-t, the run towards the
-    ``target_rank``-th most likely clean class."""
+    stable identities, which seed their randomness) from one attack, and how many of its successes the
+    float32 confirmation rejected; for apgd-t, the run towards the ``target_rank``-th most likely clean class."""
     if spec.kind == "apgd":
-        targets = None
-        if spec.loss == "dlr-targeted":
-            targets = clean_logits.argsort(dim=1, descending=True)[:, target_rank - 1]
+        targets = apgd_t_targets(clean_logits, target_rank) if spec.loss == "dlr-targeted" else None
         objective = ClassifierObjective(classifier, labels, spec.loss, targets)
         attack = APGD(eps, norm=norm, n_iter=spec.n_iter, n_restarts=spec.n_restarts, batch_size=batch_size,
                       seed=seed ^ _salt(spec.name, target_rank))
-        return attack.run(objective, x, idx, seed_ids=keys).x_adv
+        result = attack.run(objective, x, idx, seed_ids=keys)
+        return result.x_adv, result.unconfirmed
     if spec.kind == "square":
         from simclip_bench.attacks.square import square_attack
 
@@ -75,7 +83,7 @@ def _run_single(spec: AttackSpec, classifier: nn.Module, x: torch.Tensor, labels
         for i in range(0, len(x), batch_size):
             out[i:i + batch_size] = square_attack(objective, x[i:i + batch_size], idx[i:i + batch_size], eps,
                                                   seeds[i:i + batch_size], norm=norm, n_queries=spec.n_iter).x_adv
-        return out
+        return out, 0
     if spec.kind == "pgd":
         seeds = sample_seeds(seed ^ _salt(spec.name), keys)
         objective = ClassifierObjective(classifier, labels, spec.loss)
@@ -84,7 +92,7 @@ def _run_single(spec: AttackSpec, classifier: nn.Module, x: torch.Tensor, labels
             out[i:i + batch_size] = pgd(objective, x[i:i + batch_size], eps, n_iter=spec.n_iter,
                                         step_size=2.5 * eps / spec.n_iter, norm=norm, seeds=seeds[i:i + batch_size],
                                         idx=idx[i:i + batch_size]).x_adv
-        return out
+        return out, 0
     raise ValueError(spec.kind)  # pragma: no cover - the registry is closed
 
 
@@ -110,6 +118,7 @@ def run_ensemble(spec: EnsembleSpec, classifier: nn.Module, x: torch.Tensor, lab
     flags: list[str] = []
     n_classes = clean_logits.shape[1]
     white_box_ran = False
+    unconfirmed = 0
     for attack in spec.attacks:
         ranks = range(2, attack.n_targets + 2) if attack.loss == "dlr-targeted" else [0]
         if attack.loss == "dlr-targeted" and n_classes < 4 or attack.loss == "dlr" and n_classes < 3:
@@ -122,8 +131,9 @@ def run_ensemble(spec: EnsembleSpec, classifier: nn.Module, x: torch.Tensor, lab
             if len(todo) == 0:
                 break
             with autocast():
-                adv = _run_single(attack, classifier, x[todo], labels, todo, keys[todo.cpu()], eps, norm, seed,
-                                  batch_size, clean_logits, rank)
+                adv, rejected = _run_single(attack, classifier, x[todo], labels, todo, keys[todo.cpu()], eps, norm,
+                                            seed, batch_size, clean_logits, rank)
+            unconfirmed += rejected
             todo_norms = check_perturbation(adv, x[todo], eps, norm)
             pred = predict(classifier, adv, batch_size)
             fooled = pred != labels[todo]
@@ -136,4 +146,4 @@ def run_ensemble(spec: EnsembleSpec, classifier: nn.Module, x: torch.Tensor, lab
                 flags.append(f"{FLAG_SQUARE_BEAT_WHITE_BOX}({len(hit)})")
         white_box_ran |= attack.kind != "square"
     return EnsembleOutcome(robust=robust, x_adv=x_adv, adv_pred=adv_pred, fooled_by=fooled_by, norms=norms,
-                           flags=flags)
+                           flags=flags, unconfirmed=unconfirmed)

@@ -10,14 +10,17 @@ Single attacks (paper defaults):
 ``pgd``           PGD, cross-entropy, 100 steps of 2.5·eps/100 from a random start
 ================  =================================================================
 
-Ensembles join single attacks with ``+`` (``apgd-ce+apgd-t`` is RobustVLM's zero-shot protocol):
-the worst case per sample, each later attack running only on the samples still robust.
+Ensembles join single attacks with ``+``: the worst case per sample, each later attack running only on
+the samples still robust. An APGD attack takes ``*K`` for K restarts (a restart runs only on the samples
+still robust): ``apgd-ce*5+apgd-t`` (alias ``robustvlm``) is RobustVLM's zero-shot protocol, which runs
+AutoAttack's ``version='custom'`` object with ``attacks_to_run=['apgd-ce', 'apgd-t']``, whose APGD-CE keeps
+its constructor's 5 restarts (CLIP_benchmark ``metrics/zeroshot_classification.py`` in chs20/RobustVLM).
 ``autoattack`` runs standard AutoAttack through the reference code (pyautoattack);
 ``ref:<ensemble>`` runs an ensemble through the reference code, for side-by-side checks.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 from simclip_bench.errors import UserError, did_you_mean
 
@@ -33,6 +36,11 @@ class AttackSpec:
     n_targets: int = 0
     n_restarts: int = 1
 
+    @property
+    def label(self) -> str:
+        """The name as ``--attack`` writes it: ``apgd-ce``, or ``apgd-ce*5`` with 5 restarts."""
+        return self.name if self.n_restarts == 1 else f"{self.name}*{self.n_restarts}"
+
     def config(self) -> dict:
         return asdict(self)
 
@@ -47,7 +55,8 @@ SINGLE_ATTACKS: dict[str, AttackSpec] = {
 ALIASES: dict[str, str] = {"apgd": "apgd-ce"}
 REFERENCE_NAMES: dict[str, str] = {"apgd-ce": "apgd-ce", "apgd-dlr": "apgd-dlr", "apgd-t": "apgd-t",
                                    "square": "square"}
-NAMED_ENSEMBLES: dict[str, str] = {"robustvlm": "apgd-ce+apgd-t"}
+NAMED_ENSEMBLES: dict[str, str] = {"robustvlm": "apgd-ce*5+apgd-t"}
+MAX_RESTARTS = 100
 NO_ATTACK = "none"
 
 
@@ -84,23 +93,37 @@ class EnsembleSpec:
     def without_targeted(self) -> EnsembleSpec:
         """The ensemble minus APGD-T (for datasets with fewer than 4 classes, as RobustVLM runs 2-class ones)."""
         attacks = tuple(a for a in self.attacks if a.loss != "dlr-targeted")
-        return EnsembleSpec("+".join(a.name for a in attacks) if self.backend == "ours" else self.name, attacks,
+        return EnsembleSpec("+".join(a.label for a in attacks) if self.backend == "ours" else self.name, attacks,
                             self.backend, tuple(r for r in self.reference_attacks if r != "apgd-t"))
 
 
 def known_names() -> list[str]:
     return [NO_ATTACK, *SINGLE_ATTACKS, *ALIASES, *NAMED_ENSEMBLES, "autoattack", "apgd-ce+apgd-t",
-            "ref:apgd-ce+apgd-t"]
+            "apgd-ce*5+apgd-t", "ref:apgd-ce+apgd-t", "ref:apgd-ce*5+apgd-t"]
+
+
+def _restarts(part: str, text: str) -> int:
+    """The K of ``apgd-ce*K``: a whole number from 1 to :data:`MAX_RESTARTS`."""
+    if not (text.isascii() and text.isdigit()) or not 1 <= int(text) <= MAX_RESTARTS:
+        raise UserError(f"{part!r}: the restarts after '*' must be a whole number from 1 to {MAX_RESTARTS}, "
+                        "e.g. apgd-ce*5")
+    return int(text)
 
 
 def _singles(text: str) -> tuple[AttackSpec, ...]:
     specs = []
     for part in text.split("+"):
-        part = ALIASES.get(part.strip(), part.strip())
-        if part not in SINGLE_ATTACKS:
-            raise UserError(f"unknown attack {part!r}{did_you_mean(part, [*SINGLE_ATTACKS, *ALIASES])}; "
+        name, star, count = part.strip().partition("*")
+        name = ALIASES.get(name.strip(), name.strip())
+        if name not in SINGLE_ATTACKS:
+            raise UserError(f"unknown attack {name!r}{did_you_mean(name, [*SINGLE_ATTACKS, *ALIASES])}; "
                             f"choose from {', '.join(SINGLE_ATTACKS)}, join them with '+', or use autoattack")
-        specs.append(SINGLE_ATTACKS[part])
+        spec = SINGLE_ATTACKS[name]
+        if star:
+            if spec.kind != "apgd":
+                raise UserError(f"{part.strip()!r}: restarts ('*K') apply to the APGD attacks only")
+            spec = replace(spec, n_restarts=_restarts(part.strip(), count.strip()))
+        specs.append(spec)
     return tuple(specs)
 
 
@@ -121,12 +144,13 @@ def resolve_attack(text: str) -> EnsembleSpec:
         if missing:
             raise UserError(f"the reference backend has no {', '.join(missing)}; "
                             f"it runs {', '.join(REFERENCE_NAMES)}")
-        return EnsembleSpec("ref:" + "+".join(a.name for a in singles), singles, "reference",
+        return EnsembleSpec("ref:" + "+".join(a.label for a in singles), singles, "reference",
                             tuple(REFERENCE_NAMES[a.name] for a in singles))
     if not text:
         raise UserError(f"empty --attack; choose one of {', '.join(known_names())}")
-    if "+" not in text and text not in SINGLE_ATTACKS and text not in ALIASES:
+    bare = text.partition("*")[0]
+    if "+" not in text and bare not in SINGLE_ATTACKS and bare not in ALIASES:
         raise UserError(f"unknown attack {text!r}{did_you_mean(text, known_names())}; "
                         f"choose one of {', '.join(known_names())}")
     singles = _singles(text)
-    return EnsembleSpec("+".join(a.name for a in singles), singles)
+    return EnsembleSpec("+".join(a.label for a in singles), singles)

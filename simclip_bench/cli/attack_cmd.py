@@ -13,28 +13,35 @@ from simclip_bench.cli.app import app, eps_list, stdout, unsafe_pickle_option, w
   simclip attack --model runs/my-run --n-images 4 --eps 8/255\n
   simclip attack --image cat.png --image dog.jpg --out attacks-out\n
   simclip attack --vlm tiny-vlm --model runs/my-run     # captions before/after, tiny VLM with that encoder\n
-  simclip attack --vlm tiny-vlm --target "a red star" --eps 2/255 --iterations 500   # targeted caption""")
+  simclip attack --vlm tiny-vlm --target "a red star" --eps 2/255   # targeted caption (10 000 iterations, fp32)
+
+  simclip attack --precision bf16                 # the reduced-precision search users run on CUDA, on a CPU""")
 def attack(
     model: str = typer.Option("tiny-clip", help="Model spec to attack."),
     vlm: str = typer.Option(None, help="VLM whose captions to attack (tiny-vlm, llava:<id>); --model is its encoder."),
     target: str = typer.Option(None, help="With --vlm: targeted caption attack towards this text."),
     image: list[Path] = typer.Option(None, help="Image file to attack; repeat for several. Default: test images."),
     n_images: int = typer.Option(8, help="Number of built-in test images (ignored with --image)."),
-    eps: str = typer.Option("4/255", help="l-inf radius, pixel units."),
-    iterations: int = typer.Option(100, help="APGD iterations."),
+    eps: str = typer.Option(None, help="l-inf radius, pixel units (default 4/255; 2/255 for a targeted caption)."),
+    iterations: int = typer.Option(
+        None, help="APGD iterations (default 100; 10 000 for a targeted caption, as RobustVLM)."),
     seed: int = typer.Option(0, help="Attack seed."),
     out: Path = typer.Option(Path("attacks-out"), help="Directory for the PNGs."),
     device: str = typer.Option("auto", help="auto | cpu | cuda | cuda:N."),
+    precision: str = typer.Option(
+        "auto", help="Attack search dtype: auto (CUDA: bf16, VLM fp16, targeted caption fp32; CPU: fp32), fp32, "
+                     "bf16 or fp16. Success is confirmed in fp32."),
     allow_unsafe_pickle: bool = unsafe_pickle_option(),
 ) -> None:
     """Craft adversarial examples (APGD-CE) and save them as PNG with a before/after picture each."""
     warn_unsafe_pickle(allow_unsafe_pickle)
+    eps = eps or ("2/255" if target is not None else "4/255")
     if vlm or target:  # captions of a VLM: simclip_bench.vlm_gallery
         from simclip_bench.vlm_gallery import VLMAttackRequest, run_vlm_attack_gallery
 
         vlm_request = VLMAttackRequest(vlm=vlm or "tiny-vlm", model=model, images=list(image or []), n_images=n_images,
                                        eps=eps_list([eps])[0], n_iter=iterations, target=target, seed=seed, out=out,
-                                       device=device, allow_unsafe_pickle=allow_unsafe_pickle)
+                                       device=device, allow_unsafe_pickle=allow_unsafe_pickle, precision=precision)
         for item in run_vlm_attack_gallery(vlm_request):
             hit = {None: "", True: " (target reached)", False: " (target missed)"}[item.target_reached]
             stdout.print(f"{item.name}: {item.clean_caption!r} -> {item.adv_caption!r}{hit}  "
@@ -43,8 +50,8 @@ def attack(
     from simclip_bench.gallery import AttackRequest, run_attack_gallery
 
     request = AttackRequest(model=model, images=list(image or []), n_images=n_images, eps=eps_list([eps])[0],
-                            n_iter=iterations, seed=seed, out=out, device=device,
-                            allow_unsafe_pickle=allow_unsafe_pickle)
+                            n_iter=100 if iterations is None else iterations, seed=seed, out=out, device=device,
+                            allow_unsafe_pickle=allow_unsafe_pickle, precision=precision)
     for item in run_attack_gallery(request):
         truth = f" [true: {item.true_label}]" if item.true_label else ""
         stdout.print(f"{item.name}{truth}: {item.clean_label} ({item.clean_prob:.0%}) -> {item.adv_label} "

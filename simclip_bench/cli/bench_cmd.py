@@ -20,20 +20,25 @@ def bench(
     out: Path = typer.Option(Path("results"), help="Directory for result files, model cards and the leaderboard."),
     runs_dir: Path = typer.Option(Path("runs"), help="Where the suite's fine-tuned models are trained (reused)."),
     device: str = typer.Option("auto", help="auto | cpu | cuda | cuda:N."),
+    precision: str = typer.Option(
+        "auto", help="Attack search dtype of every evaluation: auto (CUDA: bf16 zero-shot, fp16 captioning/VQA; "
+                     "CPU: fp32), fp32, bf16 or fp16. Verdicts are always fp32."),
 ) -> None:
     """Run a benchmark suite end to end: train, evaluate every task at clean and each eps, render the leaderboard.
 
     The result files in OUT are replaced by the suite's fresh ones once everything has finished.
     """
     from simclip_bench.bench import get_suite, run_suite, validate_suite
-    from simclip_bench.devices import resolve_device
+    from simclip_bench.devices import check_precision, resolve_device
 
     chosen = get_suite(suite)
     validate_suite(chosen)
     resolve_device(device)
+    check_precision(precision)
     for option, folder in (("--out", out), ("--runs-dir", runs_dir)):
         if folder.exists() and not folder.is_dir():
             raise UserError(f"{option} {folder} is a file; pass a directory")
     with progress_bar() as bar:
-        written = run_suite(chosen, out, runs_dir=runs_dir, device=device, log=console.print, progress=bar)
+        written = run_suite(chosen, out, runs_dir=runs_dir, device=device, log=console.print, progress=bar,
+                            precision=precision)
     stdout.print(f"{written}: results.csv, model_cards.json, LEADERBOARD.md, leaderboard.html, plots/")

@@ -21,6 +21,7 @@ from simclip_bench.errors import UserError
   simclip eval --dataset ./my-folder --model tiny-clip --n-samples 200   # an ImageFolder\n
   simclip eval --config eval.toml --eps 2/255       # options from a file; flags override it\n
   simclip eval --task captioning                  # tiny VLM: base encoder vs. latest run, clean and APGD ensemble\n
+  simclip eval --task vqa --vqa-metric robustvlm  # VQA accuracy as RobustVLM computes it (default: official)\n
   simclip eval --task vqa --vlm llava:llava-hf/llava-1.5-7b-hf --model ViT-L-14:openai --model runs/my-run \\\n
       --dataset vqav2 --dataset-root /data/vqav2 --n-samples 500 --batch-size 4 --device cuda""")
 def eval_(
@@ -42,7 +43,8 @@ def eval_(
                         "The options below override its fields."),
     attack: str = typer.Option(
         None, help="apgd-ce | apgd-dlr | apgd-t | square | pgd, an ensemble joined with '+' "
-                   "(apgd-ce+apgd-t = RobustVLM), autoattack, ref:<ensemble>, or none (clean only)."),
+                   "(apgd-ce*5+apgd-t = robustvlm: RobustVLM's protocol; *K = K restarts), autoattack, ref:<ensemble>, "
+                   "or none (clean only)."),
     eps: list[str] = typer.Option(
         None, help="Radius in pixel units (4/255 or 0.0157); repeat for several."),
     norm: str = typer.Option(None, help="linf (default) or l2."),
@@ -58,10 +60,18 @@ def eval_(
                    "(stop at the first). Zero-shot only."),
     out: Path = typer.Option(Path("simclip-results"), help="Result store: results.csv, samples.csv, summary.csv."),
     device: str = typer.Option("auto", help="auto | cpu | cuda | cuda:N."),
+    vqa_metric: str = typer.Option(
+        None, help="VQA accuracy variant (--task vqa): official (default; the VQA challenge's evaluation) or "
+                   "robustvlm (RobustVLM's, which also normalises the human answers)."),
+    precision: str = typer.Option(
+        "auto", help="Attack search dtype: auto (CUDA: bf16 zero-shot, fp16 captioning/VQA; CPU: fp32), fp32, bf16 "
+                     "or fp16 (also on a CPU). Every reported verdict is computed in fp32."),
     allow_unsafe_pickle: bool = unsafe_pickle_option(),
 ) -> None:
     """Zero-shot accuracy, clean and under attack, for every model x dataset x eps; resumes from OUT."""
     warn_unsafe_pickle(allow_unsafe_pickle)
+    if vqa_metric is not None and task != "vqa":
+        raise UserError(f"--vqa-metric applies to --task vqa only (got --task {task}); drop --vqa-metric")
     if task != "zeroshot" or vlm:  # captioning / VQA with a VLM: simclip_bench.evaluate_vlm
         from simclip_bench.cli.app import eps_list
 
@@ -73,7 +83,7 @@ def eval_(
         eval_command(task=task, vlm=vlm, models=list(model or []), datasets=list(dataset or []),
                      dataset_root=dataset_root, attack=attack, eps=eps_list(eps or ["4/255"]), n_samples=n_samples,
                      iterations=iterations, batch_size=batch_size, seed=seed, sample_seed=sample_seed, out=out,
-                     device=device, allow_unsafe_pickle=allow_unsafe_pickle)
+                     device=device, allow_unsafe_pickle=allow_unsafe_pickle, vqa_metric=vqa_metric, precision=precision)
         return
     from simclip_bench.data.unreadable import DEFAULT_ON_ERROR
     from simclip_bench.evaluate import EvalRequest, run_eval, validate
@@ -82,7 +92,7 @@ def eval_(
                           protocol=protocol, attack=attack, eps=list(eps) if eps else None, norm=norm,
                           n_samples=n_samples, n_iter=iterations, n_targets=n_targets, sample_seed=sample_seed,
                           seed=seed, batch_size=batch_size, workers=workers, on_error=on_error or DEFAULT_ON_ERROR,
-                          out=out, device=device, allow_unsafe_pickle=allow_unsafe_pickle)
+                          out=out, device=device, allow_unsafe_pickle=allow_unsafe_pickle, precision=precision)
     validate(request)
     with progress_bar() as bar:
         result = run_eval(request, progress=bar, notify=console.print)

@@ -25,6 +25,7 @@ def _on_error(on_error: str | None, strict: bool) -> str:
   simclip train                                   # Sim-CLIP on the built-in tiny CLIP, a few minutes on a CPU\n
   simclip train --objective fare                  # FARE; also tecoa, simclip, simclip-anchored\n
   simclip train --objective simclip --anchor-weight 0.5 --predictor\n
+  simclip train --attack-loss cosine --attack-momentum 0 --attack-start ball-clipped   # the former attack\n
   simclip train --model ViT-L-14:openai --data /data/imagenet --device cuda --accum-steps 2 --grad-checkpointing\n
   torchrun --nproc_per_node 8 -m simclip_bench train --model ViT-L-14:openai --data /data/imagenet --out runs/fare4\n
   simclip train --resume runs/fare4               # continue after a kill, exactly\n
@@ -46,6 +47,15 @@ def train(
     weight_decay: float = typer.Option(None, help="AdamW weight decay. Default: 1e-4."),
     warmup_steps: int = typer.Option(None, help="Linear warm-up steps. Default: 25 built-in, 1400 otherwise."),
     attack_steps: int = typer.Option(10, help="PGD steps of the inner maximisation."),
+    attack_momentum: float = typer.Option(
+        0.9, help="Momentum of the inner PGD's normalised velocity, in [0, 1) (RobustVLM: 0.9; 0: plain sign steps)."),
+    attack_loss: str = typer.Option(
+        None, help="What the inner PGD maximises: l2 (squared distance to the original embedding) or cosine for "
+                   "simclip-anchored and fare; cosine for simclip; ce for tecoa. Default: the reference's choice "
+                   "(l2, l2, cosine, ce)."),
+    attack_start: str = typer.Option(
+        "ball", help="Start of the inner PGD: ball (x + uniform noise in the eps-ball, as RobustVLM) or ball-clipped "
+                     "(the same clipped to [0,1])."),
     seed: int = typer.Option(0, help="Seed for data order, attack starts and init."),
     data: str = typer.Option("shapes", help="shapes | ImageFolder dir | list.csv / .jsonl | shards.tar / wds:PATTERN."),
     train_size: int = typer.Option(20000, help="Generated training images (--data shapes)."),
@@ -114,7 +124,8 @@ def train(
                 if tracker is not None:
                     tracker.close()
         else:
-            cfg = TrainConfig(model=model, eps=eps, attack_steps=attack_steps, seed=seed, device=device,
+            cfg = TrainConfig(model=model, eps=eps, attack_steps=attack_steps, attack_momentum=attack_momentum,
+                              attack_loss=attack_loss, attack_start=attack_start, seed=seed, device=device,
                               train_size=train_size, out=str(out) if out else None, anchor_weight=anchor_weight,
                               predictor=predictor, data=data, class_names=str(class_names) if class_names else None,
                               probe_size=probe_size, accum_steps=accum_steps, precision=precision,

@@ -102,8 +102,24 @@ def open_source(value: str, root_template: str = DEFAULT_DATASET_ROOT, workers: 
     if value == BUILTIN:
         return ShapesSource(seed=seed)
     if value in CLIP_BENCHMARK_DATASETS:
-        return clip_benchmark_source(value, dataset_root(root_template, value), workers)
-    return image_folder_source(Path(value), workers=workers)
+        root = dataset_root(root_template, value)
+        return _with_classes(clip_benchmark_source(value, root, workers), value, f"check the files under {root}")
+    return _with_classes(image_folder_source(Path(value), workers=workers), value,
+                         f"put each class's images in its own sub-folder of {value}")
+
+
+MIN_CLASSES = 2
+
+
+def _with_classes(source: ClassificationSource, value: str, fix: str) -> ClassificationSource:
+    """``source``, refused when it has fewer than two classes: the zero-shot head would pick the one class
+    for every image, so clean and robust accuracy would be a meaningless 100 %."""
+    n = len(source.classnames)
+    if n < MIN_CLASSES:
+        only = f" ({source.classnames[0]!r})" if n else ""
+        raise UserError(f"dataset {value} has {n} class{'' if n == 1 else 'es'}{only}; zero-shot accuracy needs at "
+                        f"least {MIN_CLASSES} (with one, every prediction is right); {fix}")
+    return source
 
 
 def _how_to_get(name: str, root: Path) -> str:

@@ -34,9 +34,9 @@ from simclip_bench.errors import UserError
 
 CAPTION_DATASETS: dict[str, dict] = {
     "coco": {"json": ("karpathy_coco.json", "dataset_coco.json"), "images": ("val2014", "images", "."),
-             "stop_at": 0.10},
+             "stop_below": 0.10},
     "flickr30k": {"json": ("dataset_flickr30k.json", "karpathy_flickr30k.json", "dataset_flickr.json"),
-                  "images": ("flickr30k-images", "images", "."), "stop_at": 0.02},
+                  "images": ("flickr30k-images", "images", "."), "stop_below": 0.02},
 }
 _GENERIC_VQA = (("questions.json",), ("annotations.json",), ("images",))
 VQA_DATASETS: dict[str, dict] = {
@@ -143,7 +143,7 @@ def caption_dataset(name: str, root: Path, split: str = "test") -> VLMDataset:
         samples.append(VLMSample(f"{name}/{entry.get('cocoid', entry.get('imgid', filename))}", image, refs))
     if not samples:
         raise UserError(f"{name}: {path} has no images of split {split!r}")
-    return VLMDataset(name, split, "captioning", samples, spec["stop_at"])
+    return VLMDataset(name, split, "captioning", samples, spec["stop_below"])
 
 
 def _vqa_image(image_dir: ManifestFolder, image_id, where: str) -> Path:

@@ -35,13 +35,13 @@ class VLMSample:
 
 @dataclass
 class VLMDataset:
-    """An evaluation set of one task. ``stop_at``: the score at which the ensemble stops attacking a sample."""
+    """An evaluation set of one task. ``stop_below``: the ensemble stops attacking a sample scoring below it (or 0)."""
 
     name: str
     split: str
     task: str
     samples: list[VLMSample]
-    stop_at: float
+    stop_below: float
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -55,7 +55,7 @@ class VLMDataset:
             chosen = list(range(n))
         else:
             chosen = sorted(np.random.default_rng(seed).choice(len(self.samples), size=n, replace=False).tolist())
-        return VLMDataset(self.name, self.split, self.task, [self.samples[i] for i in chosen], self.stop_at)
+        return VLMDataset(self.name, self.split, self.task, [self.samples[i] for i in chosen], self.stop_below)
 
     def images(self, size: int) -> torch.Tensor:
         """All images as (N, 3, size, size) in [0,1]: shorter side resized to ``size``, centre-cropped."""
@@ -84,7 +84,7 @@ def load_image(image: Path | np.ndarray, size: int) -> torch.Tensor:
 
 
 # RobustVLM stops attacking a caption below CIDEr 10 (printed scale) on COCO; the generated data uses the same.
-SHAPES_CAPTION_STOP_AT = 0.10
+SHAPES_CAPTION_STOP_BELOW = 0.10
 
 
 def shapes_captioning(n: int, seed: int = 0) -> VLMDataset:
@@ -92,7 +92,7 @@ def shapes_captioning(n: int, seed: int = 0) -> VLMDataset:
     data = ShapesDataset("test", seed=seed)
     _check_n(n, len(data))
     samples = [VLMSample(data.sample_id(i), data.sample(i).image, data.sample(i).captions) for i in range(n)]
-    return VLMDataset("shapes", "test", "captioning", samples, SHAPES_CAPTION_STOP_AT)
+    return VLMDataset("shapes", "test", "captioning", samples, SHAPES_CAPTION_STOP_BELOW)
 
 
 def shapes_vqa(n: int, seed: int = 0) -> VLMDataset:

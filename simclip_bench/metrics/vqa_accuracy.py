@@ -15,6 +15,28 @@ For a predicted answer and the human answers (VQAv2: 10):
 + \\ _ - > < @ ` , ? !`` is deleted when the text has it next to a space anywhere (or the text contains
 a digit-comma-digit such as "1,000"), and otherwise replaced by a space; then every period not followed
 by a digit is deleted ("3.5" keeps its point, "yes." loses it).
+
+**Two variants** (``variant=``, :data:`VQA_METRICS`); they differ only in step 2, the human answers:
+
+* ``official`` (default) -- the rule above: GT-Vision-Lab/VQA
+  ``PythonEvaluationTools/vqaEvaluation/vqaEval.py``, ``VQAEval.evaluate``. The default because it is the
+  VQA challenge's rule, behind the VQAv2, TextVQA and VizWiz leaderboards and almost every published VQA
+  number.
+* ``robustvlm`` -- RobustVLM (chs20/RobustVLM ``open_flamingo/eval/vqa_metric.py``, ``VQAEval.evaluate``;
+  RobustVLM's edit of OpenFlamingo's copy, whose own rule is a third one): every human answer, always
+  (unanimous or not), gets newlines and tabs turned into spaces, outer whitespace stripped, then
+  :func:`normalize_punctuation` *and* :func:`normalize_words`, exactly like the prediction. Use it to
+  reproduce the VQA tables of RobustVLM (and of papers evaluated with its code). The two agree whenever
+  the human answers are already normalised; they differ when a human answer holds capitals, number
+  words, articles or contractions without apostrophe ("Two", "the dog", "dont"), or punctuation while all
+  answers agree ("t-shirt" x 10): e.g. the prediction "2" against ten "Two" scores 0 with ``official``,
+  1 with ``robustvlm``.
+
+Both references also run their period rule with ``re.UNICODE`` passed as the substitution *count*, so
+only the first 32 periods of a text are deleted; here all are (a difference only past 32 periods). The
+GT-Vision-Lab file compares human answers without first cleaning whitespace; here (as in OpenFlamingo's
+and RobustVLM's copies) newlines and tabs become spaces and outer whitespace is stripped in both
+variants, which matters only for an annotation answer with outer whitespace, tabs or newlines.
 """
 from __future__ import annotations
 
@@ -54,6 +76,9 @@ CONTRACTIONS: dict[str, str] = dict(pair.split("=", 1) for pair in _CONTRACTION_
 _DIGIT_COMMA_DIGIT = re.compile(r"\d,\d")
 _PERIOD_NOT_BEFORE_DIGIT = re.compile(r"\.(?!\d)")
 HUMANS_FOR_FULL_CREDIT = 3
+VQA_METRICS: tuple[str, ...] = ("official", "robustvlm")
+"""The variants of :func:`vqa_accuracy` (module docstring); the first is the default."""
+DEFAULT_VQA_METRIC = VQA_METRICS[0]
 
 
 def normalize_punctuation(text: str) -> str:
@@ -74,19 +99,35 @@ def normalize_words(text: str) -> str:
     return " ".join(CONTRACTIONS.get(w, w) for w in words if w not in ARTICLES)
 
 
+def _one_line(text: str) -> str:
+    return text.replace("\n", " ").replace("\t", " ").strip()
+
+
 def normalize_answer(text: str) -> str:
-    """How the official evaluation normalises a predicted answer."""
-    return normalize_words(normalize_punctuation(text.replace("\n", " ").replace("\t", " ").strip()))
+    """How both variants normalise a predicted answer (and ``robustvlm`` every human answer)."""
+    return normalize_words(normalize_punctuation(_one_line(text)))
 
 
-def vqa_accuracy(prediction: str, human_answers: Sequence[str]) -> float:
-    """Accuracy in [0,1] of one predicted answer against the human answers of one question."""
+def normalize_human_answers(human_answers: Sequence[str], variant: str = DEFAULT_VQA_METRIC) -> list[str]:
+    """The human answers as ``variant`` compares them with the normalised prediction (module docstring)."""
+    if variant not in VQA_METRICS:
+        raise ValueError(f"unknown VQA metric variant {variant!r}; choose one of {', '.join(VQA_METRICS)}")
+    if variant == "robustvlm":
+        return [normalize_answer(a) for a in human_answers]
+    answers = [_one_line(a) for a in human_answers]
+    return [normalize_punctuation(a) for a in answers] if len(set(answers)) > 1 else answers
+
+
+def vqa_accuracy(prediction: str, human_answers: Sequence[str], variant: str = DEFAULT_VQA_METRIC) -> float:
+    """Accuracy in [0,1] of one predicted answer against the human answers of one question.
+
+    ``variant``: ``official`` (the VQA challenge's evaluation, default) or ``robustvlm`` (RobustVLM's copy,
+    which also normalises every human answer like the prediction); see the module docstring.
+    """
     if not human_answers:
         raise ValueError("a VQA question needs at least one human answer")
+    answers = normalize_human_answers(human_answers, variant)
     pred = normalize_answer(prediction)
-    answers = [a.replace("\n", " ").replace("\t", " ").strip() for a in human_answers]
-    if len(set(answers)) > 1:
-        answers = [normalize_punctuation(a) for a in answers]
     matches = [a == pred for a in answers]
     total = sum(matches)
     # Leave human i out: the others match (total - matches[i]) times.
@@ -94,9 +135,10 @@ def vqa_accuracy(prediction: str, human_answers: Sequence[str]) -> float:
     return sum(per_subset) / len(per_subset)
 
 
-def mean_vqa_accuracy(predictions: Sequence[str], human_answers: Sequence[Sequence[str]]) -> float:
+def mean_vqa_accuracy(predictions: Sequence[str], human_answers: Sequence[Sequence[str]],
+                      variant: str = DEFAULT_VQA_METRIC) -> float:
     """Mean accuracy over questions (the official "overall" number, as a fraction rather than a percentage)."""
     if len(predictions) != len(human_answers):
         raise ValueError(f"{len(predictions)} predictions but {len(human_answers)} answer sets")
-    scores = [vqa_accuracy(p, a) for p, a in zip(predictions, human_answers, strict=True)]
+    scores = [vqa_accuracy(p, a, variant) for p, a in zip(predictions, human_answers, strict=True)]
     return sum(scores) / len(scores) if scores else float("nan")

@@ -105,7 +105,8 @@ def _truth(column: pd.Series) -> pd.Series:
 
 def _row(common, attack, config, setting, norm, eps, correct, n, flags) -> dict:
     lo, hi = wilson_interval(correct, n)
-    return {**common, "n_samples": n, "attack": attack, "attack_config": json.dumps(config, sort_keys=True), "setting": setting,
+    return {**common, "n_samples": n, "attack": attack, "attack_config": json.dumps(config, sort_keys=True),
+            "setting": setting,
             "norm": norm if eps else "", "eps": eps.value if eps else 0.0, "eps_text": eps.text if eps else "0",
             "metric": "accuracy", "value": correct / n, "ci_low": lo, "ci_high": hi, "flags": ";".join(flags)}
 

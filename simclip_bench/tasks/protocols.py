@@ -4,10 +4,12 @@ A protocol fixes the attack, its budget, the eps list, the norm and how many fix
 dataset gets. Every field can be overridden from the command line; the resolved protocol (with
 the names of the overridden fields) goes into every result row's ``attack_config``.
 
-``robustvlm`` is the zero-shot protocol of Schlarmann et al. (ICML 2024, RobustVLM): APGD-CE then
-APGD-T (100 iterations each, 9 target classes) on the still-robust points, l-inf, eps 2/255 and
-4/255, 1 000 fixed samples per dataset (5 000 for ImageNet), sample seed 0; datasets with two
-classes get APGD-CE only.
+``robustvlm`` is the zero-shot protocol of Schlarmann et al. (ICML 2024, RobustVLM), as its code runs
+it (chs20/RobustVLM ``CLIP_benchmark/clip_benchmark/metrics/zeroshot_classification.py``: AutoAttack
+``version='custom'`` with ``attacks_to_run=('apgd-ce', 'apgd-t')``): APGD-CE with AutoAttack's constructor
+default of 5 restarts, then APGD-T (9 target classes, 1 restart), 100 iterations each, on the
+still-robust points, l-inf, eps 2/255 and 4/255, 1 000 fixed samples per dataset (5 000 for ImageNet),
+sample seed 0; datasets with two classes get APGD-CE only.
 """
 from __future__ import annotations
 
@@ -95,10 +97,10 @@ class Protocol:
 
 PROTOCOLS: dict[str, Protocol] = {p.name: p for p in (
     Protocol("default", "APGD-CE, 100 iterations, eps 4/255, 1 000 fixed samples per dataset"),
-    Protocol("robustvlm", "RobustVLM zero-shot: APGD-CE + APGD-T (9 targets), 100 iterations each, eps 2/255 and "
-             "4/255, 1 000 samples (5 000 ImageNet), 2-class datasets APGD-CE only",
-             attack="apgd-ce+apgd-t", eps=("2/255", "4/255"), n_samples_per_dataset=(("imagenet1k", 5000),),
-             few_class_attack="apgd-ce"),
+    Protocol("robustvlm", "RobustVLM zero-shot: APGD-CE (5 restarts) + APGD-T (9 targets), 100 iterations each, "
+             "eps 2/255 and 4/255, 1 000 samples (5 000 ImageNet), 2-class datasets APGD-CE only",
+             attack="apgd-ce*5+apgd-t", eps=("2/255", "4/255"), n_samples_per_dataset=(("imagenet1k", 5000),),
+             few_class_attack="apgd-ce*5"),
     Protocol("autoattack", "standard AutoAttack through the reference code (pyautoattack), eps 2/255 and 4/255, "
              "1 000 samples (5 000 ImageNet)",
              attack="autoattack", eps=("2/255", "4/255"), n_samples_per_dataset=(("imagenet1k", 5000),)),

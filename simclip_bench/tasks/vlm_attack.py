@@ -1,29 +1,38 @@
 """Attacks on a VLM's generated text: RobustVLM's ensemble protocol and the targeted-string attack.
 
-**Ensemble** (Schlarmann, Singh, Croce, Hein, ICML 2024, "Robust CLIP", captioning/VQA protocol):
+**Ensemble** (Schlarmann, Singh, Croce, Hein, ICML 2024, "Robust CLIP"; the protocol of record is
+chs20/RobustVLM ``vlm_eval/run_evaluation.py`` with ``--attack ensemble``), field by field:
 
-1. one APGD run (100 iterations, l-inf) per ground-truth text, each maximising the language-model loss
-   of that text (captioning: up to 5 reference captions; VQA: up to 5 distinct human answers, most
-   frequent first), in reduced precision (bf16 autocast on CUDA; on a CPU the runs stay in float32);
-2. VQA adds targeted runs that minimise the loss of the answers "Maybe" and "Word";
-3. after every run the model generates from the adversarial image and the sample's task score
-   (CIDEr-D or VQA accuracy) is computed; per sample the lowest score so far is kept, with its image
-   (the clean image counts: it is inside the eps-ball, so the adversarial score never exceeds the clean one);
-4. a sample whose score is at or below ``stop_at`` is not attacked again (RobustVLM: CIDEr 10 on the
-   printed scale for COCO, i.e. 0.10 here; 2 for Flickr30k; VQA accuracy 0);
-5. a final APGD run in float32 starts from each sample's best perturbation, on the loss of the text
-   whose run found it.
+1. the clean output counts as the first run: a sample whose clean score is already below the threshold
+   is never attacked;
+2. one APGD run per ground-truth text (captioning: the first 5 reference captions; VQA: the 5 most
+   frequent distinct human answers, skipped where there are fewer), each maximising the language-model
+   loss of that text: 100 iterations, l-inf, **from the clean image** (no random start), first step
+   **1·eps** (``initial_stepsize=1.0``), no early stopping; the run returns its point of highest loss.
+   These runs use the reduced search precision (``precision``; RobustVLM casts LLaVA to float16);
+3. after every run the model generates from the run's image and the sample's task score (CIDEr-D or
+   VQA accuracy) is computed; per sample the lowest score so far is kept, with its image and the text
+   whose run found it (a tie keeps the earlier run). A sample stops being attacked once its score is
+   **strictly below** ``stop_below`` (CIDEr 10 on the printed scale for COCO, i.e. 0.10 here; 2 for
+   Flickr30k), or at 0, where no score can fall further (RobustVLM's VQA rule: accuracy 0);
+4. a float32 APGD run **from each sample's best point so far** (the clean image when nothing beat it),
+   on the text whose run found it (the first ground truth when none did);
+5. VQA only: targeted float32 runs towards "Maybe" and then "Word", **from the clean image**, minimising
+   the loss of the target answer.
 
-Every run is checked to stay inside the eps-ball and [0,1]. ``single`` is one APGD run on the first
-ground-truth text, a weaker attack (the Sim-CLIP paper's numbers were measured this way): numbers from the
-two protocols are not comparable, and the rows say which protocol made them.
+Every output that is scored is generated in float32 (the model whose numbers are reported); RobustVLM
+generates the outputs of its float16 runs with the float16 model. Every run is checked to stay inside
+the eps-ball and [0,1]. ``single`` is one APGD run on the first ground-truth text, with the same settings:
+a weaker attack (the Sim-CLIP paper's numbers were measured this way), so the rows say which protocol
+made them.
 
-**Targeted string** (RobustVLM's targeted captioning attack): APGD minimising the loss of a target text
-(default eps 2/255); success means the target appears in the generated text.
+**Targeted string** (RobustVLM ``bash/llava_eval_targeted.sh``): APGD from the clean image minimising
+the loss of a target text, eps 2/255, 10 000 iterations, first step 1·eps, float32; success = the target
+appears in the generated text. Ours stops a sample once a float32 generation confirms the target (the
+reference runs on and judges only its final point, so ours succeeds wherever it does).
 """
 from __future__ import annotations
 
-import contextlib
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -31,34 +40,44 @@ from dataclasses import dataclass
 import torch
 
 from simclip_bench.attacks.apgd import APGD
-from simclip_bench.attacks.base import check_perturbation, loss_and_grad
-from simclip_bench.devices import autocast
-from simclip_bench.tasks.lm_objective import LanguageModelObjective
+from simclip_bench.attacks.base import check_perturbation
+from simclip_bench.devices import autocast_for
+from simclip_bench.tasks.lm_objective import LanguageModelObjective, TargetStringObjective, contains_target
 from simclip_bench.vlm.base import VisionLanguageModel
 
 PROTOCOLS: tuple[str, ...] = ("ensemble", "single")
 VQA_TARGETS: tuple[str, ...] = ("Maybe", "Word")
+# RobustVLM's APGD for VLMs: first step 1·eps from the clean image (vlm_eval/run_evaluation.py).
+VLM_INITIAL_STEP = 1.0
+TARGETED_STRING_ITERATIONS = 10_000  # bash/llava_eval_targeted.sh: --steps 10000, float32
 ScoreFn = Callable[[Sequence[int], Sequence[str]], list[float]]
 
 
 @dataclass
 class VLMAttackConfig:
-    """One attack setting. ``eps`` in pixel units; ``stop_at`` on the task's score scale."""
+    """One attack setting. ``eps`` in pixel units; ``stop_below`` on the task's score scale; ``precision`` the
+    resolved search dtype of the ground-truth runs (``fp16`` on CUDA by default, as RobustVLM; ``fp32`` on a
+    CPU); the final and targeted runs are always float32."""
 
     eps: float
     n_iter: int = 100
     protocol: str = "ensemble"
     max_references: int = 5
     targets: tuple[str, ...] = ()
-    stop_at: float = 0.0
+    stop_below: float = 0.0
     batch_size: int = 64
     seed: int = 0
     max_new_tokens: int = 20
+    precision: str = "fp32"
 
     def describe(self) -> dict:
-        return {"protocol": self.protocol, "iterations": self.n_iter, "max_references": self.max_references,
-                "targets": list(self.targets), "stop_at": self.stop_at, "seed": self.seed,
-                "final_fp32_from_best": self.protocol == "ensemble"}
+        described = {"protocol": self.protocol, "iterations": self.n_iter, "max_references": self.max_references,
+                     "targets": list(self.targets), "stop_below": self.stop_below, "seed": self.seed,
+                     "start": "clean", "initial_step": VLM_INITIAL_STEP,
+                     "final_fp32_from_best": self.protocol == "ensemble"}
+        if self.precision != "fp32":  # float32 settings keep the ids they had before the option existed
+            described["precision"] = self.precision
+        return described
 
 
 @dataclass
@@ -72,28 +91,6 @@ class VLMAttackOutcome:
     norms: torch.Tensor
 
 
-class APGDFromStart(APGD):
-    """APGD whose iterate starts at given points instead of a random start (for the final fp32 run).
-
-    The engine's APGD always starts at random; this subclass re-initialises each entering slot at
-    ``start`` (same shape as the attacked images). One restart only.
-    """
-
-    def __init__(self, start: torch.Tensor, eps: float, **kwargs) -> None:
-        super().__init__(eps, n_restarts=1, **kwargs)
-        self.start = start.detach()
-
-    def _enter(self, objective, x, idx, seeds, positions):
-        slots = super()._enter(objective, x, idx, seeds, positions)
-        start = self.start[positions]
-        loss, success, grad = loss_and_grad(objective, start, idx[positions])
-        slots.x_adv, slots.x_prev, slots.x_best, slots.x_found = start.clone(), start.clone(), start.clone(), start
-        slots.grad, slots.grad_best = grad, grad.clone()
-        slots.loss_best, slots.loss_best_last_check = loss.clone(), loss.clone()
-        slots.found = success.clone()
-        return slots
-
-
 def attack_texts(references: Sequence[str], max_references: int, distinct_by_frequency: bool) -> list[str]:
     """The ground-truth texts to attack with: the first ``max_references`` (captions), or the most frequent
     distinct ones (VQA human answers; ties keep their first appearance)."""
@@ -104,8 +101,21 @@ def attack_texts(references: Sequence[str], max_references: int, distinct_by_fre
     return list(references[:max_references])
 
 
+def stops(score: float, stop_below: float) -> bool:
+    """Whether the ensemble stops attacking a sample with this score: below the threshold, or at 0."""
+    return score < stop_below or score <= 0.0
+
+
+def vlm_apgd(eps: float, n_iter: int, batch_size: int, seed: int) -> APGD:
+    """RobustVLM's APGD for VLMs: from the clean image (or a given start), first step 1·eps, every iteration
+    run (the objective decides whether a success may stop a sample early)."""
+    return APGD(eps, n_iter=n_iter, batch_size=batch_size, seed=seed, initial_step=VLM_INITIAL_STEP,
+                random_start=False)
+
+
 def _generate(vlm: VisionLanguageModel, x: torch.Tensor, prompts: Sequence[str], batch: int,
               max_new_tokens: int) -> list[str]:
+    """Greedy texts; called outside the search's autocast, so in float32: what is scored and reported."""
     out: list[str] = []
     for s in range(0, len(x), batch):
         out += vlm.generate(x[s:s + batch], list(prompts[s:s + batch]), max_new_tokens=max_new_tokens)
@@ -128,25 +138,18 @@ def attack_vlm(vlm: VisionLanguageModel, x: torch.Tensor, prompts: Sequence[str]
     best_x = x.clone()
     best_text, best_score = list(clean_texts), list(clean_scores)
     fooled_by = [""] * n
-    best_source: list[tuple[str, bool] | None] = [None] * n
-    runs: list[tuple[str, list[str | None], bool]] = []
-    n_gt = 1 if config.protocol == "single" else config.max_references
-    for j in range(n_gt):
-        runs.append((f"apgd-gt{j + 1}", [g[j] if j < len(g) else None for g in ground_truth], False))
-    if config.protocol == "ensemble":
-        runs += [(f"apgd-target:{t}", [t] * n, True) for t in config.targets]
+    best_source: list[str | None] = [None] * n  # the ground-truth text whose run found the best point
 
     def run_once(name: str, texts: list[str | None], targeted: bool, start: torch.Tensor | None,
-                 precision) -> None:
-        active = [i for i in range(n) if texts[i] is not None and best_score[i] > config.stop_at]
+                 precision: str) -> None:
+        active = [i for i in range(n) if texts[i] is not None and not stops(best_score[i], config.stop_below)]
         if not active:
             return
         idx = torch.tensor(active, device=device)
         objective = LanguageModelObjective(vlm, prompts, [t or "" for t in texts], targeted=targeted)
-        kwargs = {"n_iter": config.n_iter, "batch_size": config.batch_size, "seed": config.seed}
-        attack = APGD(config.eps, **kwargs) if start is None else APGDFromStart(start[idx], config.eps, **kwargs)
-        with precision:
-            result = attack.run(objective, x[idx], idx)
+        attack = vlm_apgd(config.eps, config.n_iter, config.batch_size, config.seed)
+        with autocast_for(precision, device):
+            result = attack.run(objective, x[idx], idx, start=None if start is None else start[idx])
         check_perturbation(result.x_adv, x[idx], config.eps)
         texts_adv = _generate(vlm, result.x_adv, [prompts[i] for i in active], config.batch_size,
                               config.max_new_tokens)
@@ -154,30 +157,35 @@ def attack_vlm(vlm: VisionLanguageModel, x: torch.Tensor, prompts: Sequence[str]
             if s < best_score[i]:
                 best_score[i], best_text[i], fooled_by[i] = s, texts_adv[k], name
                 best_x[i] = result.x_adv[k]
-                best_source[i] = (texts[i], targeted)
+                if not targeted:
+                    best_source[i] = texts[i]
         if on_run_done:
             on_run_done(name)
 
-    for name, texts, targeted in runs:
-        run_once(name, texts, targeted, None, autocast(device))
+    n_gt = 1 if config.protocol == "single" else config.max_references
+    for j in range(n_gt):
+        run_once(f"apgd-gt{j + 1}", [g[j] if j < len(g) else None for g in ground_truth], False, None,
+                 config.precision)
     if config.protocol == "ensemble":
-        # Final float32 run from the best perturbation, on the text whose run found it.
-        source = [best_source[i] or (ground_truth[i][0] if ground_truth[i] else None, False) for i in range(n)]
-        for targeted in (False, True):
-            texts = [s[0] if s[1] == targeted else None for s in source]
-            run_once("apgd-fp32-final", texts, targeted, best_x.clone(), contextlib.nullcontext())
+        # Float32, from the best point so far, on the text whose run found it.
+        texts = [best_source[i] or (ground_truth[i][0] if ground_truth[i] else None) for i in range(n)]
+        run_once("apgd-fp32-final", texts, False, best_x.clone(), "fp32")
+        for target in config.targets:
+            run_once(f"apgd-target:{target}", [target] * n, True, None, "fp32")
     norms = check_perturbation(best_x, x, config.eps)
     return VLMAttackOutcome(x_adv=best_x, texts=best_text, scores=best_score, fooled_by=fooled_by, norms=norms)
 
 
 def targeted_string_attack(vlm: VisionLanguageModel, x: torch.Tensor, prompts: Sequence[str], target: str,
-                           eps: float, n_iter: int = 500, batch_size: int = 64, seed: int = 0,
-                           max_new_tokens: int = 20) -> tuple[torch.Tensor, list[str], list[bool]]:
-    """APGD towards ``target``; returns adversarial images, generated texts and success (target in the text)."""
+                           eps: float, n_iter: int = TARGETED_STRING_ITERATIONS, batch_size: int = 64, seed: int = 0,
+                           max_new_tokens: int = 20,
+                           precision: str = "fp32") -> tuple[torch.Tensor, list[str], list[bool]]:
+    """RobustVLM's targeted attack towards ``target`` (module docstring); returns adversarial images, their
+    float32 generated texts and success (target in the text). Defaults: 10 000 iterations in float32."""
     idx = torch.arange(len(x), device=x.device)
-    objective = LanguageModelObjective(vlm, prompts, [target] * len(x), targeted=True)
-    with autocast(x.device):
-        result = APGD(eps, n_iter=n_iter, batch_size=batch_size, seed=seed).run(objective, x, idx)
+    objective = TargetStringObjective(vlm, prompts, [target] * len(x), max_new_tokens=max_new_tokens)
+    with autocast_for(precision, x.device):
+        result = vlm_apgd(eps, n_iter, batch_size, seed).run(objective, x, idx)
     check_perturbation(result.x_adv, x, eps)
     texts = _generate(vlm, result.x_adv, prompts, batch_size, max_new_tokens)
-    return result.x_adv, texts, [target.strip().lower() in t.lower() for t in texts]
+    return result.x_adv, texts, [contains_target(t, target) for t in texts]

@@ -3,7 +3,9 @@
 Protocol (as in RobustVLM / AutoAttack): the text classifier is computed once per cell; only
 clean-correct samples are attacked (a misclassified sample is not robust); an ensemble is the
 worst case per sample; every adversarial example is checked to lie in the eps-ball and the [0,1]
-box, and its prediction is recomputed in float32 before it counts.
+box, and its prediction is recomputed in float32 before it counts. The search runs at the plan's
+``precision`` (bf16 autocast on CUDA by default); a success found there leaves the search only once
+float32 confirms it (:mod:`simclip_bench.attacks.apgd`).
 
 Per-sample outcomes go to the store a batch at a time; a sample whose (model, dataset, setting,
 sample id) key is already there is skipped, so re-running a killed command recomputes at most the
@@ -31,7 +33,7 @@ from simclip_bench.attacks.registry import EnsembleSpec
 from simclip_bench.data.classification import ClassificationSource, ImageBatch
 from simclip_bench.data.preprocess import pixel_transform
 from simclip_bench.data.unreadable import DEFAULT_ON_ERROR, FAIL, unreadable_error
-from simclip_bench.devices import autocast
+from simclip_bench.devices import autocast_for
 from simclip_bench.eps import Eps
 from simclip_bench.errors import UserError
 from simclip_bench.models.spec import LoadedModel
@@ -43,10 +45,13 @@ TASK = "zeroshot"
 CLEAN = "none"
 
 
-def setting_id(spec: EnsembleSpec, norm: str, eps: Eps | None, seed: int, batch_size: int) -> str:
+def setting_id(spec: EnsembleSpec, norm: str, eps: Eps | None, seed: int, batch_size: int,
+               precision: str = "fp32") -> str:
     """Short hash of what decides a sample's outcome besides model, dataset and sample.
 
-    Our engine is batch-invariant, so the batch size enters only for the reference backend.
+    Our engine is batch-invariant, so the batch size enters only for the reference backend. The search
+    precision enters when it is not float32 (so float32 settings keep the ids they always had); the
+    reference backend always runs in float32.
     """
     if spec.is_clean:
         payload: dict = {"attack": CLEAN}
@@ -55,13 +60,16 @@ def setting_id(spec: EnsembleSpec, norm: str, eps: Eps | None, seed: int, batch_
                    "seed": seed}
         if spec.backend == "reference":
             payload["batch_size"] = batch_size
+        elif precision != "fp32":
+            payload["precision"] = precision
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:12]
 
 
 @dataclass
 class CellPlan:
-    """What to evaluate for one (model, dataset): the fixed sample ``indices``, the attack and eps list, and
-    what an unreadable image does (``on_error``: skip or fail, see :mod:`simclip_bench.data.unreadable`)."""
+    """What to evaluate for one (model, dataset): the fixed sample ``indices``, the attack and eps list, the
+    search ``precision`` (resolved: fp32, bf16 or fp16), and what an unreadable image does (``on_error``: skip
+    or fail, see :mod:`simclip_bench.data.unreadable`)."""
 
     source: ClassificationSource
     indices: list[int]
@@ -71,6 +79,12 @@ class CellPlan:
     seed: int = 0
     batch_size: int = 500
     on_error: str = DEFAULT_ON_ERROR
+    precision: str = "fp32"
+
+    @property
+    def search_precision(self) -> str:
+        """What the attack search really ran in: the reference backend is always float32."""
+        return "fp32" if self.spec.backend == "reference" else self.precision
 
     def settings(self) -> dict[str, tuple[EnsembleSpec, Eps | None]]:
         from simclip_bench.attacks.registry import resolve_attack
@@ -79,7 +93,8 @@ class CellPlan:
         out = {setting_id(clean, self.norm, None, self.seed, self.batch_size): (clean, None)}
         if not self.spec.is_clean:
             for eps in self.eps:
-                out[setting_id(self.spec, self.norm, eps, self.seed, self.batch_size)] = (self.spec, eps)
+                out[setting_id(self.spec, self.norm, eps, self.seed, self.batch_size, self.search_precision)] = \
+                    (self.spec, eps)
         return out
 
 
@@ -191,7 +206,7 @@ def _attack(spec: EnsembleSpec, head, x, y, keys, eps: Eps, plan: CellPlan, devi
                                                                        y.tolist(), strict=True)]
         return adv_pred, norms, fooled
     outcome = run_ensemble(spec, head, x, y, eps.value, norm=plan.norm, seed=plan.seed, batch_size=plan.batch_size,
-                           autocast=lambda: autocast(device), sample_keys=keys)
+                           autocast=lambda: autocast_for(plan.precision, device), sample_keys=keys)
     return outcome.adv_pred, outcome.norms, outcome.fooled_by
 
 

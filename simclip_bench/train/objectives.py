@@ -10,12 +10,18 @@ fine-tuning, ``D(a, b) = -cos(a, b)``.
   (a blend of the paper and the released code); ``predictor`` adds a SimSiam predictor head ``h``
   (Chen & He 2021; 2-layer MLP, bottleneck d/4, BN + ReLU) so that the loss becomes
   ``1/2 D(h(f(x_adv)), sg f(x)) + 1/2 D(h(f(x)), sg f(x_adv))``; the head is dropped at export.
-* ``simclip-anchored`` -- Sim-CLIP as released: ``L = D(f(x_adv), f_orig(x))``; PGD maximises the same.
+* ``simclip-anchored`` -- Sim-CLIP as released: ``L = D(f(x_adv), f_orig(x))``. PGD maximises the squared
+  l2 distance ``||f(x_adv) - f_orig(x)||²`` (the released script's ``--attack_loss l2``, on unnormalised
+  embeddings as ``--output_normalize False`` gives them); ``attack_loss="cosine"`` maximises ``L`` instead.
 * ``fare`` -- FARE (Schlarmann et al., ICML 2024): ``L = ||f(x_adv) - f_orig(x)||²`` (sum over the
   embedding dimensions, mean over the batch); PGD maximises the same squared distance.
 * ``tecoa`` -- TeCoA (Mao et al., ICLR 2023): cross-entropy of ``100·norm(f(x_adv))·Tᵀ`` against the
   true class, ``T`` the unit text embeddings of "This is a photo of a {class name}" from the frozen
   text tower; PGD maximises the same cross-entropy. Needs labelled data.
+
+What PGD maximises is the objective's ``attack_loss`` setting: ``l2`` (squared distance to ``f_orig(x)``),
+``cosine`` (``D`` to the objective's target) or ``ce``. Each objective lists those it takes
+(``attack_losses``), the first being its reference's choice and the default.
 
 The trainer calls the trainable network once per micro-batch (one forward per backward, as DDP wants):
 :meth:`loss_inputs` says on which images.
@@ -34,6 +40,7 @@ from simclip_bench.errors import UserError, did_you_mean
 
 TECOA_TEMPLATE = "This is a photo of a {}"
 TECOA_LOGIT_SCALE = 100.0
+ATTACK_LOSSES = ("l2", "cosine", "ce")
 
 
 def neg_cosine(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -97,6 +104,8 @@ class TrainingObjective(Protocol):
     name: str
     needs_original: bool
     needs_labels: bool
+    attack_losses: tuple[str, ...]
+    attack_loss_name: str
 
     def predictor(self, embed_dim: int) -> nn.Module | None:
         """A trainable head to train with the encoder and drop at export, or None."""
@@ -122,6 +131,12 @@ class TrainingObjective(Protocol):
 class _Base:
     needs_original = False
     needs_labels = False
+    attack_losses: tuple[str, ...] = ()  # what the inner PGD may maximise; the first is the default
+    # What the inner PGD maximised before the attack loss was a setting (runs saved without one).
+    former_attack_loss: str | None = None
+
+    def __init__(self, attack_loss: str | None = None) -> None:
+        self.attack_loss_name = attack_loss or self.attack_losses[0]
 
     def predictor(self, embed_dim: int) -> nn.Module | None:
         return None
@@ -144,8 +159,10 @@ class SimClipObjective(_Base):
     """Sim-CLIP as in the paper: symmetric stop-gradient cosine between the two views (options: anchor, predictor)."""
 
     name = "simclip"
+    attack_losses = ("cosine",)
 
-    def __init__(self, anchor_weight: float = 0.0, predictor: bool = False) -> None:
+    def __init__(self, anchor_weight: float = 0.0, predictor: bool = False, attack_loss: str | None = None) -> None:
+        super().__init__(attack_loss)
         self.anchor_weight = float(anchor_weight)
         self.use_predictor = predictor
         self.needs_original = self.anchor_weight > 0
@@ -179,18 +196,33 @@ class SimClipObjective(_Base):
         return loss, {"loss": float(loss.detach()), **report}
 
 
-class SimClipAnchoredObjective(_Base):
-    """Sim-CLIP as released: the target is the frozen original encoder on the clean image."""
+class _AnchoredObjective(_Base):
+    """An objective whose reference is the frozen original encoder on the clean image, ``f_orig(x)``.
 
-    name = "simclip-anchored"
+    The inner PGD maximises the squared l2 distance to it (``l2``, default) or ``-cos`` (``cosine``).
+    """
+
     needs_original = True
+    attack_losses = ("l2", "cosine")
 
     def views(self, encoder, original, x, labels):
         with torch.no_grad():
             return Views(x, labels, anchor=original(x))
 
     def attack_loss(self, z_adv, views, idx):
-        return neg_cosine(z_adv, views.anchor[idx])
+        distance = fare_distance if self.attack_loss_name == "l2" else neg_cosine
+        return distance(z_adv, views.anchor[idx])
+
+
+class SimClipAnchoredObjective(_AnchoredObjective):
+    """Sim-CLIP as released: the target is the frozen original encoder on the clean image.
+
+    The outer loss is ``-cos``; the inner PGD maximises the squared l2 distance by default, as the released
+    script does (``--attack_loss l2``). simclip-bench attacked with ``-cos`` before that was a setting.
+    """
+
+    name = "simclip-anchored"
+    former_attack_loss = "cosine"
 
     def loss(self, z, p, views):
         per_sample = neg_cosine(z, views.anchor)
@@ -198,18 +230,10 @@ class SimClipAnchoredObjective(_Base):
         return loss, {"loss": float(loss.detach()), "cos_adv_anchor": float(-per_sample.detach().mean())}
 
 
-class FareObjective(_Base):
+class FareObjective(_AnchoredObjective):
     """FARE: squared l2 distance of ``f(x_adv)`` to the frozen original embedding of the clean image."""
 
     name = "fare"
-    needs_original = True
-
-    def views(self, encoder, original, x, labels):
-        with torch.no_grad():
-            return Views(x, labels, anchor=original(x))
-
-    def attack_loss(self, z_adv, views, idx):
-        return fare_distance(z_adv, views.anchor[idx])
 
     def loss(self, z, p, views):
         loss = fare_distance(z, views.anchor).mean()
@@ -222,8 +246,10 @@ class TecoaObjective(_Base):
 
     name = "tecoa"
     needs_labels = True
+    attack_losses = ("ce",)
 
-    def __init__(self) -> None:
+    def __init__(self, attack_loss: str | None = None) -> None:
+        super().__init__(attack_loss)
         self.text: torch.Tensor | None = None
 
     def setup(self, encode_text, classnames):
@@ -252,16 +278,44 @@ OBJECTIVES: dict[str, type] = {o.name: o for o in (SimClipObjective, SimClipAnch
                                                    TecoaObjective)}
 
 
-def get_objective(name: str, anchor_weight: float = 0.0, predictor: bool = False) -> TrainingObjective:
-    """The objective registered as ``name``; unknown names and options it does not take raise UserError."""
+def default_attack_loss(name: str) -> str:
+    """What the inner PGD of objective ``name`` maximises by default: its reference's choice."""
+    return OBJECTIVES[name].attack_losses[0]
+
+
+def former_attack_loss(name: str) -> str:
+    """What it maximised in runs saved before the attack loss was a setting (their config lacks it)."""
+    return OBJECTIVES[name].former_attack_loss or default_attack_loss(name)
+
+
+def check_attack_loss(name: str, attack_loss: str | None) -> None:
+    """UserError unless objective ``name`` (registered) can attack with ``attack_loss`` (None: its default)."""
+    if attack_loss is None:
+        return
+    if attack_loss not in ATTACK_LOSSES:
+        raise UserError(f"unknown --attack-loss {attack_loss!r}{did_you_mean(attack_loss, ATTACK_LOSSES)}; "
+                        f"choose one of {', '.join(ATTACK_LOSSES)}")
+    allowed = OBJECTIVES[name].attack_losses
+    if attack_loss not in allowed:
+        raise UserError(f"--attack-loss {attack_loss} does not go with --objective {name}; "
+                        f"it attacks with {' or '.join(allowed)}")
+
+
+def get_objective(name: str, anchor_weight: float = 0.0, predictor: bool = False,
+                  attack_loss: str | None = None) -> TrainingObjective:
+    """The objective registered as ``name``; unknown names and options it does not take raise UserError.
+
+    ``attack_loss``: what the inner PGD maximises (see the module docstring); None is the objective's default.
+    """
     if name not in OBJECTIVES:
         raise UserError(f"unknown objective {name!r}{did_you_mean(name, OBJECTIVES)}; "
                         f"choose one of {', '.join(OBJECTIVES)}")
+    check_attack_loss(name, attack_loss)
     if not (anchor_weight >= 0 and anchor_weight < float("inf")):
         raise UserError(f"--anchor-weight must be a finite number >= 0, got {anchor_weight}")
     if name != SimClipObjective.name and (anchor_weight or predictor):
         option = "--anchor-weight" if anchor_weight else "--predictor"
         raise UserError(f"{option} applies to --objective simclip only (got --objective {name})")
     if name == SimClipObjective.name:
-        return SimClipObjective(anchor_weight=anchor_weight, predictor=predictor)
-    return OBJECTIVES[name]()
+        return SimClipObjective(anchor_weight=anchor_weight, predictor=predictor, attack_loss=attack_loss)
+    return OBJECTIVES[name](attack_loss=attack_loss)

@@ -2,7 +2,8 @@
 
 Each optimizer step takes a global batch (``batch_size`` images) split over ``accum_steps`` micro-batches
 and the DDP processes. Per micro-batch: the encoder goes to eval mode and PGD crafts ``x_adv`` maximising
-the objective's own loss (l-inf, 10 steps of 1/255, uniform random start); the encoder goes back to train
+the objective's attack loss (l-inf, 10 steps of 1/255 with momentum 0.9 on the normalised velocity,
+uniform random start: RobustVLM's ``pgd_train.py``, :mod:`.inner_attack`); the encoder goes back to train
 mode and the objective's loss is back-propagated. AdamW under linear warm-up and a cosine schedule.
 bf16 autocast on CUDA (``--precision``), open_clip's gradient checkpointing and ``torch.compile`` are
 opt-in. A checkpoint every ``save_every`` steps and at the end makes ``--resume`` exact. A NaN or Inf loss
@@ -30,7 +31,7 @@ from simclip_bench.data.sources import SHAPES, open_probe_data, open_train_data
 from simclip_bench.data.unreadable import DEFAULT_ON_ERROR, FAIL, check_on_error, unreadable_error
 from simclip_bench.devices import resolve_device
 from simclip_bench.eps import parse_eps
-from simclip_bench.errors import UserError, check_count
+from simclip_bench.errors import UserError, check_count, did_you_mean
 from simclip_bench.models.checkpoint import ENCODER_FILENAME, atomic_write_text, save_encoder, state_dict_sha256
 from simclip_bench.models.spec import RUN_CONFIG, load_model, run_config
 from simclip_bench.provenance import git_sha, new_run_id, package_version, utc_now
@@ -45,8 +46,8 @@ from simclip_bench.train.checkpointing import (
 )
 from simclip_bench.train.collapse import CollapseWatch, embedding_spread
 from simclip_bench.train.divergence import TrainingDiverged, check_finite
-from simclip_bench.train.inner_attack import training_pgd
-from simclip_bench.train.objectives import get_objective
+from simclip_bench.train.inner_attack import DEFAULT_MOMENTUM, check_momentum, training_pgd
+from simclip_bench.train.objectives import OBJECTIVES, default_attack_loss, former_attack_loss, get_objective
 from simclip_bench.train.probe import REAL_DATA_TEMPLATES, ZeroShotProbe
 from simclip_bench.train.recipes import recipe_for
 from simclip_bench.train.schedule import warmup_cosine
@@ -55,6 +56,9 @@ METRICS_FILE = "metrics.jsonl"
 DEFAULT_OBJECTIVE = "simclip-anchored"
 DEFAULT_RUNS_DIR = Path("runs")
 PRECISIONS = ("auto", "fp32", "bf16")
+# Where the inner PGD starts: ``ball`` is x + U(-eps, eps) as the reference draws it, ``ball-clipped``
+# the same clipped to [0,1] (what runs saved before ``attack_start`` existed used).
+ATTACK_STARTS = ("ball", "ball-clipped")
 
 __all__ = ["DEFAULT_OBJECTIVE", "DEFAULT_RUNS_DIR", "METRICS_FILE", "TrainConfig", "TrainSession", "TrainingDiverged",
            "embedding_spread", "latest_run", "resume", "train"]
@@ -72,6 +76,9 @@ class TrainConfig:
     and skips unreadable images, ``fail`` stops at the first (``--on-error fail`` or ``--strict``).
     ``allow_unsafe_pickle`` (default False) lets a pickled base model load with the full unpickler (see
     :func:`~simclip_bench.models.spec.load_model`); it is recorded, but a resume asks for it again.
+    The inner PGD (:mod:`simclip_bench.train.inner_attack`): ``attack_momentum`` in [0, 1) (0.9 as in
+    RobustVLM; 0 is plain sign steps); ``attack_loss`` what it maximises (None: the objective's reference
+    choice, see :mod:`simclip_bench.train.objectives`); ``attack_start`` one of :data:`ATTACK_STARTS`.
     """
 
     model: str = "tiny-clip"
@@ -81,6 +88,9 @@ class TrainConfig:
     eps: str = "4/255"
     attack_steps: int = 10
     attack_step_size: str = "1/255"
+    attack_momentum: float = DEFAULT_MOMENTUM
+    attack_loss: str | None = None
+    attack_start: str = "ball"
     steps: int | None = None
     batch_size: int | None = None
     lr: float | None = None
@@ -114,6 +124,8 @@ class TrainConfig:
             if getattr(self, name) is None:
                 setattr(self, name, getattr(recipe, name))
         self.extra.setdefault("recipe", recipe.name)
+        if self.attack_loss is None and self.objective in OBJECTIVES:  # an unknown name is validate()'s to report
+            self.attack_loss = default_attack_loss(self.objective)
         if self.save_every is None:
             self.save_every = max(self.steps // 10, 1)
         if self.probe_every is None:
@@ -148,8 +160,15 @@ class TrainConfig:
                 parse_eps(getattr(self, name))
             except ValueError as e:
                 raise UserError(f"--{name.replace('_', '-')}: {e}") from None
+        try:
+            check_momentum(self.attack_momentum)
+        except ValueError as e:
+            raise UserError(f"--attack-momentum {e}") from None
+        if self.attack_start not in ATTACK_STARTS:
+            raise UserError(f"--attack-start must be {' or '.join(ATTACK_STARTS)}, got {self.attack_start!r}"
+                            f"{did_you_mean(self.attack_start, ATTACK_STARTS)}")
         check_on_error(self.on_error)
-        get_objective(self.objective, self.anchor_weight, self.predictor)
+        get_objective(self.objective, self.anchor_weight, self.predictor, self.attack_loss)
         resolve_device(self.device)
         Split(self.batch_size, self.accum_steps, int(os.environ.get("WORLD_SIZE", "1"))).validate()
 
@@ -186,7 +205,7 @@ class TrainSession:
         self.dist = dist or ddp.DistInfo()
         self.device = ddp.device_for_rank(resolve_device(cfg.device), self.dist)
         self.precision = _precision(cfg, self.device)
-        self.objective = get_objective(cfg.objective, cfg.anchor_weight, cfg.predictor)
+        self.objective = get_objective(cfg.objective, cfg.anchor_weight, cfg.predictor, cfg.attack_loss)
         self.eps = parse_eps(cfg.eps).value
         self.step_size = parse_eps(cfg.attack_step_size).value
         torch.manual_seed(cfg.seed)
@@ -287,7 +306,8 @@ class TrainSession:
                     loss = self.objective.attack_loss(encoder(x_adv), views, idx)
                     return loss, torch.zeros_like(loss, dtype=torch.bool)
 
-                x_adv = training_pgd(attack, x, self.eps, cfg.attack_steps, self.step_size, cfg.seed, step, positions)
+                x_adv = training_pgd(attack, x, self.eps, cfg.attack_steps, self.step_size, cfg.seed, step, positions,
+                                     momentum=cfg.attack_momentum, clip_start=cfg.attack_start == "ball-clipped")
             self.net.train()
             last = m == len(micro_batches) - 1
             sync = self.ddp_net.no_sync() if (self.ddp_net is not None and not last) else contextlib.nullcontext()
@@ -357,6 +377,13 @@ def _config_from_run(run_dir: Path) -> TrainConfig:
     saved = run_config(run_dir)
     if saved.pop("strict", False):  # written before --on-error existed
         saved.setdefault("on_error", FAIL)
+    # Written before the inner PGD had momentum, a start outside [0,1] and a choice of loss: resume it
+    # with the attack it was trained with (plain sign steps from a clipped start, the former loss).
+    saved.setdefault("attack_momentum", 0.0)
+    saved.setdefault("attack_start", "ball-clipped")
+    objective = saved.get("objective", DEFAULT_OBJECTIVE)
+    if "attack_loss" not in saved and objective in OBJECTIVES:
+        saved["attack_loss"] = former_attack_loss(objective)
     names = {f.name for f in fields(TrainConfig)}
     return TrainConfig(**{k: v for k, v in saved.items() if k in names})
 
