@@ -45,7 +45,7 @@ class EvalRequest:
     (default) leaves an unreadable image out of every accuracy and reports it, ``fail`` stops at the first.
     ``allow_unsafe_pickle`` (default False) lets pickled ``.pt`` weights load with the full unpickler
     (see :func:`~simclip_bench.models.spec.load_model`). ``precision``: the attack search's dtype, ``auto``
-    (bf16 on CUDA, fp32 on a CPU), ``fp32``, ``bf16`` or ``fp16``; verdicts are always float32.
+    (bf16 on CUDA, fp32 on a CPU), ``fp32`` or ``bf16``; verdicts are always float32.
     """
 
     models: list[str] = field(default_factory=list)

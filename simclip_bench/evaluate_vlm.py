@@ -40,8 +40,6 @@ VLM_TASKS: tuple[str, ...] = ("captioning", "vqa")
 # --attack for captioning/VQA: RobustVLM's ensemble, one APGD run on the first ground truth, or clean only.
 VLM_ATTACKS: dict[str, str] = {"ensemble": "ensemble", "robustvlm": "ensemble", "apgd": "single", "none": "none"}
 DEFAULT_N_SAMPLES = {"shapes": 200, "files": 500}
-# RobustVLM runs its ground-truth APGD runs on LLaVA cast to float16; ours autocasts to it on CUDA.
-VLM_CUDA_PRECISION = "fp16"
 VLM_SAMPLE_COLUMNS: tuple[str, ...] = (
     "run_id", "model", "checkpoint_hash", "task", "dataset", "sample_id", "attack", "setting", "eps", "eps_text",
     "prompt", "references", "clean_text", "clean_score", "adv_text", "adv_score", "fooled_by", "max_perturbation",
@@ -68,7 +66,7 @@ class VLMEvalRequest:
     device: str = "auto"
     runs_dir: Path = Path("runs")
     allow_unsafe_pickle: bool = False  # full unpickling of pickled encoder weights (see load_model)
-    # Search dtype of the ground-truth runs: auto = fp16 on CUDA (RobustVLM's float16), fp32 on a CPU.
+    # Search dtype of the ground-truth runs: auto = bf16 on CUDA (RobustVLM: float16), fp32 on a CPU.
     precision: str = "auto"
     # VQA only: how answers are normalised before matching (metrics/vqa_accuracy.py); recorded in every row.
     vqa_metric: str = DEFAULT_VQA_METRIC
@@ -153,7 +151,7 @@ def evaluate_one(loaded: LoadedVLM, dataset: VLMDataset, request: VLMEvalRequest
     # scored by different VQA metric variants never replace or average with each other.
     scoring = {"vqa_metric": request.vqa_metric} if request.task == "vqa" else {}
     device = vlm.device
-    precision = resolve_precision(request.precision, device, cuda_default=VLM_CUDA_PRECISION)
+    precision = resolve_precision(request.precision, device)
     x = dataset.images(vlm.image_size).to(device)
     prompts = task.prompts(vlm)
     t0 = time.time()

@@ -41,7 +41,7 @@ class VLMAttackRequest:
     out: Path = Path("attacks-out")
     device: str = "auto"
     allow_unsafe_pickle: bool = False  # full unpickling of pickled encoder weights (see load_model)
-    # Search dtype: auto = fp16 on CUDA untargeted (RobustVLM's float16), fp32 targeted and on a CPU.
+    # Search dtype: auto = bf16 on CUDA untargeted, fp32 targeted (RobustVLM) and on a CPU.
     precision: str = "auto"
 
     @property
@@ -93,7 +93,7 @@ def run_vlm_attack_gallery(request: VLMAttackRequest) -> list[AttackedCaption]:
     if request.target is not None and not request.target.strip():
         raise UserError("--target must be a non-empty text")
     device = resolve_device(request.device)
-    precision = resolve_precision(request.precision, device, cuda_default="fp32" if request.target else "fp16")
+    precision = resolve_precision(request.precision, device, cuda_default="fp32" if request.target else "bf16")
     vlm = load_vlm(request.vlm, request.model, device, request.allow_unsafe_pickle).vlm
     if request.images:
         x = torch.stack([load_image(p, vlm.image_size) for p in request.images])

@@ -92,7 +92,7 @@ def test_bf16_autocast_really_runs_in_bf16_on_a_cpu(zero_shot_head, data):
 
 
 @pytest.mark.parametrize("name, device, expected", [("auto", "cpu", "fp32"), ("auto", "cuda", "bf16"),
-                                                    ("bf16", "cpu", "bf16"), ("fp16", "cpu", "fp16"),
+                                                    ("bf16", "cpu", "bf16"),
                                                     ("fp32", "cuda", "fp32")])
 def test_auto_precision_is_fp32_on_a_cpu_and_the_task_default_on_cuda(name, device, expected):
     assert resolve_precision(name, torch.device(device)) == expected

@@ -29,8 +29,8 @@ def attack(
     out: Path = typer.Option(Path("attacks-out"), help="Directory for the PNGs."),
     device: str = typer.Option("auto", help="auto | cpu | cuda | cuda:N."),
     precision: str = typer.Option(
-        "auto", help="Attack search dtype: auto (CUDA: bf16, VLM fp16, targeted caption fp32; CPU: fp32), fp32, "
-                     "bf16 or fp16. Success is confirmed in fp32."),
+        "auto", help="Attack search dtype: auto (CUDA: bf16, targeted caption fp32; CPU: fp32), fp32 or bf16 "
+                     "(also on a CPU). Success is confirmed in fp32."),
     allow_unsafe_pickle: bool = unsafe_pickle_option(),
 ) -> None:
     """Craft adversarial examples (APGD-CE) and save them as PNG with a before/after picture each."""

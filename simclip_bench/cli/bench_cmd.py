@@ -21,8 +21,8 @@ def bench(
     runs_dir: Path = typer.Option(Path("runs"), help="Where the suite's fine-tuned models are trained (reused)."),
     device: str = typer.Option("auto", help="auto | cpu | cuda | cuda:N."),
     precision: str = typer.Option(
-        "auto", help="Attack search dtype of every evaluation: auto (CUDA: bf16 zero-shot, fp16 captioning/VQA; "
-                     "CPU: fp32), fp32, bf16 or fp16. Verdicts are always fp32."),
+        "auto", help="Attack search dtype of every evaluation: auto (bf16 on CUDA, fp32 on a CPU), fp32 or bf16. "
+                     "Verdicts are always fp32."),
 ) -> None:
     """Run a benchmark suite end to end: train, evaluate every task at clean and each eps, render the leaderboard.
 

@@ -64,8 +64,8 @@ def eval_(
         None, help="VQA accuracy variant (--task vqa): official (default; the VQA challenge's evaluation) or "
                    "robustvlm (RobustVLM's, which also normalises the human answers)."),
     precision: str = typer.Option(
-        "auto", help="Attack search dtype: auto (CUDA: bf16 zero-shot, fp16 captioning/VQA; CPU: fp32), fp32, bf16 "
-                     "or fp16 (also on a CPU). Every reported verdict is computed in fp32."),
+        "auto", help="Attack search dtype: auto (bf16 on CUDA, fp32 on a CPU), fp32 or bf16 (also on a CPU). "
+                     "Every reported verdict is computed in fp32."),
     allow_unsafe_pickle: bool = unsafe_pickle_option(),
 ) -> None:
     """Zero-shot accuracy, clean and under attack, for every model x dataset x eps; resumes from OUT."""

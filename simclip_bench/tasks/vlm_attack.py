@@ -9,7 +9,8 @@ chs20/RobustVLM ``vlm_eval/run_evaluation.py`` with ``--attack ensemble``), fiel
    frequent distinct human answers, skipped where there are fewer), each maximising the language-model
    loss of that text: 100 iterations, l-inf, **from the clean image** (no random start), first step
    **1·eps** (``initial_stepsize=1.0``), no early stopping; the run returns its point of highest loss.
-   These runs use the reduced search precision (``precision``; RobustVLM casts LLaVA to float16);
+   These runs use the reduced search precision (``precision``: bf16 on CUDA; RobustVLM casts LLaVA to
+   float16, whose backward pass underflows without loss scaling, see :mod:`simclip_bench.devices`);
 3. after every run the model generates from the run's image and the sample's task score (CIDEr-D or
    VQA accuracy) is computed; per sample the lowest score so far is kept, with its image and the text
    whose run found it (a tie keeps the earlier run). A sample stops being attacked once its score is
@@ -56,8 +57,8 @@ ScoreFn = Callable[[Sequence[int], Sequence[str]], list[float]]
 @dataclass
 class VLMAttackConfig:
     """One attack setting. ``eps`` in pixel units; ``stop_below`` on the task's score scale; ``precision`` the
-    resolved search dtype of the ground-truth runs (``fp16`` on CUDA by default, as RobustVLM; ``fp32`` on a
-    CPU); the final and targeted runs are always float32."""
+    resolved search dtype of the ground-truth runs (``bf16`` on CUDA by default, where RobustVLM casts LLaVA to
+    float16; ``fp32`` on a CPU); the final and targeted runs are always float32."""
 
     eps: float
     n_iter: int = 100

@@ -68,7 +68,7 @@ def setting_id(spec: EnsembleSpec, norm: str, eps: Eps | None, seed: int, batch_
 @dataclass
 class CellPlan:
     """What to evaluate for one (model, dataset): the fixed sample ``indices``, the attack and eps list, the
-    search ``precision`` (resolved: fp32, bf16 or fp16), and what an unreadable image does (``on_error``: skip
+    search ``precision`` (resolved: fp32 or bf16), and what an unreadable image does (``on_error``: skip
     or fail, see :mod:`simclip_bench.data.unreadable`)."""
 
     source: ClassificationSource
