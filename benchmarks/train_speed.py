@@ -19,7 +19,8 @@ import open_clip
 import torch
 
 from simclip_bench.models.checkpoint import save_safetensors_atomic
-from simclip_bench.train.trainer import TrainConfig, TrainSession
+from simclip_bench.train.config import TrainConfig
+from simclip_bench.train.session import TrainSession
 
 VARIANTS: dict[str, dict] = {
     "fp32": {"precision": "fp32"},

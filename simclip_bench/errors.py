@@ -9,6 +9,12 @@ class UserError(Exception):
     """Bad input from the user: the message says what was wrong and how to fix it."""
 
 
+def first_line(error: BaseException) -> str:
+    """The first line of an exception's message (at most 200 characters), or its type's name."""
+    lines = str(error).splitlines()
+    return lines[0][:200] if lines else type(error).__name__
+
+
 def did_you_mean(word: str, choices: Iterable[str]) -> str:
     """`` (did you mean 'x'?)`` for the closest choice, or an empty string."""
     close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)

@@ -90,7 +90,7 @@ def test_bad_input_gets_one_line_exit_code_2_and_writes_nothing(command, answer,
 def test_gpu_out_of_memory_gets_a_hint_to_lower_the_batch_size(monkeypatch, tmp_path):
     import torch
 
-    import simclip_bench.evaluate as evaluate
+    import simclip_bench.jobs.zeroshot_eval as evaluate
 
     def out_of_memory(*args, **kwargs):
         raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")

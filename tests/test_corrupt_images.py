@@ -13,9 +13,9 @@ from simclip_bench.data.catalog import open_source
 from simclip_bench.data.preprocess import pixel_transform
 from simclip_bench.data.subset import fixed_subset
 from simclip_bench.errors import UserError
-from simclip_bench.evaluate import EvalRequest, run_eval
+from simclip_bench.jobs.zeroshot_eval import EvalRequest, run_eval
 from simclip_bench.results.store import read_samples
-from simclip_bench.train.trainer import _config_from_run
+from simclip_bench.train.config import config_from_run
 
 N_SAMPLES = 10  # of the folder's 16 images: a seeded subset, so a skipped image could shift it
 
@@ -177,4 +177,4 @@ def test_strict_contradicting_on_error_skip_is_refused(bad_training_folder, tmp_
 
 def test_a_run_saved_with_strict_resumes_with_on_error_fail(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({"model": "tiny-clip", "strict": True}))
-    assert _config_from_run(tmp_path).on_error == "fail"
+    assert config_from_run(tmp_path).on_error == "fail"

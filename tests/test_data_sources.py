@@ -16,7 +16,8 @@ from simclip_bench.data.sources import open_train_data
 from simclip_bench.data.webdataset_source import WebDatasetSource
 from simclip_bench.errors import UserError
 from simclip_bench.train.batches import MapBatches, Split, StreamBatches
-from simclip_bench.train.trainer import TrainConfig, train
+from simclip_bench.train.config import TrainConfig
+from simclip_bench.train.loop import train
 
 TINY_PREPROCESS = {"size": (32, 32), "mean": (0.5, 0.5, 0.5), "std": (0.5, 0.5, 0.5), "interpolation": "bicubic",
                    "resize_mode": "shortest"}

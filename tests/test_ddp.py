@@ -12,7 +12,8 @@ import pytest
 import torch
 
 from simclip_bench.models.checkpoint import load_safetensors
-from simclip_bench.train.trainer import TrainConfig, train
+from simclip_bench.train.config import TrainConfig
+from simclip_bench.train.loop import train
 
 ARGS = ["--steps", "3", "--batch-size", "8", "--train-size", "32", "--probe-size", "0", "--attack-steps", "2",
         "--warmup-steps", "1", "--log-every", "1", "--device", "cpu"]

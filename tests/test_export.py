@@ -19,7 +19,8 @@ from simclip_bench.data.preprocess import pixel_transform
 from simclip_bench.models.checkpoint import save_safetensors_atomic
 from simclip_bench.models.export import export
 from simclip_bench.models.spec import load_model
-from simclip_bench.train.trainer import TrainConfig, train
+from simclip_bench.train.config import TrainConfig
+from simclip_bench.train.loop import train
 
 SMALL_ARCH = "simclip-test-vit-s"
 SMALL_CFG = {"embed_dim": 24,

@@ -8,8 +8,8 @@ import pandas as pd
 import pytest
 from _leaderboard_data import model_rows, write_results
 
-from simclip_bench import bench
 from simclip_bench.errors import UserError
+from simclip_bench.jobs import bench
 from simclip_bench.results.store import upsert_results
 
 SUITE = bench.Suite("test", "a test suite", objectives=(), tasks=("zeroshot",), protocol="default")

@@ -108,7 +108,7 @@ def test_with_the_flag_it_loads_and_embeds_exactly_like_the_same_weights_as_plai
 
 
 def test_a_resumed_run_asks_for_the_flag_again_instead_of_reading_it_back(tmp_path, tiny):
-    from simclip_bench.train.trainer import resume
+    from simclip_bench.train.loop import resume
 
     old = _save_with_training_args(tiny.model.clip.state_dict(), tmp_path / "old.pt")
     run = tmp_path / "run"

@@ -7,7 +7,7 @@ import types
 import pytest
 
 from simclip_bench.errors import UserError
-from simclip_bench.tracking import open_tracker
+from simclip_bench.train.tracking import open_tracker
 
 
 def test_no_tracking_by_default():

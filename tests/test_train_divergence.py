@@ -25,7 +25,10 @@ from simclip_bench.cli import app
 from simclip_bench.errors import UserError
 from simclip_bench.models.checkpoint import load_safetensors, read_safetensors_metadata
 from simclip_bench.train.checkpointing import CHECKPOINT_FILENAME, load_checkpoint
-from simclip_bench.train.trainer import TrainConfig, TrainingDiverged, TrainSession, train
+from simclip_bench.train.config import TrainConfig
+from simclip_bench.train.divergence import TrainingDiverged
+from simclip_bench.train.loop import train
+from simclip_bench.train.session import TrainSession
 
 # Tiny and fast: 4 steps of 4 images, a checkpoint every 2 steps, so step 3 diverges after checkpoint 2.
 SMALL = dict(steps=4, batch_size=4, train_size=16, probe_size=0, warmup_steps=1, log_every=1, save_every=2,

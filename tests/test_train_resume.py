@@ -8,10 +8,12 @@ import torch
 
 from simclip_bench.errors import UserError
 from simclip_bench.models.checkpoint import load_safetensors
-from simclip_bench.train import trainer
+from simclip_bench.train import session as trainer_session
 from simclip_bench.train.checkpointing import CHECKPOINT_FILENAME, load_checkpoint
 from simclip_bench.train.collapse import TrainingCollapsed
-from simclip_bench.train.trainer import TrainConfig, TrainSession, resume, train
+from simclip_bench.train.config import TrainConfig
+from simclip_bench.train.loop import resume, train
+from simclip_bench.train.session import TrainSession
 
 # Small but complete: predictor, anchor blend, accumulation, warm-up and cosine all in play.
 SMALL = dict(objective="simclip", anchor_weight=0.5, predictor=True, steps=5, batch_size=8, accum_steps=2,
@@ -84,8 +86,8 @@ def test_the_session_attacks_with_the_configured_momentum_loss_and_start(tmp_pat
         calls.append(kwargs)
         return training_pgd(*args, **kwargs)
 
-    training_pgd = trainer.training_pgd
-    monkeypatch.setattr(trainer, "training_pgd", spy)
+    training_pgd = trainer_session.training_pgd
+    monkeypatch.setattr(trainer_session, "training_pgd", spy)
     cfg = TrainConfig(**{**ANCHORED, "steps": 1, "accum_steps": 1, "probe_size": 0, "attack_steps": 1},
                       attack_momentum=0.3, attack_loss="cosine", out=str(tmp_path / "r"))
     session = TrainSession(cfg, log=_quiet)

@@ -6,9 +6,11 @@ import pytest
 import torch
 
 from simclip_bench.errors import UserError
-from simclip_bench.evaluate import default_models
+from simclip_bench.jobs.zeroshot_eval import default_models
+from simclip_bench.runs import latest_run
+from simclip_bench.train.collapse import embedding_spread
+from simclip_bench.train.config import TrainConfig, config_from_run
 from simclip_bench.train.schedule import warmup_cosine
-from simclip_bench.train.trainer import TrainConfig, _config_from_run, embedding_spread, latest_run
 
 
 def test_builtin_model_gets_builtin_recipe_and_others_the_robustvlm_one():
@@ -58,18 +60,18 @@ def _saved_run(folder, **config):
                                                ("simclip", "cosine")])
 def test_a_run_saved_before_the_attack_settings_resumes_with_the_attack_it_was_trained_with(objective, former,
                                                                                           tmp_path):
-    cfg = _config_from_run(_saved_run(tmp_path / "old", objective=objective))
+    cfg = config_from_run(_saved_run(tmp_path / "old", objective=objective))
     assert (cfg.attack_momentum, cfg.attack_loss, cfg.attack_start) == (0.0, former, "ball-clipped")
 
 
 def test_a_run_saved_without_an_objective_resumes_the_former_default_attack(tmp_path):
-    cfg = _config_from_run(_saved_run(tmp_path / "old"))
+    cfg = config_from_run(_saved_run(tmp_path / "old"))
     assert (cfg.objective, cfg.attack_loss, cfg.attack_momentum) == ("simclip-anchored", "cosine", 0.0)
 
 
 def test_a_run_with_the_attack_settings_resumes_with_them(tmp_path):
     saved = {"objective": "simclip-anchored", "attack_momentum": 0.5, "attack_loss": "l2", "attack_start": "ball"}
-    cfg = _config_from_run(_saved_run(tmp_path / "new", **saved))
+    cfg = config_from_run(_saved_run(tmp_path / "new", **saved))
     assert (cfg.attack_momentum, cfg.attack_loss, cfg.attack_start) == (0.5, "l2", "ball")
 
 

@@ -6,7 +6,7 @@ import pytest
 from typer.testing import CliRunner
 
 from simclip_bench.cli import app
-from simclip_bench.evaluate_vlm import VLM_SAMPLE_COLUMNS
+from simclip_bench.jobs.vlm_eval import VLM_SAMPLE_COLUMNS
 from simclip_bench.results.schema import RESULT_COLUMNS
 
 runner = CliRunner()
@@ -58,7 +58,7 @@ def test_eval_vqa_metric_variant_scores_the_rows_and_is_recorded_in_each(tmp_pat
     scores 0), RobustVLM's drops the article as it does from the prediction (right answers score 1)."""
     import dataclasses
 
-    import simclip_bench.evaluate_vlm as evaluate_vlm
+    import simclip_bench.jobs.vlm_eval as evaluate_vlm
     from simclip_bench.data.vlm_samples import shapes_vqa
 
     def with_articles(n, seed=0):

@@ -10,7 +10,7 @@ import pytest
 import torch
 from _shapes_folder import write_shapes_folder
 
-from simclip_bench.evaluate import EvalRequest, run_eval
+from simclip_bench.jobs.zeroshot_eval import EvalRequest, run_eval
 from simclip_bench.models.checkpoint import save_encoder
 from simclip_bench.results.store import read_samples
 

@@ -36,8 +36,8 @@ def attack(
     """Craft adversarial examples (APGD-CE) and save them as PNG with a before/after picture each."""
     warn_unsafe_pickle(allow_unsafe_pickle)
     eps = eps or ("2/255" if target is not None else "4/255")
-    if vlm or target:  # captions of a VLM: simclip_bench.vlm_gallery
-        from simclip_bench.vlm_gallery import VLMAttackRequest, run_vlm_attack_gallery
+    if vlm or target:  # captions of a VLM: simclip_bench.jobs.vlm_attack_gallery
+        from simclip_bench.jobs.vlm_attack_gallery import VLMAttackRequest, run_vlm_attack_gallery
 
         vlm_request = VLMAttackRequest(vlm=vlm or "tiny-vlm", model=model, images=list(image or []), n_images=n_images,
                                        eps=eps_list([eps])[0], n_iter=iterations, target=target, seed=seed, out=out,
@@ -47,7 +47,7 @@ def attack(
             stdout.print(f"{item.name}: {item.clean_caption!r} -> {item.adv_caption!r}{hit}  "
                          f"max |δ| {item.max_perturbation * 255:.2f}/255  {item.panel_path}", markup=False)
         return
-    from simclip_bench.gallery import AttackRequest, run_attack_gallery
+    from simclip_bench.jobs.attack_gallery import AttackRequest, run_attack_gallery
 
     request = AttackRequest(model=model, images=list(image or []), n_images=n_images, eps=eps_list([eps])[0],
                             n_iter=100 if iterations is None else iterations, seed=seed, out=out, device=device,

@@ -5,8 +5,9 @@ from pathlib import Path
 
 import typer
 
-from simclip_bench.cli.app import app, console, progress_bar, stdout
+from simclip_bench.cli.app import app, console, stdout
 from simclip_bench.cli.config_file import config_option
+from simclip_bench.cli.reporting import rich_reporter
 from simclip_bench.errors import UserError
 
 
@@ -28,8 +29,8 @@ def bench(
 
     The result files in OUT are replaced by the suite's fresh ones once everything has finished.
     """
-    from simclip_bench.bench import get_suite, run_suite, validate_suite
     from simclip_bench.devices import check_precision, resolve_device
+    from simclip_bench.jobs.bench import get_suite, run_suite, validate_suite
 
     chosen = get_suite(suite)
     validate_suite(chosen)
@@ -38,7 +39,7 @@ def bench(
     for option, folder in (("--out", out), ("--runs-dir", runs_dir)):
         if folder.exists() and not folder.is_dir():
             raise UserError(f"{option} {folder} is a file; pass a directory")
-    with progress_bar() as bar:
-        written = run_suite(chosen, out, runs_dir=runs_dir, device=device, log=console.print, progress=bar,
+    with rich_reporter() as reporter:
+        written = run_suite(chosen, out, runs_dir=runs_dir, device=device, log=console.print, reporter=reporter,
                             precision=precision)
     stdout.print(f"{written}: results.csv, model_cards.json, LEADERBOARD.md, leaderboard.html, plots/")

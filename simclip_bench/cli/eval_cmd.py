@@ -4,11 +4,16 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
-from simclip_bench.cli.app import app, console, progress_bar, stdout, unsafe_pickle_option, warn_unsafe_pickle
+from simclip_bench.cli.app import app, eps_list, stdout, unsafe_pickle_option, warn_unsafe_pickle
 from simclip_bench.cli.config_file import config_option
+from simclip_bench.cli.reporting import rich_reporter
+from simclip_bench.eps import Eps
 from simclip_bench.errors import UserError
+
+MAX_VLM_BATCH = 64  # captioning/VQA cap --batch-size here (its default, 500, is the zero-shot attacks' batch)
 
 
 @app.command(name="eval", epilog="""[bold]Examples[/bold]\n
@@ -72,21 +77,17 @@ def eval_(
     warn_unsafe_pickle(allow_unsafe_pickle)
     if vqa_metric is not None and task != "vqa":
         raise UserError(f"--vqa-metric applies to --task vqa only (got --task {task}); drop --vqa-metric")
-    if task != "zeroshot" or vlm:  # captioning / VQA with a VLM: simclip_bench.evaluate_vlm
-        from simclip_bench.cli.app import eps_list
-
+    if task != "zeroshot" or vlm:  # captioning / VQA with a VLM: simclip_bench.jobs.vlm_eval
         if on_error is not None:
             raise UserError("--on-error applies to --task zeroshot; captioning and VQA stop at an unreadable "
                             "image, so drop --on-error")
-        from simclip_bench.evaluate_vlm import eval_command
-
-        eval_command(task=task, vlm=vlm, models=list(model or []), datasets=list(dataset or []),
+        _eval_vlm(task=task, vlm=vlm, models=list(model or []), datasets=list(dataset or []),
                      dataset_root=dataset_root, attack=attack, eps=eps_list(eps or ["4/255"]), n_samples=n_samples,
                      iterations=iterations, batch_size=batch_size, seed=seed, sample_seed=sample_seed, out=out,
                      device=device, allow_unsafe_pickle=allow_unsafe_pickle, vqa_metric=vqa_metric, precision=precision)
         return
     from simclip_bench.data.unreadable import DEFAULT_ON_ERROR
-    from simclip_bench.evaluate import EvalRequest, run_eval, validate
+    from simclip_bench.jobs.zeroshot_eval import EvalRequest, run_eval, validate
 
     request = EvalRequest(models=list(model or []), datasets=list(dataset or ["shapes"]), dataset_root=dataset_root,
                           protocol=protocol, attack=attack, eps=list(eps) if eps else None, norm=norm,
@@ -94,8 +95,8 @@ def eval_(
                           seed=seed, batch_size=batch_size, workers=workers, on_error=on_error or DEFAULT_ON_ERROR,
                           out=out, device=device, allow_unsafe_pickle=allow_unsafe_pickle, precision=precision)
     validate(request)
-    with progress_bar() as bar:
-        result = run_eval(request, progress=bar, notify=console.print)
+    with rich_reporter() as reporter:
+        result = run_eval(request, reporter)
     _record_run(request, result, config)
     _print_rows(result)
     _print_summary(result)
@@ -104,6 +105,38 @@ def eval_(
     _print_unreadable(result)
     stdout.print(f"{result.computed} samples computed, {result.reused} reused from {out}/ "
                  f"| results: {result.results_path}  per-sample: {result.samples_path}")
+
+
+def _eval_vlm(task: str, vlm: str | None, models: list[str], datasets: list[str], dataset_root: str,
+              attack: str | None, eps: list[Eps], n_samples: int | None, iterations: int | None, batch_size: int,
+              seed: int | None, sample_seed: int | None, out: Path, device: str, allow_unsafe_pickle: bool = False,
+              precision: str = "auto", vqa_metric: str | None = None) -> None:
+    """What ``simclip eval --task captioning|vqa`` (or any ``--vlm``) runs: evaluate, print, write."""
+    from simclip_bench.jobs.vlm_eval import VLMEvalRequest, run_vlm_eval, validate
+    from simclip_bench.metrics.vqa_accuracy import DEFAULT_VQA_METRIC
+    from simclip_bench.vlm.load import DEFAULT_VLM
+
+    if len(datasets) > 1:
+        raise UserError(f"--task {task} takes one --dataset at a time, got {', '.join(datasets)}")
+    request = VLMEvalRequest(task=task, vlm=vlm or DEFAULT_VLM, models=list(models),
+                             dataset=(list(datasets) or ["shapes"])[0],
+                             dataset_root=dataset_root, attack=attack or "ensemble", eps=list(eps),
+                             n_samples=n_samples, n_iter=iterations or 100, batch_size=min(batch_size, MAX_VLM_BATCH),
+                             seed=seed or 0, sample_seed=sample_seed or 0, out=out, device=device,
+                             allow_unsafe_pickle=allow_unsafe_pickle, precision=precision,
+                             vqa_metric=vqa_metric or DEFAULT_VQA_METRIC)
+    validate(request)
+    with rich_reporter() as reporter:
+        result = run_vlm_eval(request, reporter)
+    metric = "CIDEr-D ×100" if task == "captioning" else f"VQA accuracy % ({request.vqa_metric} metric)"
+    table = Table(title=f"{task} on {request.dataset} (n={result.rows[0]['n_samples']}), {metric}")
+    for col in ("model", "attack", "eps", "score", "95% CI", "seconds"):
+        table.add_column(col, justify="left" if col in ("model", "attack") else "right")
+    for r in result.rows:
+        table.add_row(escape(r["model"]), r["attack"], r["eps_text"], f"{100 * r['value']:.1f}",
+                      f"{100 * r['ci_low']:.1f}–{100 * r['ci_high']:.1f}", f"{r['seconds']:.0f}")
+    stdout.print(table)
+    stdout.print(f"results: {result.results_path}  per-sample texts: {result.samples_path}")
 
 
 def _record_run(request, result, config: Path | None) -> None:

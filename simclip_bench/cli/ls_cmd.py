@@ -9,7 +9,7 @@ from simclip_bench.cli.app import app, stdout
 
 
 def _complete_kind(incomplete: str) -> list[str]:
-    from simclip_bench.catalog import KINDS
+    from simclip_bench.jobs.listing import KINDS
 
     return [k for k in KINDS if k.startswith(incomplete)]
 
@@ -24,7 +24,7 @@ def ls(
     plain: bool = typer.Option(False, "--plain", help="Tab-separated lines, for scripts."),
 ) -> None:
     """List what is available: models (with provenance), datasets, attacks, objectives, protocols, tasks."""
-    from simclip_bench.catalog import listing
+    from simclip_bench.jobs.listing import listing
 
     found = listing(kind)
     if plain:

@@ -84,10 +84,10 @@ def train(
 ) -> None:
     """Adversarially fine-tune a CLIP vision encoder (Sim-CLIP, FARE, TeCoA); writes a run directory."""
     warn_unsafe_pickle(allow_unsafe_pickle)
-    from simclip_bench.tracking import open_tracker
-    from simclip_bench.train.trainer import TrainConfig
-    from simclip_bench.train.trainer import resume as resume_training
-    from simclip_bench.train.trainer import train as run_training
+    from simclip_bench.train.config import TrainConfig
+    from simclip_bench.train.loop import resume as resume_training
+    from simclip_bench.train.loop import train as run_training
+    from simclip_bench.train.tracking import open_tracker
 
     tracker = None
     with progress_bar() as bar:
@@ -112,7 +112,7 @@ def train(
                 raise UserError(f"--resume continues a run with its saved settings; drop --{flag} "
                                 "(only --device, --stop-after and --allow-unsafe-pickle go with --resume)")
             explicit_device = ctx.get_parameter_source("device").name == "COMMANDLINE"
-            from simclip_bench.models.spec import run_config
+            from simclip_bench.runs import run_config
 
             total = run_config(resume).get("steps")  # the bar counts to the run's saved total
             tracker = open_tracker(log, resume, {"resume": str(resume)})
@@ -142,9 +142,10 @@ def train(
             if config is not None:
                 cfg.extra["config_file"] = str(config)  # the resolved values are all in config.json
             if log != "none" and cfg.out is None:
-                from simclip_bench.train.trainer import _new_run_dir
+                from simclip_bench.runs import new_run_dir
 
-                cfg.out = str(_new_run_dir(cfg))  # the tracker writes into the run directory from the start
+                # the tracker writes into the run directory from the start
+                cfg.out = str(new_run_dir(cfg.out, cfg.objective))
             tracker = open_tracker(log, Path(cfg.out or "."), dict(vars(cfg)))
             total = cfg.steps
             try:

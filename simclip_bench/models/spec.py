@@ -18,7 +18,6 @@ trusted ``.pt``/``.bin`` that holds more than tensors (e.g. old training scripts
 """
 from __future__ import annotations
 
-import json
 import logging
 import pickle
 from dataclasses import dataclass
@@ -28,7 +27,7 @@ import open_clip
 import torch
 from safetensors import SafetensorError
 
-from simclip_bench.errors import UserError, did_you_mean
+from simclip_bench.errors import UserError, did_you_mean, first_line
 from simclip_bench.models.builtin import BUILTIN_MODELS, register_model_configs
 from simclip_bench.models.checkpoint import (
     ENCODER_FILENAME,
@@ -39,7 +38,6 @@ from simclip_bench.models.checkpoint import (
 )
 from simclip_bench.models.pixel_clip import PixelSpaceCLIP
 
-RUN_CONFIG = "config.json"
 HF_HUB = "hf-hub:"
 UNSAFE_PICKLE_FLAG = "--allow-unsafe-pickle"
 SPEC_KINDS = ("builtin", "hf-hub", "arch-tag", "path")
@@ -133,11 +131,6 @@ def needs_quick_gelu(arch: str, pretrained: str | None) -> bool:
     return bool(open_clip.get_pretrained_cfg(arch, pretrained).get("quick_gelu", False))
 
 
-def _first_line(error: BaseException) -> str:
-    lines = str(error).splitlines()
-    return lines[0][:200] if lines else type(error).__name__
-
-
 def _create(arch_or_schema: str, pretrained: str | None, allow_unsafe_pickle: bool = False):
     """open_clip's model with its weights; ``allow_unsafe_pickle`` reads ``.pt``/``.bin`` with
     ``torch.load(weights_only=False)``, which runs any code the file holds (default False: tensors only)."""
@@ -149,9 +142,9 @@ def _create(arch_or_schema: str, pretrained: str | None, allow_unsafe_pickle: bo
     except pickle.UnpicklingError as e:
         if allow_unsafe_pickle:  # not a weights-only refusal: the file is no pickle at all
             raise UserError(f"could not load {pretrained!r}: it is not a readable checkpoint "
-                            f"({_first_line(e)})") from None
+                            f"({first_line(e)})") from None
         raise UserError(f"refusing to load {pretrained!r}: it is a pickle that needs more than plain tensors "
-                        f"({_first_line(e)[:120]}); convert it to safetensors, or, if you trust this file, pass "
+                        f"({first_line(e)[:120]}); convert it to safetensors, or, if you trust this file, pass "
                         f"{UNSAFE_PICKLE_FLAG} (it can run arbitrary code)") from None
     except (RuntimeError, OSError, ValueError, KeyError, EOFError, SafetensorError, StopIteration,
             AttributeError, ImportError) as e:
@@ -159,7 +152,7 @@ def _create(arch_or_schema: str, pretrained: str | None, allow_unsafe_pickle: bo
         # state dict: StopIteration; a pickled list: AttributeError; with full unpickling, a class from a
         # training script that is not installed: ModuleNotFoundError): all of them are the file's fault
         raise UserError(f"could not load open_clip model {arch_or_schema!r} (pretrained={pretrained!r}): "
-                        f"{_first_line(e)}") from None
+                        f"{first_line(e)}") from None
     tokenizer = open_clip.get_tokenizer(arch_or_schema)
     return clip, tokenizer
 
@@ -182,7 +175,7 @@ def _encoder_metadata(path: Path) -> dict[str, str]:
     try:
         meta = read_safetensors_metadata(path)
     except (SafetensorError, OSError) as e:
-        raise UserError(f"{path} is not a readable safetensors file ({_first_line(e)})") from None
+        raise UserError(f"{path} is not a readable safetensors file ({first_line(e)})") from None
     if meta.get("format") != ENCODER_FORMAT:
         raise UserError(f"{path} is not a simclip-bench encoder checkpoint; for a full open_clip checkpoint "
                         f"use ARCH:PATH, e.g. --model ViT-B-32:{path}")
@@ -265,18 +258,3 @@ def load_model(spec: str, device: torch.device | str = "cpu", allow_unsafe_pickl
     choices = list(BUILTIN_MODELS) + open_clip.list_models()
     raise UserError(f"unknown model {spec!r}{did_you_mean(spec, choices)}; use a built-in name "
                     f"({', '.join(BUILTIN_MODELS)}), ARCH:TAG (e.g. ViT-L-14:openai), hf-hub:org/repo or a path")
-
-
-def run_config(run_dir: Path) -> dict:
-    """The resolved config saved by ``simclip train`` in ``run_dir``; a missing or damaged file is a UserError."""
-    path = Path(run_dir) / RUN_CONFIG
-    if not path.is_file():
-        raise UserError(f"{run_dir} has no {RUN_CONFIG}; pass the run directory that 'simclip train' wrote")
-    try:
-        saved = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, ValueError, RecursionError) as e:
-        raise UserError(f"{path} is damaged ({type(e).__name__}: {_first_line(e)}); "
-                        "it is the run's saved settings, so re-create the run") from None
-    if not isinstance(saved, dict):
-        raise UserError(f"{path} is damaged (a JSON {type(saved).__name__}, not an object); re-create the run")
-    return saved

@@ -17,6 +17,7 @@ from simclip_bench.models.builtin import BUILTIN_MODELS
 from simclip_bench.models.checkpoint import ENCODER_FILENAME, atomic_write_text, read_safetensors_metadata
 from simclip_bench.models.known_checkpoints import known_by_spec
 from simclip_bench.results.store import locked
+from simclip_bench.runs import RUN_CONFIG
 
 CARDS_FILE = "model_cards.json"
 PRETRAINED = "none (pretrained)"
@@ -79,7 +80,7 @@ def _encoder_card(model: str, sha: str, encoder: Path) -> ModelCard:
     meta = read_safetensors_metadata(encoder)
     extra = json.loads(meta.get("extra") or "{}")
     extra.setdefault("base_model", meta.get("base_model", ""))
-    config_path = encoder.parent / "config.json"
+    config_path = encoder.parent / RUN_CONFIG
     config = json.loads(config_path.read_text()) if config_path.is_file() else {}
     config.setdefault("arch", meta.get("arch", ""))
     return _trained_card(model, sha, config, extra, str(encoder.parent))

@@ -27,7 +27,7 @@ from simclip_bench.results.schema import RESULT_COLUMNS, RESULT_KEY, SAMPLE_COLU
 
 RESULTS_FILE = "results.csv"
 SAMPLES_FILE = "samples.csv"
-VLM_SAMPLES_FILE = "vlm_samples.csv"  # captioning / VQA per-sample texts (simclip_bench.evaluate_vlm)
+VLM_SAMPLES_FILE = "vlm_samples.csv"  # captioning / VQA per-sample texts (simclip_bench.jobs.vlm_eval)
 LOCK_FILE = ".store.lock"
 _BLOCK = 1 << 16  # bytes read at a time when looking backwards for the last complete line
 

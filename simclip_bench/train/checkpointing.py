@@ -15,8 +15,8 @@ import torch
 
 from simclip_bench.errors import UserError
 from simclip_bench.models.checkpoint import atomic_writer
+from simclip_bench.runs import CHECKPOINT_FILENAME
 
-CHECKPOINT_FILENAME = "checkpoint.pt"
 CHECKPOINT_FORMAT = "simclip-bench.train-checkpoint.v1"
 
 

@@ -12,13 +12,19 @@ language model that reads the encoder's features. Tasks and attacks need exactly
 
 Prompts are the model's own instruction format: ``caption_prompt()`` and ``vqa_prompt(question)`` give
 the wording the model was trained or instructed with, so tasks stay model-agnostic.
+
+:class:`LoadedVLM` is what every loader returns (:mod:`.load` for the tiny VLM, :mod:`.llava` for LLaVA):
+the VLM with its encoder swapped in, and how result tables name it.
 """
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
+
+NATIVE_ENCODER = "native"  # --model native: keep the VLM's own vision tower
 
 
 class VisionLanguageModel(ABC):
@@ -56,3 +62,14 @@ class VisionLanguageModel(ABC):
     def postprocess_answer(self, text: str) -> str:
         """The answer part of a generated VQA text (default: the first line, stripped)."""
         return text.strip().split("\n")[0].strip()
+
+
+@dataclass
+class LoadedVLM:
+    """A VLM ready for evaluation; ``model_id`` names VLM and encoder in result tables, e.g. ``tiny-vlm[tiny-clip]``."""
+
+    vlm: VisionLanguageModel
+    vlm_spec: str
+    encoder_spec: str
+    model_id: str
+    checkpoint_hash: str

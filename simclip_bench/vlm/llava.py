@@ -38,7 +38,7 @@ from torch import nn
 
 from simclip_bench.errors import UserError
 from simclip_bench.results.schema import vlm_model_id
-from simclip_bench.vlm.base import VisionLanguageModel
+from simclip_bench.vlm.base import NATIVE_ENCODER, LoadedVLM, VisionLanguageModel
 
 CAPTION_PROMPT = "Provide a short caption for this image."
 VQA_SUFFIX = "Answer the question using a single word or phrase."
@@ -159,7 +159,6 @@ def load_llava(model_id: str, encoder_spec: str, device: torch.device, allow_uns
     from transformers import AutoTokenizer, LlavaForConditionalGeneration
 
     from simclip_bench.models.checkpoint import state_dict_sha256
-    from simclip_bench.vlm.load import NATIVE_ENCODER, LoadedVLM
 
     try:
         model = LlavaForConditionalGeneration.from_pretrained(model_id, dtype=torch.float32)

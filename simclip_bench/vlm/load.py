@@ -13,7 +13,6 @@ The encoder spec is anything ``--model`` accepts (:func:`simclip_bench.models.sp
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -21,21 +20,9 @@ import torch
 from simclip_bench.errors import UserError
 from simclip_bench.models.spec import load_model
 from simclip_bench.results.schema import vlm_model_id
-from simclip_bench.vlm.base import VisionLanguageModel
+from simclip_bench.vlm.base import NATIVE_ENCODER, LoadedVLM
 
 DEFAULT_VLM = "tiny-vlm"
-NATIVE_ENCODER = "native"
-
-
-@dataclass
-class LoadedVLM:
-    """A VLM ready for evaluation; ``model_id`` names VLM and encoder in result tables, e.g. ``tiny-vlm[tiny-clip]``."""
-
-    vlm: VisionLanguageModel
-    vlm_spec: str
-    encoder_spec: str
-    model_id: str
-    checkpoint_hash: str
 
 
 def check_vlm_spec(spec: str) -> None:

@@ -61,8 +61,7 @@ def _attacks() -> Listing:
 
 
 def _objectives() -> Listing:
-    from simclip_bench.train.objectives import OBJECTIVES
-    from simclip_bench.train.trainer import DEFAULT_OBJECTIVE
+    from simclip_bench.train.objectives import DEFAULT_OBJECTIVE, OBJECTIVES
 
     rows = [(name, ((cls.__doc__ or "").strip().splitlines() or [""])[0]
              + (" (default)" if name == DEFAULT_OBJECTIVE else "")) for name, cls in OBJECTIVES.items()]
@@ -70,7 +69,7 @@ def _objectives() -> Listing:
 
 
 def _protocols() -> Listing:
-    from simclip_bench.bench import SUITES
+    from simclip_bench.jobs.bench import SUITES
     from simclip_bench.tasks.protocols import PROTOCOLS
 
     rows = [(f"eval --protocol {p.name}", p.description) for p in PROTOCOLS.values()]
@@ -79,7 +78,7 @@ def _protocols() -> Listing:
 
 
 def _tasks() -> Listing:
-    from simclip_bench.bench import TASK_RUNNERS
+    from simclip_bench.jobs.bench import TASK_RUNNERS
     from simclip_bench.leaderboard.headline import HEADLINES
 
     rows = [(t, f"headline {h.metric}" + ("" if t in TASK_RUNNERS else " (no benchmark runner yet)"))

@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
-from rich.markup import escape
 
 from simclip_bench.data.vlm_files import CAPTION_DATASETS, VQA_DATASETS, caption_dataset, vqa_dataset
 from simclip_bench.data.vlm_samples import VLMDataset, shapes_captioning, shapes_vqa
@@ -27,13 +26,16 @@ from simclip_bench.errors import UserError, did_you_mean
 from simclip_bench.metrics.vqa_accuracy import DEFAULT_VQA_METRIC, VQA_METRICS
 from simclip_bench.models.builtin import DEFAULT_MODEL
 from simclip_bench.models.checkpoint import atomic_write_text
+from simclip_bench.progress import SILENT, Reporter
 from simclip_bench.provenance import git_sha, new_run_id, package_version, utc_now
 from simclip_bench.results.schema import RESULT_COLUMNS
-from simclip_bench.results.store import VLM_SAMPLES_FILE
+from simclip_bench.results.store import RESULTS_FILE, VLM_SAMPLES_FILE, upsert_results
+from simclip_bench.runs import DEFAULT_RUNS_DIR, latest_run
 from simclip_bench.tasks.captioning import CaptioningTask
 from simclip_bench.tasks.vlm_attack import VLMAttackConfig, attack_vlm
 from simclip_bench.tasks.vqa import VQATask
-from simclip_bench.vlm.load import DEFAULT_VLM, NATIVE_ENCODER, LoadedVLM, check_vlm_spec, load_vlm
+from simclip_bench.vlm.base import NATIVE_ENCODER, LoadedVLM
+from simclip_bench.vlm.load import DEFAULT_VLM, check_vlm_spec, load_vlm
 
 TASKS: tuple[str, ...] = ("zeroshot", "captioning", "vqa")
 VLM_TASKS: tuple[str, ...] = ("captioning", "vqa")
@@ -64,7 +66,7 @@ class VLMEvalRequest:
     sample_seed: int = 0
     out: Path = Path("simclip-results")
     device: str = "auto"
-    runs_dir: Path = Path("runs")
+    runs_dir: Path = DEFAULT_RUNS_DIR
     allow_unsafe_pickle: bool = False  # full unpickling of pickled encoder weights (see load_model)
     # Search dtype of the ground-truth runs: auto = bf16 on CUDA (RobustVLM: float16), fp32 on a CPU.
     precision: str = "auto"
@@ -112,8 +114,6 @@ def default_encoders(request: VLMEvalRequest) -> list[str]:
     """Tiny VLM: ``tiny-clip`` and the latest run; LLaVA: its own tower only."""
     if request.vlm.startswith("llava:"):
         return [NATIVE_ENCODER]
-    from simclip_bench.train.trainer import latest_run
-
     latest = latest_run(request.runs_dir)
     return [DEFAULT_MODEL] + ([str(latest)] if latest else [])
 
@@ -223,74 +223,33 @@ def _append_csv(path: Path, rows: Sequence[dict], columns: Sequence[str]) -> Non
     atomic_write_text(path, new.to_csv(index=False))
 
 
-def run_vlm_eval(request: VLMEvalRequest, progress=None,
-                 notify: Callable[[str], None] | None = None) -> VLMEvalResult:
+def run_vlm_eval(request: VLMEvalRequest, reporter: Reporter = SILENT) -> VLMEvalResult:
     """Evaluate every encoder in the VLM; write per-sample rows, then result rows, once all are done.
 
-    ``notify`` receives user notices, only after the dataset and every input check have passed.
+    ``reporter`` shows one progress line per encoder, counting attack runs, and gets the notices for the user
+    only after the dataset and every input check have passed.
     """
     validate(request)
     device = resolve_device(request.device)
     dataset = load_dataset(request)
     specs = request.models or default_encoders(request)
-    if not request.models and request.vlm == DEFAULT_VLM and len(specs) == 1 and notify is not None:
-        notify(f"no finished 'simclip train' run under {request.runs_dir}/: evaluating {DEFAULT_MODEL} only")
+    if not request.models and request.vlm == DEFAULT_VLM and len(specs) == 1:
+        reporter.notify(f"no finished 'simclip train' run under {request.runs_dir}/: evaluating {DEFAULT_MODEL} only")
     run_id = new_run_id()
     rows: list[dict] = []
     sample_rows: list[dict] = []
     for spec in specs:
         loaded = load_vlm(request.vlm, spec, device, request.allow_unsafe_pickle)
-        task_id = None
-        if progress is not None:
-            n_runs = 0 if VLM_ATTACKS[request.attack] == "none" else len(request.eps)
-            # Model ids hold brackets and paths ("tiny-vlm[/runs/x]"): escape them, rich reads [..] as markup.
-            task_id = progress.add_task(escape(loaded.model_id[-28:]), total=max(n_runs, 1), info="attack runs")
+        n_runs = 0 if VLM_ATTACKS[request.attack] == "none" else len(request.eps)
+        line = reporter.start(loaded.model_id[-28:], total=max(n_runs, 1), info="attack runs")
         r, s = evaluate_one(loaded, dataset, request, run_id,
-                            on_run_done=(lambda name, t=task_id: progress.update(t, info=escape(name)))
-                            if task_id is not None else None)
-        if task_id is not None:
-            progress.update(task_id, completed=progress.tasks[task_id].total)
+                            on_run_done=lambda name, line=line: reporter.set_info(line, name))
+        reporter.complete(line)
         rows += r
         sample_rows += s
     request.out.mkdir(parents=True, exist_ok=True)
     samples_path = request.out / VLM_SAMPLES_FILE
     _append_csv(samples_path, sample_rows, VLM_SAMPLE_COLUMNS)
-    from simclip_bench.results.store import RESULTS_FILE, upsert_results
-
     upsert_results(request.out, rows)
     return VLMEvalResult(rows, sample_rows, request.out / RESULTS_FILE, samples_path)
 
-
-MAX_VLM_BATCH = 64
-
-
-def eval_command(task: str, vlm: str | None, models: Sequence[str], datasets: Sequence[str], dataset_root: str,
-                 attack: str | None, eps: Sequence[Eps], n_samples: int | None, iterations: int | None,
-                 batch_size: int, seed: int | None, sample_seed: int | None, out: Path, device: str,
-                 allow_unsafe_pickle: bool = False, precision: str = "auto", vqa_metric: str | None = None) -> None:
-    """What ``simclip eval --task captioning|vqa`` (or any ``--vlm``) runs: evaluate, print, write."""
-    from rich.table import Table
-
-    from simclip_bench.cli.app import console, progress_bar, stdout
-
-    if len(datasets) > 1:
-        raise UserError(f"--task {task} takes one --dataset at a time, got {', '.join(datasets)}")
-    request = VLMEvalRequest(task=task, vlm=vlm or DEFAULT_VLM, models=list(models),
-                             dataset=(list(datasets) or ["shapes"])[0],
-                             dataset_root=dataset_root, attack=attack or "ensemble", eps=list(eps),
-                             n_samples=n_samples, n_iter=iterations or 100, batch_size=min(batch_size, MAX_VLM_BATCH),
-                             seed=seed or 0, sample_seed=sample_seed or 0, out=out, device=device,
-                             allow_unsafe_pickle=allow_unsafe_pickle, precision=precision,
-                             vqa_metric=vqa_metric or DEFAULT_VQA_METRIC)
-    validate(request)
-    with progress_bar() as bar:
-        result = run_vlm_eval(request, progress=bar, notify=console.print)
-    metric = "CIDEr-D ×100" if task == "captioning" else f"VQA accuracy % ({request.vqa_metric} metric)"
-    table = Table(title=f"{task} on {request.dataset} (n={result.rows[0]['n_samples']}), {metric}")
-    for col in ("model", "attack", "eps", "score", "95% CI", "seconds"):
-        table.add_column(col, justify="left" if col in ("model", "attack") else "right")
-    for r in result.rows:
-        table.add_row(escape(r["model"]), r["attack"], r["eps_text"], f"{100 * r['value']:.1f}",
-                      f"{100 * r['ci_low']:.1f}–{100 * r['ci_high']:.1f}", f"{r['seconds']:.0f}")
-    stdout.print(table)
-    stdout.print(f"results: {result.results_path}  per-sample texts: {result.samples_path}")

@@ -11,7 +11,6 @@ cannot be read is left out and reported (``on_error="skip"``) or stops the run (
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,12 +23,13 @@ from simclip_bench.devices import check_precision, resolve_device, resolve_preci
 from simclip_bench.errors import UserError, check_count
 from simclip_bench.models.builtin import DEFAULT_MODEL
 from simclip_bench.models.spec import load_model
+from simclip_bench.progress import SILENT, Reporter
 from simclip_bench.provenance import git_sha, new_run_id, package_version, utc_now
 from simclip_bench.results.aggregate import CellMeta, cell_rows, paired_differences, summary_table
 from simclip_bench.results.store import RESULTS_FILE, SAMPLES_FILE, read_samples, upsert_results
+from simclip_bench.runs import DEFAULT_RUNS_DIR, latest_run
 from simclip_bench.tasks.protocols import DEFAULT_PROTOCOL, Protocol, get_protocol
 from simclip_bench.tasks.zeroshot import CellPlan, done_keys, run_cell
-from simclip_bench.train.trainer import DEFAULT_RUNS_DIR, latest_run
 
 SUMMARY_FILE = "summary.csv"
 PAIRED_FILE = "paired.csv"
@@ -118,11 +118,11 @@ def validate(request: EvalRequest) -> Protocol:
     return protocol
 
 
-def run_eval(request: EvalRequest, progress=None, notify: Callable[[str], None] | None = None) -> EvalResult:
+def run_eval(request: EvalRequest, reporter: Reporter = SILENT) -> EvalResult:
     """Evaluate the grid; returns the rows of this grid, its summary and paired differences.
 
-    ``notify`` receives notices for the user (e.g. that only the built-in model is evaluated); it is
-    called only after every input check has passed, so bad input still gets exactly one error line.
+    ``reporter`` shows one progress line per (model, dataset) cell, counting samples, and gets the notices for
+    the user (e.g. that only the built-in model is evaluated) once every input check has passed.
     """
     protocol = validate(request)
     device = resolve_device(request.device)
@@ -134,8 +134,8 @@ def run_eval(request: EvalRequest, progress=None, notify: Callable[[str], None] 
             raise UserError(f"--n-samples {wanted} exceeds the {len(source)} images of {source.name}; "
                             "lower --n-samples")
     specs = request.models or default_models(request.runs_dir)
-    if not request.models and len(specs) == 1 and notify is not None:
-        notify(f"no finished 'simclip train' run under {request.runs_dir}/: evaluating {specs[0]} only")
+    if not request.models and len(specs) == 1:
+        reporter.notify(f"no finished 'simclip train' run under {request.runs_dir}/: evaluating {specs[0]} only")
     # fail on a bad spec before any attack runs
     loaded = [load_model(spec, device, request.allow_unsafe_pickle) for spec in specs]
     run_id = new_run_id()
@@ -153,14 +153,12 @@ def run_eval(request: EvalRequest, progress=None, notify: Callable[[str], None] 
                             request.batch_size, request.on_error, precision)
             ids = [source.sample_id(i) for i in indices]
             ids_by_dataset[source.name] = set(ids)
-            task = None
-            if progress is not None:
-                name = model.model_id if len(model.model_id) <= 20 else "…" + model.model_id[-19:]
-                task = progress.add_task(f"{name} {source.name}", total=len(indices), info=spec.name)
+            name = model.model_id if len(model.model_id) <= 20 else "…" + model.model_id[-19:]
+            line = reporter.start(f"{name} {source.name}", total=len(indices), info=spec.name)
             t0 = time.time()
             done = done_keys(read_samples(request.out), model, source.name)
             report = run_cell(model, plan, request.out, run_id, device, done,
-                              on_batch=(lambda k, t=task: progress.advance(t, k)) if task is not None else None)
+                              on_batch=lambda k, line=line: reporter.advance(line, k))
             computed, reused = computed + report.computed, reused + report.reused
             unreadable.update(dict.fromkeys(report.unreadable.values()))
             meta = CellMeta(run_id=run_id, created_at=utc_now(), git_sha=git_sha(), package_version=package_version(),

@@ -19,9 +19,11 @@ from pathlib import Path
 from simclip_bench.eps import parse_eps
 from simclip_bench.errors import UserError, did_you_mean
 from simclip_bench.models.checkpoint import ENCODER_FILENAME, atomic_write_text
+from simclip_bench.progress import SILENT, Reporter
 from simclip_bench.results.model_cards import card_for_spec, write_cards
 from simclip_bench.results.schema import split_vlm_model_id
 from simclip_bench.results.store import RESULTS_FILE, SAMPLES_FILE, VLM_SAMPLES_FILE, read_results
+from simclip_bench.runs import DEFAULT_RUNS_DIR, run_config
 
 BENCH_CONFIG_FILE = "bench_config.json"
 
@@ -39,29 +41,29 @@ class TaskContext:
     seed: int
     out: Path
     device: str
-    progress: object = None
+    reporter: Reporter = SILENT
     precision: str = "auto"
 
 
 def _run_zeroshot(ctx: TaskContext) -> None:
-    from simclip_bench.evaluate import EvalRequest, run_eval
+    from simclip_bench.jobs.zeroshot_eval import EvalRequest, run_eval
 
     run_eval(EvalRequest(models=ctx.models, datasets=["shapes"], protocol=ctx.protocol, attack=ctx.attack,
                          eps=ctx.eps, n_samples=ctx.n_samples, n_iter=ctx.iterations, sample_seed=ctx.seed,
                          seed=ctx.seed, out=ctx.out, device=ctx.device, precision=ctx.precision),
-             progress=ctx.progress)
+             ctx.reporter)
 
 
 def _vlm_runner(task: str) -> Callable[[TaskContext], None]:
     """Captioning or VQA with the tiny VLM on the built-in data, RobustVLM's attack ensemble, each encoder."""
 
     def run(ctx: TaskContext) -> None:
-        from simclip_bench.evaluate_vlm import VLMEvalRequest, run_vlm_eval
+        from simclip_bench.jobs.vlm_eval import VLMEvalRequest, run_vlm_eval
 
         run_vlm_eval(VLMEvalRequest(task=task, models=ctx.models, eps=[parse_eps(e) for e in ctx.eps],
                                     n_samples=ctx.n_samples, n_iter=ctx.iterations, seed=ctx.seed,
                                     sample_seed=ctx.seed, out=ctx.out, device=ctx.device,
-                                    precision=ctx.precision), progress=ctx.progress)
+                                    precision=ctx.precision), ctx.reporter)
 
     return run
 
@@ -121,7 +123,7 @@ def get_suite(name: str) -> Suite:
 
 
 def _train_config(suite: Suite, objective: str, run_dir: Path, device: str):
-    from simclip_bench.train.trainer import TrainConfig
+    from simclip_bench.train.config import TrainConfig
 
     cfg = TrainConfig(model=suite.base_model, objective=objective, eps=suite.train_eps, seed=suite.seed,
                       train_size=suite.train_size, device=device, out=str(run_dir))
@@ -145,8 +147,7 @@ _SAME_RUN = ("model", "objective", "eps", "steps", "batch_size", "lr", "seed", "
 
 def ensure_trained(suite: Suite, runs_dir: Path, device: str, log: Callable[[str], None] = print) -> list[str]:
     """Train each fine-tuned model of the suite unless an identical finished run exists; return their specs."""
-    from simclip_bench.models.spec import run_config
-    from simclip_bench.train.trainer import train
+    from simclip_bench.train.loop import train
 
     specs = []
     for objective in suite.objectives:
@@ -181,10 +182,11 @@ def validate_suite(suite: Suite) -> None:
             raise UserError(f"suite {suite.name!r}: {err}") from None
 
 
-def run_suite(suite: Suite, out: Path, runs_dir: Path = Path("runs"), device: str = "auto",
-              log: Callable[[str], None] = print, progress=None, precision: str = "auto") -> Path:
+def run_suite(suite: Suite, out: Path, runs_dir: Path = DEFAULT_RUNS_DIR, device: str = "auto",
+              log: Callable[[str], None] = print, reporter: Reporter = SILENT, precision: str = "auto") -> Path:
     """Run ``suite``; replace OUT's result files with the fresh ones only once everything finished.
 
+    ``log`` gets a line per training and per task; ``reporter`` the evaluations' progress lines.
     ``precision``: the attack search dtype of every evaluation (``auto``: the task's CUDA default, fp32 on a CPU).
     """
     from simclip_bench.leaderboard import render_leaderboard
@@ -202,7 +204,7 @@ def run_suite(suite: Suite, out: Path, runs_dir: Path = Path("runs"), device: st
             TASK_RUNNERS[task](TaskContext(models=models, eps=list(suite.eps), protocol=suite.protocol,
                                            attack=suite.attack,
                                            n_samples=suite.n_samples, iterations=suite.iterations, seed=suite.seed,
-                                           out=staging, device=device, progress=progress, precision=precision))
+                                           out=staging, device=device, reporter=reporter, precision=precision))
         rows = read_results(staging)
         keys = sorted({(split_vlm_model_id(m)[0], h) for m, h in zip(rows["model"], rows["checkpoint_hash"],
                                                                         strict=False)})  # encoders, not VLMs

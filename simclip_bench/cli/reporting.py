@@ -1,0 +1,42 @@
+"""The CLI's :class:`~simclip_bench.progress.Reporter`: the jobs' progress lines as rich bars, notices on stderr."""
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import Progress, TaskID
+
+from simclip_bench.cli.app import console, progress_bar
+
+
+class RichReporter:
+    """Each progress line is a task of ``bar``; labels and infos are escaped (model ids such as
+    ``tiny-vlm[runs/x]`` hold brackets, which rich would read as markup); notices go to ``notices``."""
+
+    def __init__(self, bar: Progress, notices: Console = console) -> None:
+        self.bar, self.notices = bar, notices
+
+    def notify(self, message: str) -> None:
+        self.notices.print(message)
+
+    def start(self, label: str, total: int, info: str = "") -> TaskID:
+        return self.bar.add_task(escape(label), total=total, info=escape(info))
+
+    def advance(self, line: Any, amount: int = 1) -> None:
+        self.bar.advance(line, amount)
+
+    def set_info(self, line: Any, info: str) -> None:
+        self.bar.update(line, info=escape(info))
+
+    def complete(self, line: Any) -> None:
+        self.bar.update(line, completed=self.bar.tasks[line].total)
+
+
+@contextmanager
+def rich_reporter() -> Iterator[RichReporter]:
+    """A :class:`RichReporter` on the CLI's progress display (:func:`~simclip_bench.cli.app.progress_bar`)."""
+    with progress_bar() as bar:
+        yield RichReporter(bar)
