@@ -1,9 +1,10 @@
 """How a long job reports progress and notices without knowing who shows them, or whether anyone does.
 
 The evaluation jobs (:mod:`simclip_bench.jobs.zeroshot_eval`, :mod:`simclip_bench.jobs.vlm_eval`) and
-``simclip bench`` take a :class:`Reporter`. The CLI passes one that draws rich progress bars and prints
-notices on stderr (:mod:`simclip_bench.cli.reporting`); a library caller passes nothing and gets
-:data:`SILENT`, which does nothing. Texts are plain: a renderer escapes what its format would read as markup.
+``simclip bench`` take a :class:`Reporter`. The CLI passes one that draws rich progress bars (plain lines now
+and then when stderr is no terminal) and prints notices on stderr (:mod:`simclip_bench.cli.reporting`); a
+library caller passes nothing and gets :data:`SILENT`, which does nothing. Texts are plain: a renderer
+escapes what its format would read as markup.
 """
 from __future__ import annotations
 

@@ -181,7 +181,8 @@ def test_the_package_has_no_import_cycle(graph):
 
 def test_the_package_root_holds_only_the_small_shared_modules():
     root_modules = sorted(p.stem for p in (SOURCE_ROOT / PACKAGE).glob("*.py"))
-    assert root_modules == ["__init__", "__main__", "devices", "eps", "errors", "progress", "provenance", "runs"]
+    assert root_modules == ["__init__", "__main__", "devices", "eps", "errors", "grid", "progress", "provenance",
+                            "runs"]
 
 
 # ----------------------------------------------------------------------- the checker, on a made-up package

@@ -11,6 +11,7 @@ import re
 import shlex
 from pathlib import Path
 
+import numpy as np
 import pytest
 from PIL import Image
 from typer.testing import CliRunner
@@ -49,6 +50,10 @@ def _make_fixtures(folder: Path) -> None:
     (folder / "notes.txt").write_text("not an image\n")
     (folder / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(range(64)))
     (folder / "a-file").write_text("a file where a folder belongs\n")
+    Image.fromarray(np.full((8, 8), 255.0, np.float32)).save(folder / "hdr.tif")  # float, but 0..255
+    (folder / "no-names.txt").write_text("\n")
+    (folder / "res").mkdir()
+    (folder / "res" / "results.csv").write_text("model,value\n")
     (folder / "bad.toml").write_text("steps = [\n")
     (folder / "unknown.yaml").write_text("stepz: 3\n")
     (folder / "images").mkdir()

@@ -26,3 +26,30 @@ def test_decimal_that_is_k_over_255_is_shown_as_a_fraction():
 def test_bad_eps_is_refused_with_a_fix(text):
     with pytest.raises(ValueError, match="4/255"):
         parse_eps(text)
+
+
+@pytest.mark.parametrize("text, fix", [("4/255,8/255", "--eps 4/255 --eps 8/255"),
+                                       ("2/255, 4/255;8/255", "--eps 2/255 --eps 4/255 --eps 8/255"),
+                                       ("4/255 8/255", "--eps 4/255 --eps 8/255")])
+def test_a_list_in_one_eps_gets_the_hint_to_repeat_the_option(text, fix):
+    with pytest.raises(ValueError, match=f"is {len(fix.split()) // 2} eps in one value: give each its own --eps, "
+                                         f"e.g. {fix}"):
+        parse_eps(text)
+
+
+@pytest.mark.parametrize("args, fix", [
+    (["eval", "--eps", "4", "/255"], "--eps 4 /255: the shell split one eps into 2 arguments; write it without "
+                                     "spaces: --eps 4/255"),
+    (["eval", "--eps", "4/", "255", "--n-samples", "3"], "write it without spaces: --eps 4/255"),
+    (["attack", "--eps", "8", "/", "255"], "split one eps into 3 arguments; write it without spaces: --eps 8/255"),
+    (["train", "--eps=2", "/255"], "write it without spaces: --eps 2/255"),
+])
+def test_an_eps_split_by_the_shell_gets_the_hint_to_drop_the_spaces(args, fix):
+    from typer.testing import CliRunner
+
+    from simclip_bench.cli import app
+
+    result = CliRunner().invoke(app, args)
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert result.exit_code == 2 and len(lines) == 1, result.output
+    assert lines[0].startswith("simclip: error: ") and fix in lines[0]

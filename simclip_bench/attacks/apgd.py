@@ -159,7 +159,9 @@ class APGD:
             todo = torch.nonzero(~out_success).flatten()
             if len(todo) == 0:
                 break
-            seeds = sample_seeds(self.seed, seed_ids[todo], salt=restart)
+            # seed_ids may live on the CPU (the ensemble's keys) and sample_seeds returns CPU seeds, while
+            # todo and the stream's positions live on x's device: a CPU tensor indexed by CUDA indices raises.
+            seeds = sample_seeds(self.seed, seed_ids[todo.to(seed_ids.device)], salt=restart).to(x.device)
             first = start[todo].detach() if start is not None and restart == 0 else None
             r = self._run_stream(objective, x[todo], idx[todo], seeds, first)
             unconfirmed += r.unconfirmed

@@ -25,7 +25,7 @@ def preflight_checks(classifier: nn.Module, x: torch.Tensor, y: torch.Tensor) ->
         first, second = classifier(x).float(), classifier(x).float()
     if not torch.allclose(first, second, rtol=1e-4, atol=1e-5):
         flags.append(FLAG_RANDOM_OUTPUTS)
-    if bool((first >= 0).all() and (first <= 1).all()) and torch.allclose(first.sum(-1), torch.ones(len(x)),
+    if bool((first >= 0).all() and (first <= 1).all()) and torch.allclose(first.sum(-1), first.new_ones(len(x)),
                                                                             atol=1e-4):
         flags.append(FLAG_SOFTMAX_OUTPUTS)
     xg = x.detach().clone().requires_grad_(True)

@@ -16,7 +16,9 @@ except ImportError:  # pragma: no cover - older typer on real click
     from click import exceptions as click_exceptions
     from click.exceptions import Abort
 
-from simclip_bench.eps import Eps, parse_eps
+from simclip_bench.cli.plain_progress import PlainProgress
+from simclip_bench.cli.threads import warn_if_oversubscribed
+from simclip_bench.eps import Eps, parse_eps, split_eps_hint
 from simclip_bench.errors import UserError
 
 console = Console(stderr=True)
@@ -38,7 +40,7 @@ class OneLineErrors(TyperGroup):
             sys.exit(0)
         except click_exceptions.ClickException as e:
             where = f"simclip {e.ctx.info_name}" if getattr(e, "ctx", None) and e.ctx.parent else "simclip"
-            _fail(f"{e.format_message()} (see '{where} --help')")
+            _fail(split_eps_hint(args) or f"{e.format_message()} (see '{where} --help')")  # --eps 4 /255
         except UserError as e:
             _fail(str(e))
         except Abort:
@@ -65,9 +67,9 @@ app = typer.Typer(cls=OneLineErrors, add_completion=True, no_args_is_help=True, 
                   help="Sim-CLIP adversarial fine-tuning and honest robustness evaluation of CLIP models.")
 
 
-def eps_list(values: list[str], option: str = "--eps") -> list[Eps]:
+def eps_list(values: list[str], option: str = "--eps", norm: str = "linf") -> list[Eps]:
     try:
-        return [parse_eps(v) for v in values]
+        return [parse_eps(v, norm) for v in values]
     except ValueError as e:
         raise UserError(f"{option}: {e}") from None
 
@@ -106,6 +108,7 @@ class LazyProgress(Progress):
         task = super().add_task(*args, **kwargs)
         if not self._shown:
             self._shown = True
+            warn_if_oversubscribed()  # the work starts: every input check has passed
             super().start()
         return task
 
@@ -115,7 +118,10 @@ class LazyProgress(Progress):
 
 
 def progress_bar() -> Progress:
-    """The progress display of long commands (on stderr); see :class:`LazyProgress`."""
+    """The progress display of long commands (on stderr): live bars on a terminal (:class:`LazyProgress`),
+    plain lines now and then in a log file (:class:`~simclip_bench.cli.plain_progress.PlainProgress`)."""
+    if not console.is_terminal:
+        return PlainProgress(console, on_first_task=warn_if_oversubscribed)
     return LazyProgress(TextColumn("[bold]{task.description}"), BarColumn(bar_width=16), MofNCompleteColumn(),
                         TextColumn("{task.fields[info]}"), TextColumn("ETA"), TimeRemainingColumn(compact=True),
                         console=console, transient=False)

@@ -8,13 +8,15 @@ import typer
 from simclip_bench.cli.app import app, console, stdout
 from simclip_bench.cli.config_file import config_option
 from simclip_bench.cli.reporting import rich_reporter
+from simclip_bench.cli.threads import apply_threads, threads_option
 from simclip_bench.errors import UserError
 
 
-@app.command(epilog="""[bold]Examples[/bold]\n
-  simclip bench --suite default --out results     # the committed leaderboard (about 15 minutes on 2 CPU cores)\n
-  simclip bench --suite smoke --out /tmp/smoke    # the whole pipeline in seconds, numbers meaningless\n
-  simclip ls protocols                            # the suites""")
+@app.command(epilog="""[bold]Examples[/bold]
+
+  simclip bench --suite default --out results   # the committed leaderboard
+  simclip bench --suite smoke --out /tmp/smoke  # the pipeline in minutes
+  simclip ls protocols                          # the suites""")
 def bench(
     config: Path = config_option(),
     suite: str = typer.Option("default", help="Suite to run (see 'simclip ls protocols')."),
@@ -24,11 +26,13 @@ def bench(
     precision: str = typer.Option(
         "auto", help="Attack search dtype of every evaluation: auto (bf16 on CUDA, fp32 on a CPU), fp32 or bf16. "
                      "Verdicts are always fp32."),
+    threads: int = threads_option(),
 ) -> None:
     """Run a benchmark suite end to end: train, evaluate every task at clean and each eps, render the leaderboard.
 
     The result files in OUT are replaced by the suite's fresh ones once everything has finished.
     """
+    apply_threads(threads)
     from simclip_bench.devices import check_precision, resolve_device
     from simclip_bench.jobs.bench import get_suite, run_suite, validate_suite
 

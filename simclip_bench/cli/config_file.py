@@ -15,7 +15,6 @@ from typing import Any
 import typer
 
 from simclip_bench.errors import UserError, did_you_mean
-from simclip_bench.models.checkpoint import atomic_write_text
 
 RESOLVED_DIR = "eval_configs"
 
@@ -89,6 +88,8 @@ def config_option() -> Any:
 
 def save_resolved_config(out_dir: Path, run_id: str, command: str, settings: dict[str, Any]) -> Path:
     """Write the fully resolved settings of one run to ``out_dir/eval_configs/<run_id>.json``."""
+    from simclip_bench.models.checkpoint import atomic_write_text  # imports torch: not on the --help path
+
     path = Path(out_dir) / RESOLVED_DIR / f"{run_id}.json"
     atomic_write_text(path, json.dumps({"command": command, "run_id": run_id, **settings}, indent=2,
                                        default=str) + "\n")

@@ -10,25 +10,32 @@ from rich.table import Table
 from simclip_bench.cli.app import app, eps_list, stdout, unsafe_pickle_option, warn_unsafe_pickle
 from simclip_bench.cli.config_file import config_option
 from simclip_bench.cli.reporting import rich_reporter
+from simclip_bench.cli.threads import apply_threads, threads_option
 from simclip_bench.eps import Eps
 from simclip_bench.errors import UserError
+from simclip_bench.results.intervals import ACCURACY_CI, AVERAGE_CI, MEAN_CI, PAIRED_CI
 
 MAX_VLM_BATCH = 64  # captioning/VQA cap --batch-size here (its default, 500, is the zero-shot attacks' batch)
 
 
-@app.command(name="eval", epilog="""[bold]Examples[/bold]\n
-  simclip eval                                    # built-in base model vs. latest 'simclip train' run\n
-  simclip eval --attack apgd --eps 2/255 --eps 4/255\n
-  simclip eval --protocol robustvlm --dataset shapes     # RobustVLM's zero-shot protocol\n
-  simclip eval --protocol robustvlm --dataset robustvlm --dataset imagenet --dataset-root '/data/{dataset}' \\\n
-      --model ViT-L-14:openai --model hf-hub:chs20/fare4-clip --device cuda\n
-  simclip eval --attack autoattack --eps 4/255          # standard AutoAttack (reference code)\n
-  simclip eval --dataset ./my-folder --model tiny-clip --n-samples 200   # an ImageFolder\n
-  simclip eval --config eval.toml --eps 2/255       # options from a file; flags override it\n
-  simclip eval --task captioning                  # tiny VLM: base encoder vs. latest run, clean and APGD ensemble\n
-  simclip eval --task vqa --vqa-metric robustvlm  # VQA accuracy as RobustVLM computes it (default: official)\n
-  simclip eval --task vqa --vlm llava:llava-hf/llava-1.5-7b-hf --model ViT-L-14:openai --model runs/my-run \\\n
-      --dataset vqav2 --dataset-root /data/vqav2 --n-samples 500 --batch-size 4 --device cuda""")
+@app.command(name="eval", epilog="""[bold]Examples[/bold]
+
+  simclip eval                  # tiny-clip vs. the latest 'simclip train' run
+  simclip eval --attack apgd --eps 2/255 --eps 4/255
+  simclip eval --norm l2 --eps 0.5                   # an l2 attack, radius 0.5
+  simclip eval --protocol robustvlm          # RobustVLM's zero-shot protocol
+  simclip eval --attack autoattack --eps 4/255   # AutoAttack (reference code)
+  simclip eval --dataset ./my-folder --n-samples 200    # any ImageFolder
+  simclip eval --config eval.toml --eps 2/255   # a file's options; flags win
+  simclip eval --threads 1             # one torch thread: for a shared machine
+  simclip eval --task captioning   # tiny VLM: base encoder vs. the latest run
+  simclip eval --task vqa --vqa-metric robustvlm    # VQA accuracy as RobustVLM
+
+  # RobustVLM's zero-shot table on a GPU (see the README for the datasets)
+  simclip eval --protocol robustvlm --dataset robustvlm --device cuda
+  # LLaVA-1.5 with its own vision tower, then with your run's encoder swapped in
+  simclip eval --task vqa --vlm llava:llava-hf/llava-1.5-7b-hf --device cuda
+  simclip eval --task vqa --vlm llava:llava-hf/llava-1.5-7b-hf --model runs/x""")
 def eval_(
     config: Path = config_option(),
     task: str = typer.Option("zeroshot", help="zeroshot (default), captioning or vqa (a VLM task, see --vlm)."),
@@ -72,9 +79,11 @@ def eval_(
         "auto", help="Attack search dtype: auto (bf16 on CUDA, fp32 on a CPU), fp32 or bf16 (also on a CPU). "
                      "Every reported verdict is computed in fp32."),
     allow_unsafe_pickle: bool = unsafe_pickle_option(),
+    threads: int = threads_option(),
 ) -> None:
     """Zero-shot accuracy, clean and under attack, for every model x dataset x eps; resumes from OUT."""
     warn_unsafe_pickle(allow_unsafe_pickle)
+    apply_threads(threads)
     if vqa_metric is not None and task != "vqa":
         raise UserError(f"--vqa-metric applies to --task vqa only (got --task {task}); drop --vqa-metric")
     if task != "zeroshot" or vlm:  # captioning / VQA with a VLM: simclip_bench.jobs.vlm_eval
@@ -86,6 +95,8 @@ def eval_(
                      iterations=iterations, batch_size=batch_size, seed=seed, sample_seed=sample_seed, out=out,
                      device=device, allow_unsafe_pickle=allow_unsafe_pickle, vqa_metric=vqa_metric, precision=precision)
         return
+    if norm in (None, "linf", "l2"):  # a bad eps gets its one line before the job (and torch) is imported
+        eps_list(eps or [], norm=norm or "linf")
     from simclip_bench.data.unreadable import DEFAULT_ON_ERROR
     from simclip_bench.jobs.zeroshot_eval import EvalRequest, run_eval, validate
 
@@ -100,6 +111,7 @@ def eval_(
     _record_run(request, result, config)
     _print_rows(result)
     _print_summary(result)
+    _print_paired(result)
     for flag in result.flags:
         stdout.print(f"[bold red]masking check:[/] {flag}")
     _print_unreadable(result)
@@ -130,11 +142,11 @@ def _eval_vlm(task: str, vlm: str | None, models: list[str], datasets: list[str]
         result = run_vlm_eval(request, reporter)
     metric = "CIDEr-D ×100" if task == "captioning" else f"VQA accuracy % ({request.vqa_metric} metric)"
     table = Table(title=f"{task} on {request.dataset} (n={result.rows[0]['n_samples']}), {metric}")
-    for col in ("model", "attack", "eps", "score", "95% CI", "seconds"):
+    for col in ("model", "attack", "eps", "score", f"95% CI ({MEAN_CI})", "seconds"):
         table.add_column(col, justify="left" if col in ("model", "attack") else "right")
     for r in result.rows:
-        table.add_row(escape(r["model"]), r["attack"], r["eps_text"], f"{100 * r['value']:.1f}",
-                      f"{100 * r['ci_low']:.1f}–{100 * r['ci_high']:.1f}", f"{r['seconds']:.0f}")
+        table.add_row(escape(r["model"]), r["attack"], _eps_label(r["eps_text"], r["norm"]), f"{100 * r['value']:.1f}",
+                      _interval(r["ci_low"], r["ci_high"]), f"{r['seconds']:.0f}")
     stdout.print(table)
     stdout.print(f"results: {result.results_path}  per-sample texts: {result.samples_path}")
 
@@ -166,35 +178,58 @@ def _print_unreadable(result, shown: int = 5) -> None:
         stdout.print(f"  ... and {len(result.unreadable) - shown} more")
 
 
+def _eps_label(eps_text, norm) -> str:
+    """``4/255 (linf)``, ``0.5 (l2)``; a clean row (no norm) keeps its ``0``."""
+    return f"{eps_text} ({norm})" if isinstance(norm, str) and norm else str(eps_text)
+
+
+def _interval(low: float, high: float, signed: bool = False) -> str:
+    """An interval in percent, as every table prints it (one decimal, like the numbers themselves)."""
+    if signed:
+        return f"{100 * low:+.1f} to {100 * high:+.1f}"
+    return f"{100 * low:.1f}–{100 * high:.1f}"
+
+
 def _print_rows(result) -> None:
     table = Table(title=f"zero-shot accuracy, protocol {result.protocol.name}")
-    for col in ("model", "dataset", "attack", "eps", "n", "accuracy", "95% CI"):
+    for col in ("model", "dataset", "attack", "eps", "n", "accuracy", f"95% CI ({ACCURACY_CI})"):
         table.add_column(col, justify="left" if col in ("model", "dataset", "attack") else "right")
     for r in result.rows:
-        table.add_row(r["model"], r["dataset"], r["attack"], r["eps_text"], str(r["n_samples"]),
-                      f"{100 * r['value']:.1f}%", f"{100 * r['ci_low']:.1f}–{100 * r['ci_high']:.1f}")
+        table.add_row(escape(r["model"]), escape(r["dataset"]), r["attack"], _eps_label(r["eps_text"], r["norm"]),
+                      str(r["n_samples"]), f"{100 * r['value']:.1f}%", _interval(r["ci_low"], r["ci_high"]))
     stdout.print(table)
 
 
 def _print_summary(result) -> None:
+    """With several datasets: per model and eps, every dataset's accuracy and their average."""
     summary = result.summary
-    if summary.empty or len(set(r["dataset"] for r in result.rows)) < 2 and result.paired.empty:
+    if summary.empty or len({r["dataset"] for r in result.rows}) < 2:
         return
-    datasets = [c for c in summary.columns if c not in ("model", "attack", "eps", "average", "ci_low", "ci_high")]
+    datasets = [c for c in summary.columns
+                if c not in ("model", "attack", "norm", "eps", "average", "ci_low", "ci_high")]
     table = Table(title="summary: average over datasets")
-    for col in ("model", "attack", "eps", *datasets, "average", "95% CI"):
-        table.add_column(col, justify="left" if col in ("model", "attack") else "right")
+    for col in ("model", "attack", "eps", *datasets, "average", f"95% CI ({AVERAGE_CI})"):
+        table.add_column(escape(col), justify="left" if col in ("model", "attack") else "right")
     for _, r in summary.iterrows():
-        table.add_row(r["model"], r["attack"], r["eps"], *[f"{100 * r[d]:.1f}" for d in datasets],
-                      f"{100 * r['average']:.1f}", f"{100 * r['ci_low']:.1f}–{100 * r['ci_high']:.1f}")
+        table.add_row(escape(r["model"]), r["attack"], _eps_label(r["eps"], r["norm"]),
+                      *[f"{100 * r[d]:.1f}" for d in datasets], f"{100 * r['average']:.1f}",
+                      _interval(r["ci_low"], r["ci_high"]))
     stdout.print(table)
-    if result.paired.empty:
+
+
+def _print_paired(result) -> None:
+    """With several models: each model minus the first on the same samples (the average over datasets when
+    there are several; paired.csv has every dataset)."""
+    paired = result.paired
+    if paired.empty:
         return
-    paired = result.paired[result.paired["dataset"] == "average"]
-    table = Table(title=f"paired difference vs {paired['baseline'].iloc[0] if len(paired) else ''} (same samples)")
-    for col in ("model", "attack", "eps", "difference", "95% CI"):
+    n_datasets = len(set(paired["dataset"]) - {"average"})
+    rows = paired[paired["dataset"] == "average"] if n_datasets > 1 else paired[paired["dataset"] != "average"]
+    where = f"average over {n_datasets} datasets" if n_datasets > 1 else str(rows["dataset"].iloc[0])
+    table = Table(title=f"paired difference vs {paired['baseline'].iloc[0]} on the same samples ({where})")
+    for col in ("model", "attack", "eps", "n", "difference", f"95% CI ({PAIRED_CI})"):
         table.add_column(col, justify="left" if col in ("model", "attack") else "right")
-    for _, r in paired.iterrows():
-        table.add_row(r["model"], r["attack"], r["eps"], f"{100 * r['difference']:+.1f}",
-                      f"{100 * r['ci_low']:+.1f} to {100 * r['ci_high']:+.1f}")
+    for _, r in rows.iterrows():
+        table.add_row(escape(r["model"]), r["attack"], _eps_label(r["eps"], r["norm"]), str(r["n_paired"]),
+                      f"{100 * r['difference']:+.1f}", _interval(r["ci_low"], r["ci_high"], signed=True))
     stdout.print(table)

@@ -8,9 +8,11 @@ import typer
 from simclip_bench.cli.app import app, stdout, unsafe_pickle_option, warn_unsafe_pickle
 
 
-@app.command(epilog="""[bold]Examples[/bold]\n
-  simclip export runs/my-run --format open_clip --out exported/my-run-open_clip\n
-  simclip export runs/my-run --format hf --out exported/my-run-hf      # LLaVA: CLIPVisionModel.from_pretrained(OUT)""")
+@app.command(epilog="""[bold]Examples[/bold]
+
+  simclip export runs/my-run --format open_clip --out exported/my-run-oc
+  # for LLaVA: CLIPVisionModel.from_pretrained("exported/my-run-hf")
+  simclip export runs/my-run --format hf --out exported/my-run-hf""")
 def export(
     model: str = typer.Argument(..., help="A run directory of 'simclip train' (or any model spec)."),
     format: str = typer.Option(..., "--format", help="open_clip | hf (transformers CLIPVisionModel directory)."),

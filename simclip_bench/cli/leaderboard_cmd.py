@@ -8,10 +8,11 @@ import typer
 from simclip_bench.cli.app import app, console, stdout
 
 
-@app.command(epilog="""[bold]Examples[/bold]\n
-  simclip leaderboard simclip-results --out simclip-results     # tables and plots beside the results\n
-  simclip leaderboard results --out /tmp/lb                      # render the committed results elsewhere\n
-  simclip leaderboard results --out results --check              # CI: fail when the committed files are stale""")
+@app.command(epilog="""[bold]Examples[/bold]
+
+  simclip leaderboard simclip-results --out simclip-results   # beside results
+  simclip leaderboard results --out /tmp/lb    # the committed ones, elsewhere
+  simclip leaderboard results --out results --check     # CI: fail when stale""")
 def leaderboard(
     results_dir: Path = typer.Argument(..., help="Directory holding results.csv (and model_cards.json)."),
     out: Path = typer.Option(None, help="Where to write the leaderboard. Default: RESULTS_DIR."),

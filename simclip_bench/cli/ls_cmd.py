@@ -14,10 +14,11 @@ def _complete_kind(incomplete: str) -> list[str]:
     return [k for k in KINDS if k.startswith(incomplete)]
 
 
-@app.command(name="ls", epilog="""[bold]Examples[/bold]\n
-  simclip ls models          # built-in models and the public robust checkpoints (FARE, TeCoA, Sim-CLIP)\n
-  simclip ls attacks         # what --attack takes\n
-  simclip ls objectives      # what 'simclip train --objective' takes""")
+@app.command(name="ls", epilog="""[bold]Examples[/bold]
+
+  simclip ls models      # built-in models and public robust checkpoints
+  simclip ls attacks     # what --attack takes
+  simclip ls objectives  # what 'simclip train --objective' takes""")
 def ls(
     kind: str = typer.Argument(..., help="models | datasets | attacks | objectives | protocols | tasks",
                                autocompletion=_complete_kind),

@@ -9,8 +9,10 @@ from simclip_bench.cli.app import app, console, stdout
 from simclip_bench.errors import UserError
 
 
-@app.command(name="pretrain-builtin", epilog="""[bold]Example[/bold]\n
-  simclip pretrain-builtin --out /tmp/tiny.safetensors  # regenerate the shipped weights elsewhere""")
+@app.command(name="pretrain-builtin", epilog="""[bold]Example[/bold]
+
+  # regenerate the shipped weights elsewhere
+  simclip pretrain-builtin --out /tmp/tiny.safetensors""")
 def pretrain_builtin_cmd(
     steps: int = typer.Option(3000, help="Optimizer steps."),
     out: Path = typer.Option(None, help="Where to write the weights (default: the package's shipped file)."),

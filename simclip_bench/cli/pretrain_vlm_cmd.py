@@ -9,8 +9,9 @@ from simclip_bench.cli.app import app, console, progress_bar, stdout
 from simclip_bench.errors import UserError
 
 
-@app.command(name="pretrain-vlm", epilog="""[bold]Examples[/bold]\n
-  simclip pretrain-vlm                            # rebuild the shipped tiny-VLM weights (about 10 min on 2 cores)\n
+@app.command(name="pretrain-vlm", epilog="""[bold]Examples[/bold]
+
+  simclip pretrain-vlm    # the shipped tiny-VLM weights (10 minutes, 2 cores)
   simclip pretrain-vlm --out /tmp/tiny-vlm.safetensors --steps 500""")
 def pretrain_vlm_cmd(
     steps: int = typer.Option(4000, help="Optimizer steps."),

@@ -1,4 +1,5 @@
-"""The CLI's :class:`~simclip_bench.progress.Reporter`: the jobs' progress lines as rich bars, notices on stderr."""
+"""The CLI's :class:`~simclip_bench.progress.Reporter`: the jobs' progress lines as rich bars (as plain lines in a
+log file: :mod:`simclip_bench.cli.plain_progress`), notices on stderr."""
 from __future__ import annotations
 
 from collections.abc import Iterator

@@ -7,9 +7,10 @@ import typer
 
 from simclip_bench.cli.app import app, console, progress_bar, stdout, unsafe_pickle_option, warn_unsafe_pickle
 from simclip_bench.cli.config_file import config_option
+from simclip_bench.cli.threads import apply_threads, threads_option
 from simclip_bench.errors import UserError
 
-RESUME_OPTIONS = {"resume", "stop_after", "device", "ctx", "log", "allow_unsafe_pickle"}
+RESUME_OPTIONS = {"resume", "stop_after", "device", "ctx", "log", "allow_unsafe_pickle", "threads"}
 
 
 def _on_error(on_error: str | None, strict: bool) -> str:
@@ -21,16 +22,20 @@ def _on_error(on_error: str | None, strict: bool) -> str:
     return FAIL if strict else check_on_error(on_error or DEFAULT_ON_ERROR)
 
 
-@app.command(epilog="""[bold]Examples[/bold]\n
-  simclip train                                   # Sim-CLIP on the built-in tiny CLIP, a few minutes on a CPU\n
-  simclip train --objective fare                  # FARE; also tecoa, simclip, simclip-anchored\n
-  simclip train --objective simclip --anchor-weight 0.5 --predictor\n
-  simclip train --attack-loss cosine --attack-momentum 0 --attack-start ball-clipped   # the former attack\n
-  simclip train --model ViT-L-14:openai --data /data/imagenet --device cuda --accum-steps 2 --grad-checkpointing\n
-  torchrun --nproc_per_node 8 -m simclip_bench train --model ViT-L-14:openai --data /data/imagenet --out runs/fare4\n
-  simclip train --resume runs/fare4               # continue after a kill, exactly\n
-  simclip train --config run.toml --steps 100     # options from a file; flags override it\n
-  simclip train --log tensorboard                 # also log to TensorBoard (needs: pip install tensorboard)""")
+@app.command(epilog="""[bold]Examples[/bold]
+
+  simclip train                   # Sim-CLIP on the built-in tiny CLIP (minutes)
+  simclip train --objective fare  # also tecoa, simclip, simclip-anchored
+  simclip train --objective simclip --anchor-weight 0.5 --predictor
+  simclip train --steps 100 --threads 1     # one torch thread: a shared machine
+  simclip train --resume runs/fare4         # continue after a kill, exactly
+  simclip train --config run.toml --steps 100   # a file's options; flags win
+  simclip train --log tensorboard           # needs: pip install tensorboard
+  # the former inner attack (with --attack-loss cosine for simclip-anchored)
+  simclip train --attack-momentum 0 --attack-start ball-clipped
+  # ViT-L-14 on ImageNet, one GPU; then 8 GPUs with DDP
+  simclip train --model ViT-L-14:openai --data /data/imagenet --device cuda
+  torchrun --nproc_per_node 8 -m simclip_bench train --data /data/imagenet""")
 def train(
     ctx: typer.Context,
     config: Path = config_option(),
@@ -81,9 +86,11 @@ def train(
     stop_after: int = typer.Option(None, help="Leave after this many steps of this session (resume later)."),
     log: str = typer.Option("none", help="Also log metrics to: none | tensorboard | wandb (optional packages)."),
     allow_unsafe_pickle: bool = unsafe_pickle_option(),
+    threads: int = threads_option(),
 ) -> None:
     """Adversarially fine-tune a CLIP vision encoder (Sim-CLIP, FARE, TeCoA); writes a run directory."""
     warn_unsafe_pickle(allow_unsafe_pickle)
+    apply_threads(threads)
     from simclip_bench.train.config import TrainConfig
     from simclip_bench.train.loop import resume as resume_training
     from simclip_bench.train.loop import train as run_training
@@ -98,8 +105,10 @@ def train(
             nonlocal task
             info = (f"loss {record['loss']:+.3f} std√d {record['embedding_std_sqrt_d']:.2f} "
                     f"{record['images_per_s']:.0f} img/s")
+            if "probe_zero_shot" in record:  # clean held-out accuracy, where this step probed it
+                info += f" zero-shot {record['probe_zero_shot']:.1%}"
             if task is None:
-                task = bar.add_task("train", total=total, info="")
+                task = bar.add_task("train", total=total, info="", unit="steps")
             bar.update(task, completed=step, info=info)
             if tracker is not None:
                 tracker.log(step, record)
@@ -110,7 +119,7 @@ def train(
             if given:
                 flag = given[0].replace("_", "-")
                 raise UserError(f"--resume continues a run with its saved settings; drop --{flag} "
-                                "(only --device, --stop-after and --allow-unsafe-pickle go with --resume)")
+                                "(only --device, --stop-after, --threads and --allow-unsafe-pickle go with --resume)")
             explicit_device = ctx.get_parameter_source("device").name == "COMMANDLINE"
             from simclip_bench.runs import run_config
 

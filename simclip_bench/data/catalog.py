@@ -24,7 +24,9 @@ from simclip_bench.data.classification import (
     TorchDatasetSource,
     image_folder_source,
 )
+from simclip_bench.data.image_io import read_rgb
 from simclip_bench.errors import UserError, did_you_mean
+from simclip_bench.grid import unique_values
 
 BUILTIN = "shapes"
 ROBUSTVLM_DATASETS: tuple[str, ...] = (
@@ -57,13 +59,9 @@ HOW_TO_GET: dict[str, str] = {
 
 
 def expand(names: list[str]) -> list[str]:
-    """Collections replaced by their members, duplicates dropped, order kept."""
-    out: list[str] = []
-    for name in names:
-        for member in COLLECTIONS.get(name, (name,)):
-            if member not in out:
-                out.append(member)
-    return out
+    """Collections replaced by their members, duplicates dropped (a folder written two ways too), order kept."""
+    members = [member for name in names for member in COLLECTIONS.get(name, (name,))]
+    return unique_values(members, known_names())
 
 
 def dataset_root(template: str, name: str) -> Path:
@@ -142,11 +140,14 @@ def clip_benchmark_source(name: str, root: Path, workers: int = 0) -> TorchDatas
         with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
             warnings.simplefilter("ignore")
             try:
-                return build_dataset(name, root=str(root), transform=transform, split="test", download=False)
+                dataset = build_dataset(name, root=str(root), transform=transform, split="test", download=False)
             except (RuntimeError, FileNotFoundError, AssertionError, OSError, KeyError, IndexError) as e:
                 detail = " ".join(str(e).split()) or type(e).__name__
                 raise UserError(f"dataset {name} at {root} is incomplete or in the wrong layout ({detail}); "
                                 f"to get it, {_how_to_get(name, root)}") from None
+        if hasattr(dataset, "loader"):  # ImageFolder layouts (ImageNet and its variants): read as every image is
+            dataset.loader = read_rgb
+        return dataset
 
     probe = build(None)
     if len(probe) == 0:

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import torch
 
+from simclip_bench.data.image_io import read_rgb
 from simclip_bench.data.shapes import ShapesDataset
 from simclip_bench.data.unreadable import describe, unreadable_error
 from simclip_bench.errors import UserError
@@ -201,7 +202,7 @@ def image_folder_source(root: Path, workers: int = 0) -> TorchDatasetSource:
 
     def build(transform):
         try:
-            return ImageFolder(str(root), transform=transform)
+            return ImageFolder(str(root), transform=transform, loader=read_rgb)
         except (FileNotFoundError, RuntimeError) as e:
             raise UserError(f"--dataset {root}: {e}") from None
 

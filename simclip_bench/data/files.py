@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from PIL import Image
 
+from simclip_bench.data.image_io import read_rgb
 from simclip_bench.data.manifest_paths import ManifestFolder
 from simclip_bench.data.preprocess import PixelTransform
 from simclip_bench.data.unreadable import describe
@@ -43,8 +43,7 @@ class LoadedImage:
 
 def read_image(path: str | Path, transform: PixelTransform, label: int) -> LoadedImage:
     try:
-        with Image.open(path) as img:
-            return LoadedImage(transform(img.convert("RGB")), label)
+        return LoadedImage(transform(read_rgb(path)), label)
     except Exception as e:  # noqa: BLE001 - any decoder failure means "unreadable", counted by the caller
         return LoadedImage(None, label, describe(str(path), e))
 

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from simclip_bench.data.image_io import ImageReadError, read_rgb, square_tensor
 from simclip_bench.data.shapes import ShapesDataset
 from simclip_bench.errors import UserError
 
@@ -63,24 +64,20 @@ class VLMDataset:
 
 
 def load_image(image: Path | np.ndarray, size: int) -> torch.Tensor:
-    """(3, size, size) in [0,1] from a file or a uint8 array (bicubic resize of the shorter side, centre crop)."""
+    """(3, size, size) in [0,1] from a file (see :func:`~simclip_bench.data.image_io.read_rgb`) or a uint8 array
+    (bicubic resize of the shorter side, centre crop)."""
     if isinstance(image, np.ndarray):
         im = Image.fromarray(image)
     else:
         try:
-            with Image.open(image) as f:
-                im = f.convert("RGB")
+            im = read_rgb(image)
         except FileNotFoundError:
             raise UserError(f"image file {image} is missing") from None
+        except ImageReadError as e:
+            raise UserError(f"image file {image}: {e}") from None
         except OSError as e:
             raise UserError(f"image file {image} is not a readable image ({e.__class__.__name__})") from None
-    if im.size != (size, size):
-        w, h = im.size
-        scale = size / min(w, h)
-        im = im.resize((max(size, round(w * scale)), max(size, round(h * scale))), Image.BICUBIC)
-        left, top = (im.width - size) // 2, (im.height - size) // 2
-        im = im.crop((left, top, left + size, top + size))
-    return torch.from_numpy(np.asarray(im, dtype=np.float32) / 255.0).permute(2, 0, 1).contiguous()
+    return square_tensor(im, size)
 
 
 # RobustVLM stops attacking a caption below CIDEr 10 (printed scale) on COCO; the generated data uses the same.

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import torch
 from braceexpand import braceexpand
-from PIL import Image
 
 from simclip_bench.data.files import LoadedImage
+from simclip_bench.data.image_io import read_rgb
 from simclip_bench.data.preprocess import PixelTransform
 from simclip_bench.data.unreadable import describe
 from simclip_bench.errors import UserError
@@ -76,7 +76,6 @@ class WebDatasetSource:
         if raw.image_bytes is None:
             return LoadedImage(None, raw.label, f"{raw.key}: no image ({'/'.join(IMAGE_KEYS)}) in the sample")
         try:
-            with Image.open(io.BytesIO(raw.image_bytes)) as img:
-                return LoadedImage(self.transform(img.convert("RGB")), raw.label)
+            return LoadedImage(self.transform(read_rgb(io.BytesIO(raw.image_bytes))), raw.label)
         except Exception as e:  # noqa: BLE001 - an undecodable image is counted, not fatal
             return LoadedImage(None, raw.label, describe(raw.key, e))

@@ -145,8 +145,10 @@ def run_name(base_model: str, objective: str, eps: str, steps: int) -> str:
 _SAME_RUN = ("model", "objective", "eps", "steps", "batch_size", "lr", "seed", "train_size")
 
 
-def ensure_trained(suite: Suite, runs_dir: Path, device: str, log: Callable[[str], None] = print) -> list[str]:
-    """Train each fine-tuned model of the suite unless an identical finished run exists; return their specs."""
+def ensure_trained(suite: Suite, runs_dir: Path, device: str, log: Callable[[str], None] = print,
+                   reporter: Reporter = SILENT) -> list[str]:
+    """Train each fine-tuned model of the suite unless an identical finished run exists; return their specs.
+    ``reporter`` gets a progress line per training, counting steps."""
     from simclip_bench.train.loop import train
 
     specs = []
@@ -161,7 +163,14 @@ def ensure_trained(suite: Suite, runs_dir: Path, device: str, log: Callable[[str
             log(f"reusing {run_dir}")
         else:
             log(f"training {objective} on {suite.base_model} into {run_dir}")
-            train(cfg, log=log)
+            line, done_steps = reporter.start(f"train {objective}", total=cfg.steps), [0]
+
+            def progress(step: int, record: dict, line=line, done_steps=done_steps) -> None:
+                reporter.set_info(line, f"loss {record['loss']:+.3f}")
+                reporter.advance(line, step - done_steps[0])
+                done_steps[0] = step
+
+            train(cfg, progress=progress, log=log)
         specs.append(str(run_dir))
     return specs
 
@@ -195,7 +204,7 @@ def run_suite(suite: Suite, out: Path, runs_dir: Path = DEFAULT_RUNS_DIR, device
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out} is a file; pass a directory")
-    models = [suite.base_model, *ensure_trained(suite, runs_dir, device, log)]
+    models = [suite.base_model, *ensure_trained(suite, runs_dir, device, log, reporter)]
     out.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".bench-", dir=out))
     try:

@@ -9,11 +9,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
-import statistics
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import pandas as pd
@@ -21,18 +19,20 @@ import pandas as pd
 from simclip_bench.data.vlm_files import CAPTION_DATASETS, VQA_DATASETS, caption_dataset, vqa_dataset
 from simclip_bench.data.vlm_samples import VLMDataset, shapes_captioning, shapes_vqa
 from simclip_bench.devices import check_precision, resolve_device, resolve_precision
-from simclip_bench.eps import Eps
+from simclip_bench.eps import Eps, unique_eps
 from simclip_bench.errors import UserError, did_you_mean
+from simclip_bench.grid import unique_values
 from simclip_bench.metrics.vqa_accuracy import DEFAULT_VQA_METRIC, VQA_METRICS
-from simclip_bench.models.builtin import DEFAULT_MODEL
+from simclip_bench.models.builtin import BUILTIN_MODELS, DEFAULT_MODEL
 from simclip_bench.models.checkpoint import atomic_write_text
 from simclip_bench.progress import SILENT, Reporter
 from simclip_bench.provenance import git_sha, new_run_id, package_version, utc_now
+from simclip_bench.results.intervals import mean_interval
 from simclip_bench.results.schema import RESULT_COLUMNS
 from simclip_bench.results.store import RESULTS_FILE, VLM_SAMPLES_FILE, upsert_results
 from simclip_bench.runs import DEFAULT_RUNS_DIR, latest_run
 from simclip_bench.tasks.captioning import CaptioningTask
-from simclip_bench.tasks.vlm_attack import VLMAttackConfig, attack_vlm
+from simclip_bench.tasks.vlm_attack import VLMAttackConfig, attack_vlm, planned_runs
 from simclip_bench.tasks.vqa import VQATask
 from simclip_bench.vlm.base import NATIVE_ENCODER, LoadedVLM
 from simclip_bench.vlm.load import DEFAULT_VLM, check_vlm_spec, load_vlm
@@ -134,16 +134,14 @@ def _setting(config: dict) -> str:
     return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:12]
 
 
-def _mean_ci(values: Sequence[float]) -> tuple[float, float, float]:
-    """Mean and a normal-approximation 95 % interval of per-sample scores."""
-    mean = statistics.fmean(values)
-    half = 1.96 * statistics.stdev(values) / math.sqrt(len(values)) if len(values) > 1 else float("nan")
-    return mean, mean - half, mean + half
-
-
 def evaluate_one(loaded: LoadedVLM, dataset: VLMDataset, request: VLMEvalRequest, run_id: str,
-                 on_run_done: Callable[[str], None] | None = None) -> tuple[list[dict], list[dict]]:
-    """Clean and attacked scores of one VLM+encoder: (result rows, per-sample rows)."""
+                 on_run_done: Callable[[str], None] | None = None,
+                 reporter: Reporter = SILENT) -> tuple[list[dict], list[dict]]:
+    """Clean and attacked scores of one VLM+encoder: (result rows, per-sample rows).
+
+    ``reporter`` gets one progress line counting samples through the clean outputs and every attack run at
+    every eps (N samples each), with the run and the mean score so far as its info.
+    """
     vlm = loaded.vlm
     task = (CaptioningTask(dataset) if request.task == "captioning"
             else VQATask(dataset, metric_variant=request.vqa_metric))
@@ -154,17 +152,24 @@ def evaluate_one(loaded: LoadedVLM, dataset: VLMDataset, request: VLMEvalRequest
     precision = resolve_precision(request.precision, device)
     x = dataset.images(vlm.image_size).to(device)
     prompts = task.prompts(vlm)
+    protocol = VLM_ATTACKS[request.attack]
+    configs = [] if protocol == "none" else [
+        VLMAttackConfig(eps=eps.value, n_iter=request.n_iter, protocol=protocol, targets=task.attack_targets,
+                        stop_below=dataset.stop_below, batch_size=request.batch_size, seed=request.seed,
+                        precision=precision) for eps in request.eps]
+    line = reporter.start(loaded.model_id[-28:], total=len(x) * (1 + sum(len(planned_runs(c)) for c in configs)),
+                          info="clean outputs")
     t0 = time.time()
     clean_texts = []
     for s in range(0, len(x), request.batch_size):
         clean_texts += vlm.generate(x[s:s + request.batch_size], prompts[s:s + request.batch_size])
+        reporter.advance(line, len(x[s:s + request.batch_size]))
     indices = list(range(len(x)))
     clean_scores = task.score(vlm, indices, clean_texts)
     common = {"run_id": run_id, "created_at": utc_now(), "git_sha": git_sha(), "package_version": package_version(),
               "model": loaded.model_id, "checkpoint_hash": loaded.checkpoint_hash, "task": request.task,
               "dataset": dataset.name, "split": dataset.split, "n_samples": len(x), "sample_seed": request.sample_seed,
               "device": str(device), "metric": task.metric, "flags": ""}
-    protocol = VLM_ATTACKS[request.attack]
     rows = [_row(common, "none", scoring, None, clean_scores, time.time() - t0, protocol)]
     samples: list[dict] = []
     refs = [json.dumps(list(s.references)) for s in dataset.samples]
@@ -177,14 +182,19 @@ def evaluate_one(loaded: LoadedVLM, dataset: VLMDataset, request: VLMEvalRequest
                             "references": refs[i],
                             "clean_text": clean_texts[i], "clean_score": clean_scores[i], "adv_text": clean_texts[i],
                             "adv_score": clean_scores[i], "fooled_by": "", "max_perturbation": 0.0})
+        reporter.complete(line)
         return rows, samples
-    for eps in request.eps:
+    for eps, config in zip(request.eps, configs, strict=True):
         t0 = time.time()
-        config = VLMAttackConfig(eps=eps.value, n_iter=request.n_iter, protocol=protocol,
-                                 targets=task.attack_targets, stop_below=dataset.stop_below,
-                                 batch_size=request.batch_size, seed=request.seed, precision=precision)
+        runs = planned_runs(config)
+
+        def progress(run: str, k: int, mean: float, eps: Eps = eps, runs: list[str] = runs) -> None:
+            reporter.set_info(line, f"{eps.text}: run {runs.index(run) + 1}/{len(runs)} {run}, mean {task.metric} "
+                                    f"×100 {100 * mean:.1f}")
+            reporter.advance(line, k)
+
         outcome = attack_vlm(vlm, x, prompts, task.ground_truth(), lambda idx, texts: task.score(vlm, idx, texts),
-                             clean_texts, clean_scores, config, on_run_done=on_run_done)
+                             clean_texts, clean_scores, config, on_run_done=on_run_done, on_progress=progress)
         attack_name = f"apgd-{protocol}"
         described = {**config.describe(), **scoring}
         rows.append(_row(common, attack_name, described, eps, outcome.scores, time.time() - t0, protocol))
@@ -196,12 +206,13 @@ def evaluate_one(loaded: LoadedVLM, dataset: VLMDataset, request: VLMEvalRequest
                             "clean_text": clean_texts[i], "clean_score": clean_scores[i],
                             "adv_text": outcome.texts[i], "adv_score": outcome.scores[i],
                             "fooled_by": outcome.fooled_by[i], "max_perturbation": norms[i]})
+    reporter.complete(line)
     return rows, samples
 
 
 def _row(common: dict, attack: str, config: dict, eps: Eps | None, scores: Sequence[float], seconds: float,
          protocol: str) -> dict:
-    mean, lo, hi = _mean_ci(scores)
+    mean, lo, hi = mean_interval(scores)
     # A clean row's setting is "" unless its config says how it was scored (the VQA metric variant).
     setting = _setting({**config, "eps": eps.value, "norm": "linf"}) if eps else _setting(config) if config else ""
     row = {**common, "attack": attack, "attack_config": json.dumps(config, sort_keys=True),
@@ -226,10 +237,14 @@ def _append_csv(path: Path, rows: Sequence[dict], columns: Sequence[str]) -> Non
 def run_vlm_eval(request: VLMEvalRequest, reporter: Reporter = SILENT) -> VLMEvalResult:
     """Evaluate every encoder in the VLM; write per-sample rows, then result rows, once all are done.
 
-    ``reporter`` shows one progress line per encoder, counting attack runs, and gets the notices for the user
-    only after the dataset and every input check have passed.
+    ``reporter`` shows one progress line per encoder, counting samples through the clean outputs and each attack
+    run (:func:`evaluate_one`), and gets the notices for the user only after the dataset and every input check
+    have passed.
     """
     validate(request)
+    # an encoder or eps given twice is evaluated once (4/255 and 0.0156862745 are one eps)
+    request = replace(request, models=unique_values(request.models, (*BUILTIN_MODELS, NATIVE_ENCODER)),
+                      eps=unique_eps(request.eps))
     device = resolve_device(request.device)
     dataset = load_dataset(request)
     specs = request.models or default_encoders(request)
@@ -240,11 +255,7 @@ def run_vlm_eval(request: VLMEvalRequest, reporter: Reporter = SILENT) -> VLMEva
     sample_rows: list[dict] = []
     for spec in specs:
         loaded = load_vlm(request.vlm, spec, device, request.allow_unsafe_pickle)
-        n_runs = 0 if VLM_ATTACKS[request.attack] == "none" else len(request.eps)
-        line = reporter.start(loaded.model_id[-28:], total=max(n_runs, 1), info="attack runs")
-        r, s = evaluate_one(loaded, dataset, request, run_id,
-                            on_run_done=lambda name, line=line: reporter.set_info(line, name))
-        reporter.complete(line)
+        r, s = evaluate_one(loaded, dataset, request, run_id, reporter=reporter)
         rows += r
         sample_rows += s
     request.out.mkdir(parents=True, exist_ok=True)

@@ -21,7 +21,8 @@ from simclip_bench.data.subset import fixed_subset
 from simclip_bench.data.unreadable import DEFAULT_ON_ERROR, FLAG_UNREADABLE, check_on_error
 from simclip_bench.devices import check_precision, resolve_device, resolve_precision
 from simclip_bench.errors import UserError, check_count
-from simclip_bench.models.builtin import DEFAULT_MODEL
+from simclip_bench.grid import unique_values
+from simclip_bench.models.builtin import BUILTIN_MODELS, DEFAULT_MODEL
 from simclip_bench.models.spec import load_model
 from simclip_bench.progress import SILENT, Reporter
 from simclip_bench.provenance import git_sha, new_run_id, package_version, utc_now
@@ -133,7 +134,7 @@ def run_eval(request: EvalRequest, reporter: Reporter = SILENT) -> EvalResult:
         if "n_samples" in protocol.overridden and wanted > len(source):
             raise UserError(f"--n-samples {wanted} exceeds the {len(source)} images of {source.name}; "
                             "lower --n-samples")
-    specs = request.models or default_models(request.runs_dir)
+    specs = unique_values(request.models, BUILTIN_MODELS) or default_models(request.runs_dir)  # repeats count once
     if not request.models and len(specs) == 1:
         reporter.notify(f"no finished 'simclip train' run under {request.runs_dir}/: evaluating {specs[0]} only")
     # fail on a bad spec before any attack runs
@@ -158,7 +159,8 @@ def run_eval(request: EvalRequest, reporter: Reporter = SILENT) -> EvalResult:
             t0 = time.time()
             done = done_keys(read_samples(request.out), model, source.name)
             report = run_cell(model, plan, request.out, run_id, device, done,
-                              on_batch=lambda k, line=line: reporter.advance(line, k))
+                              on_batch=lambda k, line=line: reporter.advance(line, k),
+                              on_status=lambda text, line=line, a=spec.name: reporter.set_info(line, f"{a} {text}"))
             computed, reused = computed + report.computed, reused + report.reused
             unreadable.update(dict.fromkeys(report.unreadable.values()))
             meta = CellMeta(run_id=run_id, created_at=utc_now(), git_sha=git_sha(), package_version=package_version(),

@@ -17,13 +17,22 @@ TEXT_COLUMNS = ("run_id", "created_at", "git_sha", "package_version", "model", "
 MEASUREMENT = ["model", "checkpoint_hash", "task", "dataset", "attack", "norm", "eps", "metric"]
 
 
+def check_results_dir(results_dir: Path) -> None:
+    """A UserError unless ``results_dir`` is a folder; a file (``results.csv`` itself) gets the folder to pass."""
+    results_dir = Path(results_dir)
+    if results_dir.is_file():
+        raise UserError(f"{results_dir} is a file; pass the folder that holds {RESULTS_FILE}: "
+                        f"simclip leaderboard {results_dir.parent}")
+    if not results_dir.is_dir():
+        raise UserError(f"{results_dir} is not a directory; pass the --out directory of 'simclip eval' or "
+                        "'simclip bench'")
+
+
 def load_results(results_dir: Path) -> pd.DataFrame:
     """``results.csv`` of ``results_dir``, checked, typed, one row per measurement (the latest), in a stable order."""
     results_dir = Path(results_dir)
     path = results_dir / RESULTS_FILE
-    if not results_dir.is_dir():
-        raise UserError(f"{results_dir} is not a directory; pass the --out directory of 'simclip eval' or "
-                        "'simclip bench'")
+    check_results_dir(results_dir)
     if not path.is_file():
         raise UserError(f"no {RESULTS_FILE} in {results_dir}; write one with 'simclip eval --out {results_dir}'")
     try:

@@ -15,6 +15,7 @@ from matplotlib.figure import Figure
 from simclip_bench.leaderboard.table import LINF, Column, Leaderboard
 
 DPI = 100
+PANEL_INCHES = 4.5  # width and height of one clean-against-robust panel, before its legend
 _STYLE = {k: v for k, v in matplotlib.rcParamsDefault.items() if k != "backend"}
 _STYLE.update({"font.family": ["DejaVu Sans"], "axes.grid": True, "grid.alpha": 0.3, "svg.hashsalt": "simclip"})
 
@@ -74,10 +75,7 @@ def figure_clean_vs_robust(lb: Leaderboard, task: str) -> Figure:
     robust = [c for c in cols if not c.is_clean]
     h = lb.headlines[task]
     with matplotlib.rc_context(_STYLE):
-        ncol = min(3, max(1, len(lb.entries) + 1))
-        legend_rows = -(-(len(lb.entries) + 1) // ncol)
-        height = 4.3 + 0.25 * legend_rows
-        fig = Figure(figsize=(4.5 * max(1, len(robust)), height))
+        fig = Figure(figsize=(PANEL_INCHES * max(1, len(robust)), PANEL_INCHES))
         axes = fig.subplots(1, max(1, len(robust)), squeeze=False)[0]
         top = 100 if h.unit == "%" else max([e.cells[c].value * h.scale for e in lb.entries for c in cols
                                              if c in e.cells] + [1.0]) * 1.05
@@ -93,11 +91,29 @@ def figure_clean_vs_robust(lb: Leaderboard, task: str) -> Figure:
             ax.set_xlabel(f"clean {_ylabel(lb, task)}")
             ax.set_ylabel(f"robust at ε = {col.label if col else '?'}" + (f" ({h.unit})" if h.unit else ""))
             ax.set_title(f"ε = {col.label}" if col else "no robust column")
-        handles, labels = axes[0].get_legend_handles_labels()
-        fig.legend(handles, labels, loc="lower center", ncol=ncol, fontsize="small", frameon=False)
         fig.suptitle(_text(f"{task}: clean against robust {h.label}"))
-        fig.tight_layout(rect=(0, (0.15 + 0.25 * legend_rows) / height, 1, 1))
+        _legend_below(fig, *axes[0].get_legend_handles_labels())
         return fig
+
+
+def _legend_below(fig: Figure, handles: list, labels: list[str], max_columns: int = 3) -> None:
+    """The figure's legend under its panels, whole: in as many columns (up to ``max_columns``) as fit the
+    figure's width, the figure widened when even one column does not fit and made taller by the legend's
+    height, so that no entry is cut off at an edge of the image or drawn over a panel."""
+    FigureCanvasAgg(fig)
+    renderer = fig.canvas.get_renderer()
+    margin = 0.1 * fig.dpi  # pixels kept free at each side
+    for ncol in range(min(max_columns, len(labels)), 0, -1):
+        legend = fig.legend(handles, labels, loc="lower center", ncol=ncol, fontsize="small", frameon=False)
+        box = legend.get_window_extent(renderer)
+        if box.width + 2 * margin <= fig.bbox.width or ncol == 1:
+            break
+        legend.remove()
+    if box.width + 2 * margin > fig.bbox.width:
+        fig.set_figwidth((box.width + 2 * margin) / fig.dpi)
+    legend_height = (box.y1 + margin) / fig.dpi  # inches under the panels: the legend's top, and a margin
+    fig.set_figheight(fig.get_figheight() + legend_height)
+    fig.tight_layout(rect=(0, legend_height / fig.get_figheight(), 1, 1))
 
 
 def render_plots(lb: Leaderboard) -> dict[str, bytes]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from simclip_bench.errors import UserError
-from simclip_bench.leaderboard.load import load_cards, load_results
+from simclip_bench.leaderboard.load import check_results_dir, load_cards, load_results
 from simclip_bench.leaderboard.plots import render_plots
 from simclip_bench.leaderboard.render_csv import render_csv
 from simclip_bench.leaderboard.render_html import render_html
@@ -40,6 +40,7 @@ def _stale_plots(out_dir: Path, outputs: dict[str, bytes]) -> list[Path]:
 def render_leaderboard(results_dir: Path, out_dir: Path) -> list[Path]:
     """Write the leaderboard of ``results_dir`` into ``out_dir``; returns the written paths."""
     out_dir = Path(out_dir)
+    check_results_dir(results_dir)  # first: --out defaults to RESULTS_DIR, so a results.csv given there is both
     if out_dir.exists() and not out_dir.is_dir():
         raise UserError(f"--out {out_dir} is a file; pass a directory")
     outputs = build_outputs(results_dir)

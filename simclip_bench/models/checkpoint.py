@@ -24,12 +24,37 @@ ENCODER_FORMAT = "simclip-bench.encoder.v1"
 ENCODER_FILENAME = "encoder.safetensors"
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _ordinary_permissions(path: str | Path) -> None:
+    """The mode a plain ``open()`` (a file) or ``mkdir()`` (a folder) would give ``path`` under the umask.
+
+    Temporary files and folders (``mkstemp``, ``mkdtemp``, and the atomic writers of libraries such as
+    transformers' ``save_pretrained``) are created private (0600 / 0700); published as they are, a model
+    or a result table would be unreadable for everyone else on a shared machine."""
+    os.chmod(path, (0o777 if os.path.isdir(path) else 0o666) & ~_umask())
+
+
 def _publish(tmp: str, path: Path) -> None:
-    """Give the temporary file ordinary permissions (mkstemp makes it 0600) and rename it into place."""
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)
+    """Give the temporary file ordinary permissions and rename it into place."""
+    _ordinary_permissions(tmp)
     os.replace(tmp, path)
+
+
+def publish_dir(tmp: Path, out: Path) -> None:
+    """Rename the folder ``tmp``, assembled beside ``out``, into place as ``out`` (absent or an empty folder),
+    with everything in it given ordinary permissions (see :func:`_ordinary_permissions`), whoever wrote it."""
+    for folder, _, files in os.walk(tmp):
+        for name in files:
+            _ordinary_permissions(os.path.join(folder, name))
+        _ordinary_permissions(folder)
+    if out.exists():
+        out.rmdir()
+    os.replace(tmp, out)
 
 
 @contextlib.contextmanager

@@ -29,7 +29,7 @@ import open_clip
 from open_clip.transformer import QuickGELU
 
 from simclip_bench.errors import UserError
-from simclip_bench.models.checkpoint import _publish, save_safetensors_atomic, state_dict_sha256
+from simclip_bench.models.checkpoint import _publish, publish_dir, save_safetensors_atomic, state_dict_sha256
 from simclip_bench.models.hf_vision import save_hf_vision
 from simclip_bench.models.spec import LoadedModel, load_model
 
@@ -70,19 +70,6 @@ def _fresh_dir(out: Path) -> Path:
     return Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp"))
 
 
-def _move_into_place(tmp: Path, out: Path) -> None:
-    os.chmod(tmp, 0o777 & ~_umask())
-    if out.exists():
-        out.rmdir()
-    os.replace(tmp, out)
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
 def _write_json(path: Path, obj: dict) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     with os.fdopen(fd, "w") as f:
@@ -108,7 +95,7 @@ def export_open_clip(loaded: LoadedModel, out: Path) -> dict:
                 "load": (f"open_clip.add_model_config('{out / f'{name}.json'}'); " if ship_config else "")
                 + f"open_clip.create_model_and_transforms('{name}', pretrained='{out / OPEN_CLIP_WEIGHTS}')"}
         _write_json(tmp / EXPORT_INFO, info)
-        _move_into_place(tmp, out)
+        publish_dir(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -18,7 +18,6 @@ dropout, qk-norm and the other custom blocks, non-square inputs) raise :class:`U
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import tempfile
 from collections.abc import Sequence
@@ -31,6 +30,7 @@ from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModelWi
 from transformers.utils import logging as hf_logging
 
 from simclip_bench.errors import UserError
+from simclip_bench.models.checkpoint import publish_dir
 
 HF_MODEL_CLASS = "CLIPVisionModelWithProjection"
 
@@ -185,17 +185,9 @@ def save_hf_vision(visual: nn.Module, out_dir: Path | str, image_size: int, mean
         image_processor(image_size, mean, std).save_pretrained(tmp)
         if extra_metadata:
             (tmp / "simclip_export.json").write_text(json.dumps(extra_metadata, indent=2))
-        os.chmod(tmp, 0o777 & ~_umask())
-        if out_dir.exists():
-            out_dir.rmdir()
-        os.replace(tmp, out_dir)
+        publish_dir(tmp, out_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out_dir
 
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask

@@ -19,12 +19,14 @@ trusted ``.pt``/``.bin`` that holds more than tensors (e.g. old training scripts
 from __future__ import annotations
 
 import logging
+import os
 import pickle
 from dataclasses import dataclass
 from pathlib import Path
 
 import open_clip
 import torch
+from open_clip.constants import HF_CONFIG_NAME, HF_SAFE_WEIGHTS_NAME, HF_WEIGHTS_NAME
 from safetensors import SafetensorError
 
 from simclip_bench.errors import UserError, did_you_mean, first_line
@@ -36,6 +38,7 @@ from simclip_bench.models.checkpoint import (
     read_safetensors_metadata,
     state_dict_sha256,
 )
+from simclip_bench.models.hub import in_cache, offline_error, offline_reason, quiet_hub
 from simclip_bench.models.pixel_clip import PixelSpaceCLIP
 
 HF_HUB = "hf-hub:"
@@ -157,6 +160,42 @@ def _create(arch_or_schema: str, pretrained: str | None, allow_unsafe_pickle: bo
     return clip, tokenizer
 
 
+def _hub_files(arch_or_schema: str, pretrained: str | None) -> tuple[str, list[list[str]]] | None:
+    """The hub repository a load would download from and the files it needs (each inner list: one file and
+    its alternatives), or None when it downloads from no hub (a local file, or a tag with a plain URL)."""
+    if arch_or_schema.startswith(HF_HUB):
+        return arch_or_schema[len(HF_HUB):], [[HF_CONFIG_NAME], [HF_SAFE_WEIGHTS_NAME, HF_WEIGHTS_NAME]]
+    hub = open_clip.get_pretrained_cfg(arch_or_schema, pretrained).get("hf_hub", "") if pretrained else ""
+    if not hub:
+        return None
+    repo, filename = os.path.split(hub)
+    if not filename:
+        return repo, [[HF_SAFE_WEIGHTS_NAME, HF_WEIGHTS_NAME]]
+    return repo, [[filename, os.path.splitext(filename)[0] + ".safetensors"]]
+
+
+def _create_from_hub(spec: str, arch_or_schema: str, pretrained: str | None, allow_unsafe_pickle: bool = False):
+    """:func:`_create` for a model that comes from the Hugging Face Hub (``hf-hub:``, or ``ARCH:TAG`` of
+    open_clip's registry): offline, from the cache or one line at once (:mod:`simclip_bench.models.hub`)."""
+    reason = offline_reason()
+    files = _hub_files(arch_or_schema, pretrained)
+    if reason is not None and files is not None:
+        repo, needed = files
+        if not all(in_cache(repo, names) for names in needed):
+            if arch_or_schema.startswith(HF_HUB):
+                fix = (f"download the repository elsewhere ('hf download {repo} --local-dir DIR') "
+                       "and pass the folder: --model DIR")
+            else:  # a file has no tag to say its weights want QuickGELU: the -quickgelu architecture does
+                quick = f"{arch_or_schema}-quickgelu"
+                arch = quick if needs_quick_gelu(arch_or_schema, pretrained) and quick in open_clip.list_models() \
+                    else arch_or_schema
+                fix = (f"download {needed[0][0]} of {repo} elsewhere and pass the file: "
+                       f"--model {arch}:/path/to/{needed[0][0]}")
+            raise offline_error(spec, reason, fix)
+    with quiet_hub(offline=reason is not None):
+        return _create(arch_or_schema, pretrained, allow_unsafe_pickle)
+
+
 def create_untrained(arch: str) -> PixelSpaceCLIP:
     """A randomly initialised open_clip architecture (used by ``pretrain-builtin``); trainable."""
     register_model_configs()
@@ -225,7 +264,7 @@ def _load_arch_tag(parsed: ParsedSpec, device: torch.device, allow_unsafe_pickle
     if tag not in tags:
         raise UserError(f"{tag!r} is neither a pretrained tag of {arch} nor a file{did_you_mean(tag, tags)}; "
                         f"known tags: {', '.join(tags) or 'none'}")
-    return _finish(parsed.text, arch, *_create(arch, tag, allow_unsafe_pickle), device)
+    return _finish(parsed.text, arch, *_create_from_hub(parsed.text, arch, tag, allow_unsafe_pickle), device)
 
 
 def _finish(spec: str, arch: str, clip, tokenizer, device: torch.device, model_id: str | None = None) -> LoadedModel:
@@ -249,7 +288,7 @@ def load_model(spec: str, device: torch.device | str = "cpu", allow_unsafe_pickl
             raise UserError(f"built-in weights missing at {b.weights}; regenerate them with 'simclip pretrain-builtin'")
         return _finish(spec, b.arch, *_create(b.arch, str(b.weights)), device)
     if parsed.kind == "hf-hub":
-        return _finish(spec, spec, *_create(spec, None, allow_unsafe_pickle), device)
+        return _finish(spec, spec, *_create_from_hub(spec, spec, None, allow_unsafe_pickle), device)
     path = _existing_path(spec)
     if path is not None:
         return _load_local(path, spec, device, allow_unsafe_pickle)

@@ -6,23 +6,21 @@
 * :func:`paired_differences` -- model B minus model A on identical sample ids, per dataset and averaged,
   with a 95 % confidence interval (paired, so sample difficulty cancels out).
 
-Intervals: a dataset's accuracy has variance p(1-p)/n (the rows also carry Wilson intervals); the
-average over D datasets has variance sum(var_d)/D^2, and the interval is the normal one, +/- 1.96 sd.
-A paired difference per dataset has variance var(a_i - b_i)/n.
+Intervals (95 %, one method per kind of number, :mod:`simclip_bench.results.intervals`): an accuracy gets
+the Wilson interval, an average over datasets the Wilson interval at the effective sample size, a paired
+difference Newcombe's hybrid score interval.
 """
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass, field
 
 import pandas as pd
 
 from simclip_bench.attacks.checks import FLAG_SQUARE_BEAT_WHITE_BOX, accuracy_flags
 from simclip_bench.data.unreadable import FLAG_UNREADABLE
+from simclip_bench.results.intervals import average_interval, effective_n, paired_difference_interval
 from simclip_bench.results.schema import wilson_interval
-
-Z95 = 1.96
 
 
 @dataclass
@@ -111,24 +109,17 @@ def _row(common, attack, config, setting, norm, eps, correct, n, flags) -> dict:
             "metric": "accuracy", "value": correct / n, "ci_low": lo, "ci_high": hi, "flags": ";".join(flags)}
 
 
-def _normal_ci(mean: float, variance: float) -> tuple[float, float]:
-    half = Z95 * math.sqrt(max(variance, 0.0))
-    return mean - half, mean + half
-
-
 def summary_table(rows: pd.DataFrame) -> pd.DataFrame:
-    """One row per (model, attack, eps): accuracy per dataset (columns), ``average`` and its CI."""
+    """One row per (model, attack, norm, eps): accuracy per dataset (columns), ``average`` and its 95 % interval
+    (Wilson at the effective sample size: :func:`~simclip_bench.results.intervals.average_interval`)."""
     out = []
-    for (model, attack, eps_text), part in rows.groupby(["model", "attack", "eps_text"], sort=False):
-        record = {"model": model, "attack": attack, "eps": eps_text}
-        variance = 0.0
+    groups = rows.groupby(["model", "attack", "norm", "eps_text"], sort=False, dropna=False)
+    for (model, attack, norm, eps_text), part in groups:
+        record = {"model": model, "attack": attack, "norm": norm, "eps": eps_text}
         for _, r in part.iterrows():
             record[r["dataset"]] = r["value"]
-            variance += r["value"] * (1 - r["value"]) / r["n_samples"]
-        d = len(part)
-        mean = float(part["value"].mean())
-        record["average"] = mean
-        record["ci_low"], record["ci_high"] = _normal_ci(mean, variance / d**2)
+        record["average"], record["ci_low"], record["ci_high"] = average_interval(
+            list(part["value"]), list(part["n_samples"]))
         out.append(record)
     return pd.DataFrame(out)
 
@@ -136,8 +127,9 @@ def summary_table(rows: pd.DataFrame) -> pd.DataFrame:
 def paired_differences(samples: pd.DataFrame, rows: pd.DataFrame, baseline: str,
                        sample_ids: dict[str, set[str]]) -> pd.DataFrame:
     """For every other model and every (attack setting, eps): accuracy minus ``baseline``'s on identical
-    sample ids (``sample_ids[dataset]``, the evaluated subset), per dataset and averaged over datasets,
-    with 95 % confidence intervals."""
+    sample ids (``sample_ids[dataset]``, the evaluated subset), per dataset and averaged over datasets, with
+    Newcombe's 95 % interval (:func:`~simclip_bench.results.intervals.paired_difference_interval`; the average
+    from the averaged 2x2 table at the effective sample size)."""
     out = []
     base_rows = rows[rows["model"] == baseline]
     for _, b in base_rows.iterrows():
@@ -149,27 +141,28 @@ def paired_differences(samples: pd.DataFrame, rows: pd.DataFrame, baseline: str,
             common = a.index.intersection(c.index).intersection(sorted(sample_ids.get(b["dataset"], set())))
             if len(common) == 0:
                 continue
-            diff = c.loc[common].astype(float) - a.loc[common].astype(float)
-            var = float(diff.var(ddof=1)) / len(common) if len(common) > 1 else 0.0
-            out.append({"model": o["model"], "baseline": baseline, "attack": o["attack"], "eps": o["eps_text"],
-                        "dataset": o["dataset"], "n_paired": len(common), "difference": float(diff.mean()),
-                        "variance": var})
-    table = pd.DataFrame(out)
-    if table.empty:
-        return table
+            a, c = a.loc[common], c.loc[common]
+            table = [int((c & a).sum()), int((c & ~a).sum()), int((~c & a).sum()), int((~c & ~a).sum())]
+            out.append({"model": o["model"], "baseline": baseline, "attack": o["attack"], "norm": o["norm"],
+                        "eps": o["eps_text"], "dataset": o["dataset"], "n_paired": len(common),
+                        "difference": (table[1] - table[2]) / len(common),
+                        **dict(zip(("ci_low", "ci_high"), paired_difference_interval(*table), strict=True)),
+                        "_table": table})
+    per_dataset = pd.DataFrame(out)
+    if per_dataset.empty:
+        return per_dataset
     averaged = []
-    for (model, attack, eps), part in table.groupby(["model", "attack", "eps"], sort=False):
-        d = len(part)
-        mean = float(part["difference"].mean())
-        lo, hi = _normal_ci(mean, float(part["variance"].sum()) / d**2)
-        averaged.append({"model": model, "baseline": baseline, "attack": attack, "eps": eps, "dataset": "average",
-                         "n_paired": int(part["n_paired"].sum()), "difference": mean, "variance": float("nan"),
-                         "ci_low": lo, "ci_high": hi})
-    per_dataset = table.assign(ci_low=[_normal_ci(m, v)[0] for m, v in zip(table["difference"], table["variance"],
-                                                                              strict=True)],
-                               ci_high=[_normal_ci(m, v)[1] for m, v in zip(table["difference"], table["variance"],
-                                                                              strict=True)])
-    return pd.concat([per_dataset, pd.DataFrame(averaged)], ignore_index=True).drop(columns=["variance"])
+    groups = per_dataset.groupby(["model", "attack", "norm", "eps"], sort=False, dropna=False)
+    for (model, attack, norm, eps), part in groups:
+        n = effective_n(list(part["n_paired"]))
+        # the 2x2 table of the average: each dataset's shares, averaged, at the effective sample size
+        shares = [sum(t[k] / len(part) / m for t, m in zip(part["_table"], part["n_paired"], strict=True))
+                  for k in range(4)]
+        low, high = paired_difference_interval(*(s * n for s in shares))
+        averaged.append({"model": model, "baseline": baseline, "attack": attack, "norm": norm, "eps": eps,
+                         "dataset": "average", "n_paired": int(part["n_paired"].sum()),
+                         "difference": float(part["difference"].mean()), "ci_low": low, "ci_high": high})
+    return pd.concat([per_dataset.drop(columns=["_table"]), pd.DataFrame(averaged)], ignore_index=True)
 
 
 def _outcomes(samples: pd.DataFrame, row: pd.Series) -> pd.Series:

@@ -17,7 +17,7 @@ import dataclasses
 from dataclasses import dataclass, field
 
 from simclip_bench.attacks.registry import EnsembleSpec, resolve_attack
-from simclip_bench.eps import Eps, parse_eps
+from simclip_bench.eps import Eps, parse_eps, unique_eps
 from simclip_bench.errors import UserError, check_count, did_you_mean
 
 
@@ -48,8 +48,8 @@ class Protocol:
         if unknown:
             raise ValueError(f"not protocol fields: {sorted(unknown)}")
         overridden = tuple(sorted(set(self.overridden) | set(given)))
-        if "eps" in given:
-            given["eps"] = tuple(given["eps"])
+        if "eps" in given:  # an eps given twice (4/255 and 0.0156862745 too) is evaluated once
+            given["eps"] = tuple(unique_eps(given["eps"]))
         if "n_samples" in given:
             given["n_samples_per_dataset"] = ()
         return dataclasses.replace(self, **given, overridden=overridden)

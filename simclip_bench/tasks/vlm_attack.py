@@ -34,6 +34,7 @@ reference runs on and judges only its final point, so ours succeeds wherever it 
 """
 from __future__ import annotations
 
+import statistics
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -123,14 +124,26 @@ def _generate(vlm: VisionLanguageModel, x: torch.Tensor, prompts: Sequence[str],
     return out
 
 
+def planned_runs(config: VLMAttackConfig) -> list[str]:
+    """The names of the APGD runs of ``config``'s protocol, in the order they run (as ``fooled_by`` names them)."""
+    if config.protocol == "single":
+        return ["apgd-gt1"]
+    return ([f"apgd-gt{j + 1}" for j in range(config.max_references)] + ["apgd-fp32-final"]
+            + [f"apgd-target:{t}" for t in config.targets])
+
+
 def attack_vlm(vlm: VisionLanguageModel, x: torch.Tensor, prompts: Sequence[str],
                ground_truth: Sequence[Sequence[str]], score: ScoreFn, clean_texts: Sequence[str],
                clean_scores: Sequence[float], config: VLMAttackConfig,
-               on_run_done: Callable[[str], None] | None = None) -> VLMAttackOutcome:
+               on_run_done: Callable[[str], None] | None = None,
+               on_progress: Callable[[str, int, float], None] | None = None) -> VLMAttackOutcome:
     """Run the protocol of ``config`` on images ``x`` (N, 3, H, W) in [0,1].
 
     ``ground_truth[i]`` are the texts to attack sample i with (see :func:`attack_texts`); ``score(indices,
     texts)`` gives the task score of generated texts; ``clean_texts``/``clean_scores`` the clean outcome.
+    Each run (:func:`planned_runs`) attacks its samples ``config.batch_size`` at a time (each sample's outcome
+    does not depend on its batch mates); ``on_progress(run, k, mean score)`` follows every batch and the
+    samples a run skips (k of them), so each run counts N; ``on_run_done(run)`` follows each run that attacked.
     """
     if config.protocol not in PROTOCOLS:
         raise ValueError(f"unknown protocol {config.protocol!r}; choose one of {PROTOCOLS}")
@@ -144,35 +157,41 @@ def attack_vlm(vlm: VisionLanguageModel, x: torch.Tensor, prompts: Sequence[str]
     def run_once(name: str, texts: list[str | None], targeted: bool, start: torch.Tensor | None,
                  precision: str) -> None:
         active = [i for i in range(n) if texts[i] is not None and not stops(best_score[i], config.stop_below)]
+        if on_progress and len(active) < n:
+            on_progress(name, n - len(active), statistics.fmean(best_score))
         if not active:
             return
-        idx = torch.tensor(active, device=device)
         objective = LanguageModelObjective(vlm, prompts, [t or "" for t in texts], targeted=targeted)
         attack = vlm_apgd(config.eps, config.n_iter, config.batch_size, config.seed)
-        with autocast_for(precision, device):
-            result = attack.run(objective, x[idx], idx, start=None if start is None else start[idx])
-        check_perturbation(result.x_adv, x[idx], config.eps)
-        texts_adv = _generate(vlm, result.x_adv, [prompts[i] for i in active], config.batch_size,
-                              config.max_new_tokens)
-        for k, (i, s) in enumerate(zip(active, score(active, texts_adv), strict=True)):
-            if s < best_score[i]:
-                best_score[i], best_text[i], fooled_by[i] = s, texts_adv[k], name
-                best_x[i] = result.x_adv[k]
-                if not targeted:
-                    best_source[i] = texts[i]
+        for first in range(0, len(active), config.batch_size):
+            part = active[first:first + config.batch_size]
+            idx = torch.tensor(part, device=device)
+            with autocast_for(precision, device):
+                result = attack.run(objective, x[idx], idx, start=None if start is None else start[idx])
+            check_perturbation(result.x_adv, x[idx], config.eps)
+            texts_adv = _generate(vlm, result.x_adv, [prompts[i] for i in part], config.batch_size,
+                                  config.max_new_tokens)
+            for k, (i, s) in enumerate(zip(part, score(part, texts_adv), strict=True)):
+                if s < best_score[i]:
+                    best_score[i], best_text[i], fooled_by[i] = s, texts_adv[k], name
+                    best_x[i] = result.x_adv[k]
+                    if not targeted:
+                        best_source[i] = texts[i]
+            if on_progress:
+                on_progress(name, len(part), statistics.fmean(best_score))
         if on_run_done:
             on_run_done(name)
 
+    runs = iter(planned_runs(config))
     n_gt = 1 if config.protocol == "single" else config.max_references
     for j in range(n_gt):
-        run_once(f"apgd-gt{j + 1}", [g[j] if j < len(g) else None for g in ground_truth], False, None,
-                 config.precision)
+        run_once(next(runs), [g[j] if j < len(g) else None for g in ground_truth], False, None, config.precision)
     if config.protocol == "ensemble":
         # Float32, from the best point so far, on the text whose run found it.
         texts = [best_source[i] or (ground_truth[i][0] if ground_truth[i] else None) for i in range(n)]
-        run_once("apgd-fp32-final", texts, False, best_x.clone(), "fp32")
+        run_once(next(runs), texts, False, best_x.clone(), "fp32")
         for target in config.targets:
-            run_once(f"apgd-target:{target}", [target] * n, True, None, "fp32")
+            run_once(next(runs), [target] * n, True, None, "fp32")
     norms = check_perturbation(best_x, x, config.eps)
     return VLMAttackOutcome(x_adv=best_x, texts=best_text, scores=best_score, fooled_by=fooled_by, norms=norms)
 

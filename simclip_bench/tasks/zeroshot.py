@@ -119,16 +119,20 @@ def done_keys(samples, loaded: LoadedModel, dataset: str) -> set[tuple[str, str]
 
 
 def run_cell(loaded: LoadedModel, plan: CellPlan, out_dir, run_id: str, device: torch.device, done: set,
-             on_batch: Callable[[int], None] | None = None) -> CellReport:
+             on_batch: Callable[[int], None] | None = None,
+             on_status: Callable[[str], None] | None = None) -> CellReport:
     """Evaluate one (model, dataset) cell into the store at ``out_dir``, skipping samples in ``done``.
 
     An image that cannot be read is left out and listed in the report (``plan.on_error`` ``skip``) or
     stops the cell with a UserError naming the file (``fail``); the other samples keep their place.
+    After each batch ``on_batch`` gets its size and ``on_status`` the accuracies so far, clean and per eps,
+    over the samples computed in this call (e.g. ``clean 89.2%, 4/255 robust 10.4% (of 500)``).
     """
     source, model = plan.source, loaded.model
     settings = plan.settings()
     ids = [source.sample_id(i) for i in plan.indices]
     report = CellReport()
+    tally: dict[str, tuple[int, int]] = {}  # setting -> (correct, computed) in this call
     transform = pixel_transform(model.clip.visual.preprocess_cfg)
     head = ZeroShotClassifier(model.encoder, build_text_classifier(model, source.classnames, source.templates)).eval()
     # The masking checks run on the first samples every time, so a resumed run reports the same flags.
@@ -146,15 +150,30 @@ def run_cell(loaded: LoadedModel, plan: CellPlan, out_dir, run_id: str, device: 
             chunk, chunk_ids = [chunk[j] for j in batch.kept], [chunk_ids[j] for j in batch.kept]
             todo = _todo(settings, chunk_ids, done)
             if chunk:
-                append_samples(out_dir, _outcomes(loaded, plan, head, settings, batch, chunk, chunk_ids, todo,
-                                                  run_id, device))
+                rows = _outcomes(loaded, plan, head, settings, batch, chunk, chunk_ids, todo, run_id, device)
+                append_samples(out_dir, rows)
                 report.computed += max(len(v) for v in todo.values())
+                for r in rows:
+                    right, n = tally.get(r["setting"], (0, 0))
+                    tally[r["setting"]] = (right + bool(r["adv_correct"]), n + 1)
+        if on_status and tally:
+            on_status(_status(settings, tally))
         if on_batch:
             on_batch(size)
     if len(report.unreadable) == len(ids):
         raise UserError(f"none of the {len(ids)} images of {source.name} could be read, e.g. "
                         f"{next(iter(report.unreadable.values()))}")
     return report
+
+
+def _status(settings: dict, tally: dict[str, tuple[int, int]]) -> str:
+    """``clean 89.2%, 4/255 robust 10.4% (of 500)``: the accuracies over the samples computed so far."""
+    parts = []
+    for setting, (_, eps) in settings.items():
+        if setting in tally:
+            right, n = tally[setting]
+            parts.append(f"{'clean' if eps is None else f'{eps.text} robust'} {100 * right / n:.1f}%")
+    return f"{', '.join(parts)} (of {max(n for _, n in tally.values())})"
 
 
 def _todo(settings: dict, sample_ids: list[str], done: set) -> dict[str, list[int]]:

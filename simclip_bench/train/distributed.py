@@ -38,6 +38,10 @@ def init_distributed(device: torch.device) -> DistInfo:
     if not launched_by_torchrun():
         return DistInfo()
     info = DistInfo(int(os.environ["WORLD_SIZE"]), int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", 0)))
+    if device.type == "cuda":
+        # Before the first collective: NCCL's object collectives (the run directory is broadcast before the
+        # training session picks its GPU) use the current device, which would be GPU 0 on every rank.
+        torch.cuda.set_device(info.local_rank)
     if not dist.is_initialized():
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     return info

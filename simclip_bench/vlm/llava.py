@@ -30,6 +30,7 @@ caption for this image."; VQA: the question, then "Answer the question using a s
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 import open_clip
 import torch
@@ -159,10 +160,16 @@ def load_llava(model_id: str, encoder_spec: str, device: torch.device, allow_uns
     from transformers import AutoTokenizer, LlavaForConditionalGeneration
 
     from simclip_bench.models.checkpoint import state_dict_sha256
+    from simclip_bench.models.hub import in_cache, offline_error, offline_reason, quiet_hub
 
+    reason = None if Path(model_id).expanduser().is_dir() else offline_reason()
+    if reason is not None and not in_cache(model_id, ["config.json"]):
+        raise offline_error(f"llava:{model_id}", reason, f"download it elsewhere ('hf download {model_id} --local-dir "
+                                                         "DIR') and pass --vlm llava:DIR")
     try:
-        model = LlavaForConditionalGeneration.from_pretrained(model_id, dtype=torch.float32)
-        tokenizer = AutoTokenizer.from_pretrained(model_id)
+        with quiet_hub(offline=reason is not None):
+            model = LlavaForConditionalGeneration.from_pretrained(model_id, dtype=torch.float32)
+            tokenizer = AutoTokenizer.from_pretrained(model_id)
     except (OSError, ValueError) as e:
         raise UserError(f"could not load LLaVA {model_id!r}: {str(e).splitlines()[0][:200]} (a hub id needs network "
                         "access or the model in the HF cache; or pass a local folder)") from None

@@ -1,0 +1,76 @@
+"""95 % confidence intervals: one method per kind of number, named wherever an interval is shown.
+
+* **an accuracy** (a proportion of n samples): the Wilson score interval
+  (:func:`~simclip_bench.results.schema.wilson_interval`); it never collapses to a point at 0 % or 100 %;
+* **an average of D accuracies** (the summary's ``average`` over datasets): the Wilson interval of the average
+  with the effective sample size ``n_eff = D² / Σ_d 1/n_d`` (:func:`average_interval`). If every dataset had
+  the same accuracy p, the average's variance would be p(1-p)/n_eff; with datasets of equal size n it is the
+  Wilson interval of all D·n samples pooled, and with one dataset it is that dataset's own interval. Datasets
+  of different accuracy make the true variance smaller (p(1-p) is concave), so the interval is conservative;
+* **a paired difference of two accuracies** (model minus baseline on the same samples): Newcombe's hybrid
+  score interval for paired proportions (Newcombe 1998, method 10: the Wilson intervals of both accuracies
+  combined with the phi correlation of the 2x2 table of outcomes; :func:`paired_difference_interval`). Its
+  average over datasets uses the averaged 2x2 table at the same effective sample size.
+
+The mean of per-sample scores (CIDEr, VQA accuracy of captioning and VQA rows) is not a proportion; its
+interval is the normal one, mean ± 1.96 standard errors (:func:`mean_interval`).
+"""
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Sequence
+
+from simclip_bench.results.schema import wilson_interval
+
+Z95 = 1.96
+# The method of each kind of interval, as table headers name it.
+ACCURACY_CI = "Wilson"
+AVERAGE_CI = "Wilson, n_eff"
+PAIRED_CI = "Newcombe"
+MEAN_CI = "normal"
+
+
+def effective_n(sizes: Sequence[float]) -> float:
+    """``D² / Σ 1/n_d`` of D sample sizes: the n of one binomial sample whose accuracy varies as their average."""
+    return len(sizes) ** 2 / sum(1 / n for n in sizes)
+
+
+def average_interval(accuracies: Sequence[float], sizes: Sequence[float]) -> tuple[float, float, float]:
+    """The average of D accuracies (``accuracies[d]`` over ``sizes[d]`` samples) and its 95 % interval:
+    Wilson at the effective sample size (module docstring)."""
+    mean = statistics.fmean(accuracies)
+    n = effective_n(sizes)
+    return (mean, *wilson_interval(mean * n, n))
+
+
+def paired_difference_interval(both: float, only_first: float, only_second: float, neither: float,
+                               z: float = Z95) -> tuple[float, float]:
+    """95 % interval of ``p1 - p2``, two accuracies on the same samples, from their 2x2 table of outcomes:
+    ``both`` right, only the first, only the second, ``neither`` (counts; weighted counts are fine).
+
+    Newcombe (1998), "Improved confidence intervals for the difference between binomial proportions based on
+    paired data", method 10, with the phi correction of Altman et al., "Statistics with confidence" (2000).
+    """
+    n = both + only_first + only_second + neither
+    if n <= 0:
+        return (math.nan, math.nan)
+    right_1, right_2 = both + only_first, both + only_second
+    p1, p2 = right_1 / n, right_2 / n
+    l1, u1 = wilson_interval(right_1, n, z)
+    l2, u2 = wilson_interval(right_2, n, z)
+    margins = right_1 * (only_second + neither) * right_2 * (only_first + neither)
+    cross = both * neither - only_first * only_second
+    corrected = cross - n / 2 if cross > n / 2 else cross if cross < 0 else 0.0
+    phi = corrected / math.sqrt(margins) if margins > 0 else 0.0
+    d = p1 - p2
+    low = d - math.sqrt(max(0.0, (p1 - l1) ** 2 - 2 * phi * (p1 - l1) * (u2 - p2) + (u2 - p2) ** 2))
+    high = d + math.sqrt(max(0.0, (p2 - l2) ** 2 - 2 * phi * (p2 - l2) * (u1 - p1) + (u1 - p1) ** 2))
+    return max(-1.0, low), min(1.0, high)
+
+
+def mean_interval(values: Sequence[float], z: float = Z95) -> tuple[float, float, float]:
+    """Mean of per-sample scores and its normal 95 % interval (NaN bounds for a single value)."""
+    mean = statistics.fmean(values)
+    half = z * statistics.stdev(values) / math.sqrt(len(values)) if len(values) > 1 else math.nan
+    return mean, mean - half, mean + half

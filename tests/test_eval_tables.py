@@ -1,0 +1,123 @@
+"""What ``simclip eval`` prints: one interval method per kind of number, named in the header, and each
+printed interval the one in the result files; the summary only with several datasets, the paired
+differences only with several models; the norm beside every eps."""
+from __future__ import annotations
+
+import copy
+
+import pandas as pd
+import pytest
+import torch
+from _shapes_folder import write_shapes_folder
+from typer.testing import CliRunner
+
+from simclip_bench.cli import app
+from simclip_bench.cli.app import stdout
+from simclip_bench.models.checkpoint import save_encoder
+from simclip_bench.results.aggregate import summary_table
+from simclip_bench.results.intervals import average_interval, paired_difference_interval
+from simclip_bench.results.schema import wilson_interval
+
+TINY = ["--n-samples", "9", "--iterations", "2", "--batch-size", "9", "--device", "cpu"]
+
+
+@pytest.fixture(scope="module")
+def other_encoder(tmp_path_factory, tiny):
+    """A second encoder: the tiny tower with slightly perturbed weights, saved as a simclip encoder file."""
+    visual = copy.deepcopy(tiny.model.clip.visual)
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for p in visual.parameters():
+            p.add_(0.05 * p.std() * torch.randn(p.shape, generator=gen))
+    folder = tmp_path_factory.mktemp("enc")
+    save_encoder(visual, folder / "other.safetensors", base_model="tiny-clip", arch="simclip-tiny")
+    return folder / "other.safetensors"
+
+
+def run_eval(args: list[str], where, monkeypatch) -> list[tuple[str, list[str], list[list[str]]]]:
+    """Run ``simclip eval ARGS`` in ``where``; the printed tables as (title, header, rows)."""
+    monkeypatch.chdir(where)
+    monkeypatch.setattr(stdout, "width", 240)  # wide enough that no cell wraps
+    result = CliRunner().invoke(app, ["eval", *args])
+    assert result.exit_code == 0, result.output
+    return parse_tables(result.output)
+
+
+def parse_tables(text: str) -> list[tuple[str, list[str], list[list[str]]]]:
+    tables, title, header, rows = [], "", [], []
+    previous = ""
+    for line in text.splitlines():
+        if line.startswith("┏"):
+            title, header, rows = previous.strip(), [], []
+        elif line.startswith("┃"):
+            header = [c.strip() for c in line.strip("┃").split("┃")]
+        elif line.startswith("│"):
+            rows.append([c.strip() for c in line.strip("│").split("│")])
+        elif line.startswith("└"):
+            tables.append((title, header, rows))
+        previous = line
+    return tables
+
+
+def shown(low: float, high: float, signed: bool = False) -> str:
+    return f"{100 * low:+.1f} to {100 * high:+.1f}" if signed else f"{100 * low:.1f}–{100 * high:.1f}"
+
+
+def eps_shown(row) -> str:
+    return f"{row['eps_text']} ({row['norm']})" if isinstance(row["norm"], str) and row["norm"] else "0"
+
+
+def test_each_printed_interval_is_the_one_in_the_result_files(other_encoder, tmp_path, monkeypatch):
+    tables = run_eval(["--model", "tiny-clip", "--model", str(other_encoder), "--eps", "4/255", "--eps", "8/255",
+                       "--out", "out", *TINY], tmp_path, monkeypatch)
+    titles = [t for t, _, _ in tables]
+    assert not any(t.startswith("summary") for t in titles), "one dataset: no summary (it would repeat the rows)"
+    cells = next(t for t in tables if t[0].startswith("zero-shot accuracy"))
+    assert cells[1][-1] == "95% CI (Wilson)"
+    results = pd.read_csv(tmp_path / "out" / "results.csv", keep_default_na=False)
+    expected = {(r["model"], r["attack"], eps_shown(r)): shown(r["ci_low"], r["ci_high"])
+                for _, r in results.iterrows()}
+    assert len(cells[2]) == 6
+    for model, _dataset, attack, eps, _n, _accuracy, interval in cells[2]:
+        assert interval == expected[(model, attack, eps)]
+    paired = next(t for t in tables if t[0].startswith("paired difference"))
+    assert paired[1][-1] == "95% CI (Newcombe)"
+    stored = pd.read_csv(tmp_path / "out" / "paired.csv", keep_default_na=False)
+    expected = {(r["model"], r["attack"], eps_shown({"eps_text": r["eps"], "norm": r["norm"]})):
+                shown(r["ci_low"], r["ci_high"], signed=True) for _, r in stored.iterrows() if r["dataset"] == "shapes"}
+    assert len(paired[2]) == 3
+    for model, attack, eps, _n, _difference, interval in paired[2]:
+        assert interval == expected[(model, attack, eps)]
+
+
+def test_the_summary_needs_several_datasets_and_shows_the_norm(tmp_path, monkeypatch):
+    folder = write_shapes_folder(tmp_path / "folder", per_class=2)
+    tables = run_eval(["--model", "tiny-clip", "--dataset", "shapes", "--dataset", str(folder), "--norm", "l2",
+                       "--eps", "0.5", "--out", "out", *TINY], tmp_path, monkeypatch)
+    assert not any(t.startswith("paired") for t, _, _ in tables), "one model: nothing to pair"
+    cells = next(t for t in tables if t[0].startswith("zero-shot accuracy"))
+    assert [row[3] for row in cells[2]] == ["0", "0.5 (l2)"] * 2
+    title, header, rows = next(t for t in tables if t[0].startswith("summary"))
+    assert header[2] == "eps" and header[-1] == "95% CI (Wilson, n_eff)"
+    summary = pd.read_csv(tmp_path / "out" / "summary.csv", keep_default_na=False)
+    assert [row[2] for row in rows] == ["0", "0.5 (l2)"]
+    assert [row[-1] for row in rows] == [shown(r["ci_low"], r["ci_high"]) for _, r in summary.iterrows()]
+
+
+def test_an_average_over_one_dataset_has_that_datasets_wilson_interval():
+    rows = pd.DataFrame([{"model": "m", "attack": "apgd-ce", "norm": "linf", "eps_text": "4/255", "dataset": "d",
+                          "value": 0.0, "n_samples": 9}])
+    s = summary_table(rows).iloc[0]
+    assert (s["ci_low"], s["ci_high"]) == pytest.approx(wilson_interval(0, 9))
+    assert s["ci_high"] > 0.29  # not the 0.0-0.0 of a normal interval at 0 %
+
+
+def test_an_average_over_equal_datasets_is_the_pooled_wilson_interval():
+    assert average_interval([0.9, 0.8], [100, 100])[1:] == pytest.approx(wilson_interval(170, 200))
+
+
+def test_a_paired_difference_without_disagreement_still_has_an_interval():
+    low, high = paired_difference_interval(both=8, only_first=0, only_second=0, neither=1)
+    assert low < 0 < high and high - low > 0.3
+    low, high = paired_difference_interval(both=14, only_first=5, only_second=0, neither=22)
+    assert 0 < low < 5 / 41 < high
