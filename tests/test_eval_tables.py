@@ -73,13 +73,14 @@ def test_each_printed_interval_is_the_one_in_the_result_files(other_encoder, tmp
     titles = [t for t, _, _ in tables]
     assert not any(t.startswith("summary") for t in titles), "one dataset: no summary (it would repeat the rows)"
     cells = next(t for t in tables if t[0].startswith("zero-shot accuracy"))
-    assert cells[1][-1] == "95% CI (Wilson)"
+    assert cells[1][-2:] == ["95% CI (Wilson)", "grad evals"]
     results = pd.read_csv(tmp_path / "out" / "results.csv", keep_default_na=False)
-    expected = {(r["model"], r["attack"], eps_shown(r)): shown(r["ci_low"], r["ci_high"])
+    expected = {(r["model"], r["attack"], eps_shown(r)): (shown(r["ci_low"], r["ci_high"]), f"{r['grad_evals']:.1f}")
                 for _, r in results.iterrows()}
     assert len(cells[2]) == 6
-    for model, _dataset, attack, eps, _n, _accuracy, interval in cells[2]:
-        assert interval == expected[(model, attack, eps)]
+    for model, _dataset, attack, eps, _n, _accuracy, interval, cost in cells[2]:
+        assert (interval, cost) == expected[(model, attack, eps)]
+        assert (float(cost) > 0) == (attack != "none")
     paired = next(t for t in tables if t[0].startswith("paired difference"))
     assert paired[1][-1] == "95% CI (Newcombe)"
     stored = pd.read_csv(tmp_path / "out" / "paired.csv", keep_default_na=False)

@@ -43,6 +43,11 @@ def test_eval_captioning_writes_tidy_rows_and_the_texts_per_sample(tmp_path, enc
     assert (samples["max_perturbation"] <= 4 / 255 + 1e-6).all()
     assert len(json.loads(samples["references"][0])) == 5
     assert rows["value"].iloc[1] == pytest.approx(samples["adv_score"].mean())
+    attacked = samples[samples["attack"] == "apgd-ensemble"]
+    # each sample's cost: 1 + 2 evaluations per APGD run it entered (up to 5 captions and the fp32 final run)
+    assert attacked["grad_evals"].between(3, 6 * 3).all()
+    assert (samples[samples["attack"] == "none"]["grad_evals"] == 0).all()
+    assert rows["grad_evals"].tolist()[:2] == pytest.approx([0.0, attacked["grad_evals"].iloc[:4].mean()])
 
 
 def test_eval_vqa_clean_only(tmp_path):

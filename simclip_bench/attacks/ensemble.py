@@ -6,6 +6,8 @@ Every adversarial example is checked (inside the eps-ball and [0,1]) and its pre
 recomputed in float32, outside any autocast, before it counts. Inside APGD a sample already leaves
 only on a float32-confirmed success (:mod:`simclip_bench.attacks.apgd`), so a reduced-precision
 search loses no sample at the boundary; ``unconfirmed`` counts the flags that confirmation rejected.
+Each sample's gradient evaluations are counted (:mod:`simclip_bench.attacks.cost`), so every result
+carries its cost.
 """
 from __future__ import annotations
 
@@ -19,16 +21,18 @@ from torch import nn
 from simclip_bench.attacks.apgd import APGD
 from simclip_bench.attacks.base import ClassifierObjective, Norm, check_perturbation
 from simclip_bench.attacks.checks import FLAG_SQUARE_BEAT_WHITE_BOX
+from simclip_bench.attacks.cost import CountedObjective
 from simclip_bench.attacks.pgd import pgd
 from simclip_bench.attacks.registry import AttackSpec, EnsembleSpec
 from simclip_bench.attacks.rng import sample_seeds
+from simclip_bench.attacks.target_ranking import MALT_CANDIDATES, malt_order
 
 
 @dataclass
 class EnsembleOutcome:
     """Per-sample results over N samples: ``robust`` (N,), ``x_adv`` (N, C, H, W), ``adv_pred`` (N,) the
     float32 prediction at ``x_adv``, ``fooled_by`` (N,) names ("" when robust or never attacked),
-    ``norms`` (N,) perturbation norms, plus flags."""
+    ``norms`` (N,) perturbation norms, ``grad_evals`` (N,) the gradient evaluations each sample cost, plus flags."""
 
     robust: torch.Tensor
     x_adv: torch.Tensor
@@ -37,6 +41,7 @@ class EnsembleOutcome:
     norms: torch.Tensor
     flags: list[str] = field(default_factory=list)
     unconfirmed: int = 0
+    grad_evals: torch.Tensor | None = None
 
 
 def _salt(*parts: object) -> int:
@@ -62,14 +67,14 @@ def apgd_t_targets(clean_logits: torch.Tensor, rank: int) -> torch.Tensor:
 
 
 def _run_single(spec: AttackSpec, classifier: nn.Module, x: torch.Tensor, labels: torch.Tensor, idx: torch.Tensor,
-                keys: torch.Tensor, eps: float, norm: Norm, seed: int, batch_size: int, clean_logits: torch.Tensor,
-                target_rank: int = 0) -> tuple[torch.Tensor, int]:
-    """Adversarial images for samples ``idx`` (positions into ``labels`` and ``clean_logits``; ``keys`` their
-    stable identities, which seed their randomness) from one attack, and how many of its successes the
-    float32 confirmation rejected; for apgd-t, the run towards the ``target_rank``-th most likely clean class."""
+                keys: torch.Tensor, eps: float, norm: Norm, seed: int, batch_size: int, counts: torch.Tensor,
+                targets: torch.Tensor | None = None, target_rank: int = 0) -> tuple[torch.Tensor, int]:
+    """Adversarial images for samples ``idx`` (positions into ``labels``, ``targets`` and ``counts``; ``keys``
+    their stable identities, which seed their randomness) from one attack, and how many of its successes the
+    float32 confirmation rejected; for a targeted attack, the run towards ``targets`` (its ``target_rank``-th
+    target, which salts the seed). ``counts`` grows by each sample's gradient evaluations."""
     if spec.kind == "apgd":
-        targets = apgd_t_targets(clean_logits, target_rank) if spec.loss == "dlr-targeted" else None
-        objective = ClassifierObjective(classifier, labels, spec.loss, targets)
+        objective = CountedObjective(ClassifierObjective(classifier, labels, spec.loss, targets), counts)
         attack = APGD(eps, norm=norm, n_iter=spec.n_iter, n_restarts=spec.n_restarts, batch_size=batch_size,
                       seed=seed ^ _salt(spec.name, target_rank))
         result = attack.run(objective, x, idx, seed_ids=keys)
@@ -86,7 +91,7 @@ def _run_single(spec: AttackSpec, classifier: nn.Module, x: torch.Tensor, labels
         return out, 0
     if spec.kind == "pgd":
         seeds = sample_seeds(seed ^ _salt(spec.name), keys)
-        objective = ClassifierObjective(classifier, labels, spec.loss)
+        objective = CountedObjective(ClassifierObjective(classifier, labels, spec.loss), counts)
         out = torch.empty_like(x)
         for i in range(0, len(x), batch_size):
             out[i:i + batch_size] = pgd(objective, x[i:i + batch_size], eps, n_iter=spec.n_iter,
@@ -119,20 +124,25 @@ def run_ensemble(spec: EnsembleSpec, classifier: nn.Module, x: torch.Tensor, lab
     n_classes = clean_logits.shape[1]
     white_box_ran = False
     unconfirmed = 0
+    counts = torch.zeros(n, dtype=torch.float64, device=x.device)
     for attack in spec.attacks:
         ranks = range(2, attack.n_targets + 2) if attack.loss == "dlr-targeted" else [0]
         if attack.loss == "dlr-targeted" and n_classes < 4 or attack.loss == "dlr" and n_classes < 3:
             flags.append(f"skipped-{attack.name}({n_classes}-classes)")
             continue
+        ranked = _malt_targets(attack, classifier, x, labels, robust, clean_logits, norm, batch_size, counts)
         for rank in ranks:
             if rank and rank > n_classes:
                 break
             todo = torch.nonzero(robust).flatten()
             if len(todo) == 0:
                 break
+            targets = None
+            if attack.loss == "dlr-targeted":
+                targets = apgd_t_targets(clean_logits, rank) if ranked is None else ranked[:, rank - 2]
             with autocast():
                 adv, rejected = _run_single(attack, classifier, x[todo], labels, todo, keys[todo.cpu()], eps, norm,
-                                            seed, batch_size, clean_logits, rank)
+                                            seed, batch_size, counts, targets, rank)
             unconfirmed += rejected
             todo_norms = check_perturbation(adv, x[todo], eps, norm)
             pred = predict(classifier, adv, batch_size)
@@ -146,4 +156,21 @@ def run_ensemble(spec: EnsembleSpec, classifier: nn.Module, x: torch.Tensor, lab
                 flags.append(f"{FLAG_SQUARE_BEAT_WHITE_BOX}({len(hit)})")
         white_box_ran |= attack.kind != "square"
     return EnsembleOutcome(robust=robust, x_adv=x_adv, adv_pred=adv_pred, fooled_by=fooled_by, norms=norms,
-                           flags=flags, unconfirmed=unconfirmed)
+                           flags=flags, unconfirmed=unconfirmed, grad_evals=counts.cpu())
+
+
+def _malt_targets(attack: AttackSpec, classifier: nn.Module, x: torch.Tensor, labels: torch.Tensor,
+                  robust: torch.Tensor, clean_logits: torch.Tensor, norm: Norm, batch_size: int,
+                  counts: torch.Tensor) -> torch.Tensor | None:
+    """(N, m) MALT-ordered targets of the samples still robust (rows of the others unused), for an attack
+    ranked by ``malt``; None for the logit order. Costs m gradient evaluations per ranked sample."""
+    if attack.ranking != "malt":
+        return None
+    order = torch.zeros((len(x), min(attack.n_targets, clean_logits.shape[1] - 1)), dtype=torch.long,
+                        device=x.device)
+    todo = torch.nonzero(robust).flatten()
+    if len(todo):
+        order[todo] = malt_order(classifier, x[todo], labels[todo], clean_logits[todo], norm,
+                                 n_candidates=max(attack.n_targets, MALT_CANDIDATES), batch_size=batch_size,
+                                 counts=counts, idx=todo)[:, :order.shape[1]]
+    return order

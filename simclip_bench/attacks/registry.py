@@ -6,6 +6,8 @@ Single attacks (paper defaults):
 ``apgd-ce``       APGD, cross-entropy, 100 iterations (``apgd`` is an alias)
 ``apgd-dlr``      APGD, DLR loss, 100 iterations
 ``apgd-t``        APGD-T: targeted DLR towards each of the top-9 other classes, 100 iterations each
+``apgd-t-malt``   APGD-T towards the top-3 targets ranked by MALT's linearised distance (see
+                  :mod:`~simclip_bench.attacks.target_ranking`), 100 iterations each
 ``square``        Square attack, margin loss, 5 000 queries (black-box)
 ``pgd``           PGD, cross-entropy, 100 steps of 2.5·eps/100 from a random start
 ================  =================================================================
@@ -35,6 +37,7 @@ class AttackSpec:
     n_iter: int
     n_targets: int = 0
     n_restarts: int = 1
+    ranking: str = "logits"  # target order of a targeted attack: "logits" (AutoAttack) or "malt"
 
     @property
     def label(self) -> str:
@@ -42,13 +45,18 @@ class AttackSpec:
         return self.name if self.n_restarts == 1 else f"{self.name}*{self.n_restarts}"
 
     def config(self) -> dict:
-        return asdict(self)
+        """The spec as a dict; ``ranking`` only when it is not the default, so older setting ids stay."""
+        config = asdict(self)
+        if self.ranking == "logits":
+            del config["ranking"]
+        return config
 
 
 SINGLE_ATTACKS: dict[str, AttackSpec] = {
     "apgd-ce": AttackSpec("apgd-ce", "apgd", "ce", 100),
     "apgd-dlr": AttackSpec("apgd-dlr", "apgd", "dlr", 100),
     "apgd-t": AttackSpec("apgd-t", "apgd", "dlr-targeted", 100, n_targets=9),
+    "apgd-t-malt": AttackSpec("apgd-t-malt", "apgd", "dlr-targeted", 100, n_targets=3, ranking="malt"),
     "square": AttackSpec("square", "square", "margin", 5000),
     "pgd": AttackSpec("pgd", "pgd", "ce", 100),
 }
@@ -80,14 +88,12 @@ class EnsembleSpec:
 
     def with_iterations(self, n_iter: int) -> EnsembleSpec:
         """The same ensemble with every gradient attack at ``n_iter`` iterations (Square keeps its queries)."""
-        attacks = tuple(a if a.kind == "square" else AttackSpec(a.name, a.kind, a.loss, n_iter, a.n_targets,
-                                                                a.n_restarts) for a in self.attacks)
+        attacks = tuple(a if a.kind == "square" else replace(a, n_iter=n_iter) for a in self.attacks)
         return EnsembleSpec(self.name, attacks, self.backend, self.reference_attacks)
 
     def with_targets(self, n_targets: int) -> EnsembleSpec:
         """The same ensemble with APGD-T towards ``n_targets`` classes (capped at C-1 when it runs)."""
-        attacks = tuple(AttackSpec(a.name, a.kind, a.loss, a.n_iter, n_targets, a.n_restarts)
-                        if a.loss == "dlr-targeted" else a for a in self.attacks)
+        attacks = tuple(replace(a, n_targets=n_targets) if a.loss == "dlr-targeted" else a for a in self.attacks)
         return EnsembleSpec(self.name, attacks, self.backend, self.reference_attacks)
 
     def without_targeted(self) -> EnsembleSpec:

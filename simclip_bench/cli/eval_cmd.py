@@ -13,6 +13,7 @@ from simclip_bench.cli.reporting import rich_reporter
 from simclip_bench.cli.threads import apply_threads, threads_option
 from simclip_bench.eps import Eps
 from simclip_bench.errors import UserError
+from simclip_bench.results.audit import FLAG_FAST_MISSED
 from simclip_bench.results.intervals import ACCURACY_CI, AVERAGE_CI, MEAN_CI, PAIRED_CI
 
 MAX_VLM_BATCH = 64  # captioning/VQA cap --batch-size here (its default, 500, is the zero-shot attacks' batch)
@@ -24,6 +25,7 @@ MAX_VLM_BATCH = 64  # captioning/VQA cap --batch-size here (its default, 500, is
   simclip eval --attack apgd --eps 2/255 --eps 4/255
   simclip eval --norm l2 --eps 0.5                   # an l2 attack, radius 0.5
   simclip eval --protocol robustvlm          # RobustVLM's zero-shot protocol
+  simclip eval --protocol fast     # a fraction of the budget, audited on 10 %
   simclip eval --attack autoattack --eps 4/255   # AutoAttack (reference code)
   simclip eval --dataset ./my-folder --n-samples 200    # any ImageFolder
   simclip eval --config eval.toml --eps 2/255   # a file's options; flags win
@@ -51,7 +53,8 @@ def eval_(
     dataset_root: str = typer.Option(
         "datasets/{dataset}", help="Where CLIP_benchmark datasets are on disk; {dataset} becomes the name."),
     protocol: str = typer.Option(
-        "default", help="Preset: default (APGD-CE, 4/255, 1000 samples), robustvlm, autoattack, quick. "
+        "default", help="Preset: default (APGD-CE, 4/255, 1000 samples), robustvlm, autoattack, quick, fast "
+                        "(MALT-ranked targets, audited against apgd-ce+apgd-t). "
                         "The options below override its fields."),
     attack: str = typer.Option(
         None, help="apgd-ce | apgd-dlr | apgd-t | square | pgd, an ensemble joined with '+' "
@@ -78,6 +81,9 @@ def eval_(
     precision: str = typer.Option(
         "auto", help="Attack search dtype: auto (bf16 on CUDA, fp32 on a CPU), fp32 or bf16 (also on a CPU). "
                      "Every reported verdict is computed in fp32."),
+    audit_fraction: float = typer.Option(
+        None, help="--protocol fast: the fraction of each dataset's samples also attacked with the full "
+                   "apgd-ce+apgd-t, to measure what the fast protocol missed (default 0.1; 0 = no audit)."),
     allow_unsafe_pickle: bool = unsafe_pickle_option(),
     threads: int = threads_option(),
 ) -> None:
@@ -90,6 +96,8 @@ def eval_(
         if on_error is not None:
             raise UserError("--on-error applies to --task zeroshot; captioning and VQA stop at an unreadable "
                             "image, so drop --on-error")
+        if audit_fraction is not None:
+            raise UserError("--audit-fraction applies to --task zeroshot with --protocol fast; drop it")
         _eval_vlm(task=task, vlm=vlm, models=list(model or []), datasets=list(dataset or []),
                      dataset_root=dataset_root, attack=attack, eps=eps_list(eps or ["4/255"]), n_samples=n_samples,
                      iterations=iterations, batch_size=batch_size, seed=seed, sample_seed=sample_seed, out=out,
@@ -104,7 +112,8 @@ def eval_(
                           protocol=protocol, attack=attack, eps=list(eps) if eps else None, norm=norm,
                           n_samples=n_samples, n_iter=iterations, n_targets=n_targets, sample_seed=sample_seed,
                           seed=seed, batch_size=batch_size, workers=workers, on_error=on_error or DEFAULT_ON_ERROR,
-                          out=out, device=device, allow_unsafe_pickle=allow_unsafe_pickle, precision=precision)
+                          out=out, device=device, allow_unsafe_pickle=allow_unsafe_pickle, precision=precision,
+                          audit_fraction=audit_fraction)
     validate(request)
     with rich_reporter() as reporter:
         result = run_eval(request, reporter)
@@ -114,6 +123,9 @@ def eval_(
     _print_paired(result)
     for flag in result.flags:
         stdout.print(f"[bold red]masking check:[/] {flag}")
+    for line in result.audits:
+        style = "bold red" if f"{FLAG_FAST_MISSED}(" in line else "bold"
+        stdout.print(f"[{style}]audit:[/] {escape(line)}")
     _print_unreadable(result)
     stdout.print(f"{result.computed} samples computed, {result.reused} reused from {out}/ "
                  f"| results: {result.results_path}  per-sample: {result.samples_path}")
@@ -142,11 +154,11 @@ def _eval_vlm(task: str, vlm: str | None, models: list[str], datasets: list[str]
         result = run_vlm_eval(request, reporter)
     metric = "CIDEr-D ×100" if task == "captioning" else f"VQA accuracy % ({request.vqa_metric} metric)"
     table = Table(title=f"{task} on {request.dataset} (n={result.rows[0]['n_samples']}), {metric}")
-    for col in ("model", "attack", "eps", "score", f"95% CI ({MEAN_CI})", "seconds"):
+    for col in ("model", "attack", "eps", "score", f"95% CI ({MEAN_CI})", "seconds", "grad evals"):
         table.add_column(col, justify="left" if col in ("model", "attack") else "right")
     for r in result.rows:
         table.add_row(escape(r["model"]), r["attack"], _eps_label(r["eps_text"], r["norm"]), f"{100 * r['value']:.1f}",
-                      _interval(r["ci_low"], r["ci_high"]), f"{r['seconds']:.0f}")
+                      _interval(r["ci_low"], r["ci_high"]), f"{r['seconds']:.0f}", _cost(r.get("grad_evals")))
     stdout.print(table)
     stdout.print(f"results: {result.results_path}  per-sample texts: {result.samples_path}")
 
@@ -192,12 +204,18 @@ def _interval(low: float, high: float, signed: bool = False) -> str:
 
 def _print_rows(result) -> None:
     table = Table(title=f"zero-shot accuracy, protocol {result.protocol.name}")
-    for col in ("model", "dataset", "attack", "eps", "n", "accuracy", f"95% CI ({ACCURACY_CI})"):
+    for col in ("model", "dataset", "attack", "eps", "n", "accuracy", f"95% CI ({ACCURACY_CI})", "grad evals"):
         table.add_column(col, justify="left" if col in ("model", "dataset", "attack") else "right")
     for r in result.rows:
         table.add_row(escape(r["model"]), escape(r["dataset"]), r["attack"], _eps_label(r["eps_text"], r["norm"]),
-                      str(r["n_samples"]), f"{100 * r['value']:.1f}%", _interval(r["ci_low"], r["ci_high"]))
+                      str(r["n_samples"]), f"{100 * r['value']:.1f}%", _interval(r["ci_low"], r["ci_high"]),
+                      _cost(r.get("grad_evals")))
     stdout.print(table)
+
+
+def _cost(grad_evals) -> str:
+    """Gradient evaluations per sample, e.g. ``412.6``; ``-`` where unknown."""
+    return "-" if grad_evals is None or grad_evals != grad_evals else f"{grad_evals:.1f}"
 
 
 def _print_summary(result) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import statistics
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -45,6 +46,7 @@ DEFAULT_N_SAMPLES = {"shapes": 200, "files": 500}
 VLM_SAMPLE_COLUMNS: tuple[str, ...] = (
     "run_id", "model", "checkpoint_hash", "task", "dataset", "sample_id", "attack", "setting", "eps", "eps_text",
     "prompt", "references", "clean_text", "clean_score", "adv_text", "adv_score", "fooled_by", "max_perturbation",
+    "grad_evals",
 )
 
 
@@ -181,7 +183,8 @@ def evaluate_one(loaded: LoadedVLM, dataset: VLMDataset, request: VLMEvalRequest
                             "setting": rows[0]["setting"], "eps": 0.0, "eps_text": "0", "prompt": prompts[i],
                             "references": refs[i],
                             "clean_text": clean_texts[i], "clean_score": clean_scores[i], "adv_text": clean_texts[i],
-                            "adv_score": clean_scores[i], "fooled_by": "", "max_perturbation": 0.0})
+                            "adv_score": clean_scores[i], "fooled_by": "", "max_perturbation": 0.0,
+                            "grad_evals": 0.0})
         reporter.complete(line)
         return rows, samples
     for eps, config in zip(request.eps, configs, strict=True):
@@ -197,7 +200,9 @@ def evaluate_one(loaded: LoadedVLM, dataset: VLMDataset, request: VLMEvalRequest
                              clean_texts, clean_scores, config, on_run_done=on_run_done, on_progress=progress)
         attack_name = f"apgd-{protocol}"
         described = {**config.describe(), **scoring}
-        rows.append(_row(common, attack_name, described, eps, outcome.scores, time.time() - t0, protocol))
+        cost = outcome.grad_evals.tolist()
+        rows.append(_row(common, attack_name, described, eps, outcome.scores, time.time() - t0, protocol)
+                    | {"grad_evals": round(statistics.fmean(cost), 2)})
         setting = _setting({**described, "eps": eps.value, "norm": "linf"})
         norms = outcome.norms.tolist()
         for i, s in enumerate(dataset.samples):
@@ -205,7 +210,7 @@ def evaluate_one(loaded: LoadedVLM, dataset: VLMDataset, request: VLMEvalRequest
                             "eps": eps.value, "eps_text": eps.text, "prompt": prompts[i], "references": refs[i],
                             "clean_text": clean_texts[i], "clean_score": clean_scores[i],
                             "adv_text": outcome.texts[i], "adv_score": outcome.scores[i],
-                            "fooled_by": outcome.fooled_by[i], "max_perturbation": norms[i]})
+                            "fooled_by": outcome.fooled_by[i], "max_perturbation": norms[i], "grad_evals": cost[i]})
     reporter.complete(line)
     return rows, samples
 
@@ -219,7 +224,7 @@ def _row(common: dict, attack: str, config: dict, eps: Eps | None, scores: Seque
            "setting": setting,
            "protocol": protocol if eps else "", "norm": "linf" if eps else "", "eps": eps.value if eps else 0.0,
            "eps_text": eps.text if eps else "0", "value": mean, "ci_low": lo, "ci_high": hi,
-           "seconds": round(seconds, 2)}
+           "seconds": round(seconds, 2), "grad_evals": 0.0}
     return {c: row.get(c, "") for c in RESULT_COLUMNS}
 
 

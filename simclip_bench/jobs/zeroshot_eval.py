@@ -7,9 +7,13 @@ per-sample outcomes a batch at a time and skips samples already in the store (re
 aggregate rows are written as soon as it finishes. The summary (average over datasets with a
 confidence interval) and the paired differences are group-bys of the stored samples. An image that
 cannot be read is left out and reported (``on_error="skip"``) or stops the run (``"fail"``).
+
+A protocol with an audit (``fast``) also runs its full attack on a seeded random ``audit_fraction`` of
+each cell's samples (:func:`audit_positions`); the rows carry the comparison (:mod:`simclip_bench.results.audit`).
 """
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +31,8 @@ from simclip_bench.models.spec import load_model
 from simclip_bench.progress import SILENT, Reporter
 from simclip_bench.provenance import git_sha, new_run_id, package_version, utc_now
 from simclip_bench.results.aggregate import CellMeta, cell_rows, paired_differences, summary_table
+from simclip_bench.results.audit import FLAG_FAST_MISSED, missed_flag
+from simclip_bench.results.intervals import MISS_BOUND
 from simclip_bench.results.store import RESULTS_FILE, SAMPLES_FILE, read_samples, upsert_results
 from simclip_bench.runs import DEFAULT_RUNS_DIR, latest_run
 from simclip_bench.tasks.protocols import DEFAULT_PROTOCOL, Protocol, get_protocol
@@ -34,6 +40,7 @@ from simclip_bench.tasks.zeroshot import CellPlan, done_keys, run_cell
 
 SUMMARY_FILE = "summary.csv"
 PAIRED_FILE = "paired.csv"
+AUDIT_SEED_SALT = 0xA0D17  # the audited subset's seed is the sample seed with this salt
 
 
 @dataclass
@@ -69,6 +76,7 @@ class EvalRequest:
     runs_dir: Path = DEFAULT_RUNS_DIR
     allow_unsafe_pickle: bool = False
     precision: str = "auto"
+    audit_fraction: float | None = None
 
 
 @dataclass
@@ -83,6 +91,15 @@ class EvalResult:
     reused: int = 0
     flags: list[str] = field(default_factory=list)
     unreadable: list[str] = field(default_factory=list)  # one line per image left out (file and reason)
+    audits: list[str] = field(default_factory=list)  # one line per audited row: what the full protocol found
+
+
+def audit_positions(n: int, fraction: float, sample_seed: int) -> list[int]:
+    """Positions (into a cell's fixed samples) of the audited ones: ``ceil(fraction * n)`` of them, a seeded
+    random subset that is the same for every model, so audits are paired too."""
+    if fraction <= 0:
+        return []
+    return sorted(fixed_subset(n, math.ceil(fraction * n), sample_seed ^ AUDIT_SEED_SALT))
 
 
 def default_models(runs_dir: Path = DEFAULT_RUNS_DIR) -> list[str]:
@@ -96,7 +113,7 @@ def resolve_protocol(request: EvalRequest) -> Protocol:
     protocol = get_protocol(request.protocol).override(
         attack=request.attack, eps=request.eps, norm=request.norm, n_samples=request.n_samples,
         n_iter=request.n_iter, n_targets=request.n_targets, sample_seed=request.sample_seed,
-        attack_seed=request.seed)
+        attack_seed=request.seed, audit_fraction=request.audit_fraction)
     protocol.validate()
     return protocol
 
@@ -143,6 +160,7 @@ def run_eval(request: EvalRequest, reporter: Reporter = SILENT) -> EvalResult:
     record = protocol.record()
     rows: list[dict] = []
     flags: list[str] = []
+    audits: list[str] = []
     unreadable: dict[str, None] = {}  # ordered set: the same file is unreadable for every model
     computed = reused = 0
     ids_by_dataset: dict[str, set[str]] = {}
@@ -151,7 +169,10 @@ def run_eval(request: EvalRequest, reporter: Reporter = SILENT) -> EvalResult:
             indices = fixed_subset(len(source), protocol.n_samples_for(source.name), protocol.sample_seed)
             spec = protocol.spec_for(len(source.classnames))
             plan = CellPlan(source, indices, spec, protocol.eps_values(), protocol.norm, protocol.attack_seed,
-                            request.batch_size, request.on_error, precision)
+                            request.batch_size, request.on_error, precision,
+                            audit_spec=protocol.audit_spec_for(len(source.classnames)),
+                            audit_positions=audit_positions(len(indices), protocol.audit_fraction,
+                                                            protocol.sample_seed))
             ids = [source.sample_id(i) for i in indices]
             ids_by_dataset[source.name] = set(ids)
             name = model.model_id if len(model.model_id) <= 20 else "…" + model.model_id[-19:]
@@ -170,11 +191,14 @@ def run_eval(request: EvalRequest, reporter: Reporter = SILENT) -> EvalResult:
                                                            "search_precision": plan.search_precision},
                             protocol=protocol.name, norm=protocol.norm, settings=plan.settings(), device=str(device),
                             seconds=time.time() - t0, flags=report.flags,
-                            white_box_then_square=_square_after_white_box(spec), unreadable=set(report.unreadable))
+                            white_box_then_square=_square_after_white_box(spec), unreadable=set(report.unreadable),
+                            audits=plan.audits())
             cell = cell_rows(read_samples(request.out), meta)
             upsert_results(request.out, cell)
             rows += cell
             flags += [f"{model.model_id} / {source.name}: {f}" for f in _masking_flags(cell)]
+            audits += [f"{model.model_id} / {source.name} {r['eps_text']}: {_audit_line(r, plan.audit_spec.name)}"
+                       for r in cell if r.get("audit_n") is not None]
     table = pd.DataFrame(rows)
     summary = summary_table(table)
     paired = paired_differences(read_samples(request.out), table, loaded[0].model_id, ids_by_dataset) \
@@ -184,12 +208,21 @@ def run_eval(request: EvalRequest, reporter: Reporter = SILENT) -> EvalResult:
         _write_frame(request.out / PAIRED_FILE, paired)
     return EvalResult(rows=rows, summary=summary, paired=paired, protocol=protocol,
                       results_path=request.out / RESULTS_FILE, samples_path=request.out / SAMPLES_FILE,
-                      computed=computed, reused=reused, flags=flags, unreadable=list(unreadable))
+                      computed=computed, reused=reused, flags=flags, unreadable=list(unreadable), audits=audits)
 
 
 def _masking_flags(rows: list[dict]) -> list[str]:
-    """The masking-check flags of a cell's rows, once each (unreadable images are reported apart)."""
-    return sorted({f for r in rows for f in r["flags"].split(";") if f and not f.startswith(FLAG_UNREADABLE)})
+    """The masking-check flags of a cell's rows, once each (unreadable images and audits are reported apart)."""
+    return sorted({f for r in rows for f in r["flags"].split(";")
+                   if f and not f.startswith((FLAG_UNREADABLE, FLAG_FAST_MISSED))})
+
+
+def _audit_line(row: dict, full_attack: str) -> str:
+    """E.g. ``50 samples re-attacked with apgd-ce+apgd-t: 0 fooled that the fast protocol missed; ...``."""
+    flag = missed_flag(row["audit_missed"], row["audit_n"])
+    return (f"{flag + ': ' if flag else ''}{row['audit_n']} samples re-attacked with {full_attack}: "
+            f"{row['audit_missed']} fooled that the fast protocol missed; its robust accuracy overstates the full "
+            f"one by at most {100 * row['audit_miss_upper']:.1f} points ({MISS_BOUND})")
 
 
 def _square_after_white_box(spec) -> bool:

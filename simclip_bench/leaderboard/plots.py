@@ -33,7 +33,7 @@ def _png(fig: Figure) -> bytes:
 
 
 def _linf_columns(lb: Leaderboard, task: str) -> list[Column]:
-    return [c for c in lb.columns_of(task) if c.is_clean or c.norm == LINF]
+    return [c for c in lb.columns_of(task) if c.is_clean or (c.norm == LINF and not c.fast)]
 
 
 def _ylabel(lb: Leaderboard, task: str) -> str:

@@ -28,17 +28,22 @@ def eps_label(eps: float, norm: str = LINF) -> str:
     return text if norm == LINF else f"{norm} {text}"
 
 
+FAST_PROTOCOL = "fast"  # rows of ``--protocol fast`` get columns of their own
+
+
 @dataclass(frozen=True, order=True)
 class Column:
-    """One leaderboard column: a task at one (norm, eps); eps 0 is the clean score."""
+    """One leaderboard column: a task at one (norm, eps); eps 0 is the clean score. ``fast``: the column of
+    ``--protocol fast`` rows, which never stand in a full-protocol column (labelled ``4/255 fast``)."""
 
     task: str
     norm: str
     eps: float
+    fast: bool = False
 
     @property
     def label(self) -> str:
-        return eps_label(self.eps, self.norm)
+        return eps_label(self.eps, self.norm) + (f" {FAST_PROTOCOL}" if self.fast else "")
 
     @property
     def is_clean(self) -> bool:
@@ -133,22 +138,27 @@ def build_leaderboard(results: pd.DataFrame, cards: dict[tuple[str, str], ModelC
     split = [split_vlm_model_id(m) for m in rows["model"]]
     rows["model"] = [encoder for encoder, _ in split]
     rows["vlm"] = [vlm or "" for _, vlm in split]
+    protocol = rows["protocol"] if "protocol" in rows else pd.Series("", index=rows.index)
+    rows["fast"] = (protocol.astype(str) == FAST_PROTOCOL) & (rows["eps"] > 0)  # clean is clean, whatever protocol
     tasks = [t for t in headlines if (rows["task"] == t).any()]
-    columns = sorted({Column(t, n, float(e)) for t, n, e in zip(rows["task"], rows["norm"], rows["eps"], strict=False)},
-                     key=lambda c: (tasks.index(c.task), c.norm != "", c.norm != LINF, c.norm, c.eps))
+    columns = sorted({Column(t, n, float(e), bool(f))
+                      for t, n, e, f in zip(rows["task"], rows["norm"], rows["eps"], rows["fast"], strict=False)},
+                     key=lambda c: (tasks.index(c.task), c.fast, c.norm != "", c.norm != LINF, c.norm, c.eps))
     entries = []
     for (model, digest), mrows in rows.groupby(["model", "checkpoint_hash"], sort=True):
         card = next((cards[k] for k in [(model, digest)] + [(m, digest) for m in sorted(set(mrows["source_model"]))]
                      if k in cards), None)
         entry = Entry(model, digest, card.name if card else model, card.slug if card else "", card)
         for col in columns:
-            sel = mrows[(mrows["task"] == col.task) & (mrows["norm"] == col.norm) & (mrows["eps"] == col.eps)]
+            sel = mrows[(mrows["task"] == col.task) & (mrows["norm"] == col.norm) & (mrows["eps"] == col.eps)
+                        & (mrows["fast"] == col.fast)]
             if len(sel):
                 entry.cells[col] = _cell(sel)
         entry.flags = {t: _flags(mrows[mrows["task"] == t]) for t in tasks}
         entries.append(entry)
     _disambiguate(entries)
-    first = [c for c in columns if c.task == tasks[0]] if tasks else []
+    # rank by the first task's full-protocol columns (largest eps first), fast columns only after them
+    first = sorted((c for c in columns if c.task == tasks[0]), key=lambda c: not c.fast) if tasks else []
     entries.sort(key=lambda e: _sort_key(e, first))
     return Leaderboard(
         tasks=tasks, headlines={t: headlines[t] for t in tasks}, columns=columns, entries=entries,

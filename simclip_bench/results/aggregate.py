@@ -9,6 +9,10 @@
 Intervals (95 %, one method per kind of number, :mod:`simclip_bench.results.intervals`): an accuracy gets
 the Wilson interval, an average over datasets the Wilson interval at the effective sample size, a paired
 difference Newcombe's hybrid score interval.
+
+Every row carries its cost, ``grad_evals``: the mean gradient evaluations per sample over its samples. A
+row of a protocol with an audit (``fast``) carries the audit against the full protocol on the audited
+samples (:mod:`simclip_bench.results.audit`) and, on a miss, the flag ``fast-missed(k/n)``.
 """
 from __future__ import annotations
 
@@ -19,6 +23,7 @@ import pandas as pd
 
 from simclip_bench.attacks.checks import FLAG_SQUARE_BEAT_WHITE_BOX, accuracy_flags
 from simclip_bench.data.unreadable import FLAG_UNREADABLE
+from simclip_bench.results.audit import AuditOutcome, audit_outcome
 from simclip_bench.results.intervals import average_interval, effective_n, paired_difference_interval
 from simclip_bench.results.schema import wilson_interval
 
@@ -47,6 +52,7 @@ class CellMeta:
     flags: list[str] = field(default_factory=list)
     white_box_then_square: bool = False
     unreadable: set[str] = field(default_factory=set)  # sample ids left out: their image could not be read
+    audits: dict = field(default_factory=dict)  # attacked setting -> setting of the full attack auditing it
 
 
 def cell_rows(samples: pd.DataFrame, meta: CellMeta, task: str = "zeroshot") -> list[dict]:
@@ -75,16 +81,39 @@ def cell_rows(samples: pd.DataFrame, meta: CellMeta, task: str = "zeroshot") -> 
                             {meta.settings[s][1].value: c / n[s] for s, c in robust.items()})
     clean_config = {k: v for k, v in meta.attack_config.items() if k == "resolved_protocol"}
     rows = [_row(common, "none", clean_config, clean_setting, "", None, clean_correct, n[clean_setting],
-                 skipped[clean_setting])]
+                 skipped[clean_setting]) | {"grad_evals": 0.0}]
     for setting, correct in robust.items():
         eps = meta.settings[setting][1]
         flags = list(meta.flags) + by_eps[eps.value] + skipped[setting]
         by_square = int((per_setting[setting]["fooled_by"].astype(str) == "square").sum())
         if meta.white_box_then_square and by_square:
             flags.append(f"{FLAG_SQUARE_BEAT_WHITE_BOX}({by_square})")
+        audit = _audit(mine, per_setting[setting], meta.audits.get(setting))
+        if audit and audit.flag:
+            flags.append(audit.flag)
         rows.append(_row(common, meta.attack, meta.attack_config, setting, meta.norm, eps, correct, n[setting],
-                         flags))
+                         flags) | {"grad_evals": _mean_cost(per_setting[setting])} | _audit_columns(audit))
     return rows
+
+
+def _mean_cost(part: pd.DataFrame) -> float:
+    """Mean gradient evaluations per sample (NaN where the samples predate the column)."""
+    if "grad_evals" not in part or part["grad_evals"].isna().all():
+        return float("nan")
+    return round(float(pd.to_numeric(part["grad_evals"], errors="coerce").mean()), 2)
+
+
+def _audit(mine: pd.DataFrame, fast: pd.DataFrame, full_setting: str | None) -> AuditOutcome | None:
+    """The audit of one attacked setting against its full attack's samples (None without an audit)."""
+    if full_setting is None:
+        return None
+    return audit_outcome(fast, mine[mine["setting"] == full_setting])
+
+
+def _audit_columns(audit: AuditOutcome | None) -> dict:
+    if audit is None:
+        return {}
+    return {"audit_n": audit.n, "audit_missed": audit.missed, "audit_miss_upper": round(audit.miss_upper, 6)}
 
 
 def _left_out(meta: CellMeta, ids: set[str], present: set[str], setting: str) -> list[str]:

@@ -14,6 +14,11 @@
 
 The mean of per-sample scores (CIDEr, VQA accuracy of captioning and VQA rows) is not a proportion; its
 interval is the normal one, mean ± 1.96 standard errors (:func:`mean_interval`).
+
+A fast protocol's **miss rate** (the audit, :mod:`simclip_bench.results.audit`) gets a one-sided 95 % upper
+bound, Clopper-Pearson's exact one (:func:`binomial_upper_bound`): it holds for any true rate, also at 0
+misses, where it is about 3/n (the "rule of three"). The audit draws its samples without replacement
+from the cell, for which the binomial bound is conservative.
 """
 from __future__ import annotations
 
@@ -29,6 +34,7 @@ ACCURACY_CI = "Wilson"
 AVERAGE_CI = "Wilson, n_eff"
 PAIRED_CI = "Newcombe"
 MEAN_CI = "normal"
+MISS_BOUND = "one-sided 95 % Clopper-Pearson"
 
 
 def effective_n(sizes: Sequence[float]) -> float:
@@ -74,3 +80,31 @@ def mean_interval(values: Sequence[float], z: float = Z95) -> tuple[float, float
     mean = statistics.fmean(values)
     half = z * statistics.stdev(values) / math.sqrt(len(values)) if len(values) > 1 else math.nan
     return mean, mean - half, mean + half
+
+
+def binomial_upper_bound(k: int, n: int, confidence: float = 0.95) -> float:
+    """One-sided Clopper-Pearson upper bound of a proportion seen ``k`` times in ``n``: the p at which
+    ``P(X <= k) = 1 - confidence`` for X ~ Binomial(n, p); 1.0 when k = n, NaN when n = 0."""
+    if n == 0:
+        return math.nan
+    if k >= n:
+        return 1.0
+    alpha = 1.0 - confidence
+    low, high = k / n, 1.0
+    for _ in range(100):  # bisection: the CDF at k falls as p grows
+        mid = (low + high) / 2
+        if _binomial_cdf(k, n, mid) > alpha:
+            low = mid
+        else:
+            high = mid
+    return high
+
+
+def _binomial_cdf(k: int, n: int, p: float) -> float:
+    if p <= 0.0:
+        return 1.0
+    if p >= 1.0:
+        return 0.0
+    log_p, log_q = math.log(p), math.log1p(-p)
+    return min(1.0, sum(math.exp(math.lgamma(n + 1) - math.lgamma(i + 1) - math.lgamma(n - i + 1)
+                                 + i * log_p + (n - i) * log_q) for i in range(k + 1)))

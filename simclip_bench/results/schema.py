@@ -13,6 +13,7 @@ RESULT_COLUMNS: tuple[str, ...] = (
     "attack", "attack_config", "setting", "protocol", "norm", "eps", "eps_text",
     "metric", "value", "ci_low", "ci_high",
     "seconds", "device", "flags",
+    "grad_evals", "audit_n", "audit_missed", "audit_miss_upper",
 )
 # A row with the same values in these columns replaces the earlier one (re-running never duplicates).
 RESULT_KEY: tuple[str, ...] = (
@@ -20,12 +21,16 @@ RESULT_KEY: tuple[str, ...] = (
     "metric",
 )
 
+# ``grad_evals``: gradient evaluations per sample (the mean over the row's samples; 0 clean; empty where the
+# samples predate the column). ``audit_*`` (fast protocol rows): samples audited against the full protocol,
+# how many it fooled that the fast one missed, and the 95 % upper bound of the miss rate.
+
 # ``setting`` is a short hash of everything that decides a sample's outcome besides model, dataset
 # and sample (attack configuration, norm, eps, attack seed): the resume key.
 SAMPLE_COLUMNS: tuple[str, ...] = (
     "run_id", "model", "checkpoint_hash", "task", "dataset", "sample_id",
     "attack", "setting", "norm", "eps", "eps_text", "label", "clean_pred", "clean_correct", "adv_pred", "adv_correct",
-    "fooled_by", "max_perturbation",
+    "fooled_by", "max_perturbation", "grad_evals",
 )
 # One row per value of these columns: the zero-shot resume key (``tasks.zeroshot.done_keys``); a row
 # whose key is already in ``samples.csv`` is not appended again (two processes on one store).

@@ -10,6 +10,13 @@ it (chs20/RobustVLM ``CLIP_benchmark/clip_benchmark/metrics/zeroshot_classificat
 default of 5 restarts, then APGD-T (9 target classes, 1 restart), 100 iterations each, on the
 still-robust points, l-inf, eps 2/255 and 4/255, 1 000 fixed samples per dataset (5 000 for ImageNet),
 sample seed 0; datasets with two classes get APGD-CE only.
+
+``fast`` spends the attack budget where it can still succeed (see :data:`FAST_ATTACK`) and audits itself:
+on a seeded random ``audit_fraction`` of each cell's samples it also runs the full ``apgd-ce+apgd-t``
+(100 iterations, 9 targets, whatever ``--iterations``/``--n-targets`` say) and reports how many images the
+full protocol fooled that the fast one missed, with an upper confidence bound on the miss rate
+(:mod:`simclip_bench.results.audit`). Its rows carry the protocol name ``fast`` and stand in their own
+leaderboard columns.
 """
 from __future__ import annotations
 
@@ -19,6 +26,11 @@ from dataclasses import dataclass, field
 from simclip_bench.attacks.registry import EnsembleSpec, resolve_attack
 from simclip_bench.eps import Eps, parse_eps, unique_eps
 from simclip_bench.errors import UserError, check_count, did_you_mean
+
+FAST = "fast"
+FAST_ATTACK = "apgd-ce+apgd-t-malt"
+FAST_ITERATIONS = 50
+FAST_TARGETS = 2
 
 
 @dataclass(frozen=True)
@@ -37,9 +49,12 @@ class Protocol:
     few_class_attack: str | None = None  # attack for datasets with < 4 classes (APGD-T needs >= 4)
     sample_seed: int = 0
     attack_seed: int = 0
+    audit_attack: str | None = None  # the full protocol a fast one is checked against, on audit_fraction
+    audit_fraction: float = 0.0  # of each cell's samples (seeded by sample_seed)
     overridden: tuple[str, ...] = field(default=(), compare=False)
 
-    OVERRIDABLE = ("attack", "n_iter", "n_targets", "norm", "eps", "n_samples", "sample_seed", "attack_seed")
+    OVERRIDABLE = ("attack", "n_iter", "n_targets", "norm", "eps", "n_samples", "sample_seed", "attack_seed",
+                   "audit_fraction")
 
     def override(self, **values) -> Protocol:
         """A copy with every non-None value replaced; ``n_samples`` then applies to every dataset."""
@@ -59,6 +74,11 @@ class Protocol:
             check_count(option, getattr(self, name))
         check_count("--sample-seed", self.sample_seed, minimum=0)
         check_count("--seed", self.attack_seed, minimum=0)
+        if "audit_fraction" in self.overridden and not self.audit_attack:
+            raise UserError(f"--audit-fraction: protocol {self.name!r} has no audit; it applies to --protocol fast")
+        if not 0.0 <= self.audit_fraction <= 1.0:  # NaN fails too
+            raise UserError(f"--audit-fraction {self.audit_fraction}: give a fraction from 0 (no audit) to 1, "
+                            "e.g. 0.1")
         if self.norm not in ("linf", "l2"):
             raise UserError(f"--norm {self.norm!r}: choose linf or l2")
         spec = self.spec()
@@ -84,6 +104,13 @@ class Protocol:
             return spec.without_targeted()
         return spec
 
+    def audit_spec_for(self, n_classes: int) -> EnsembleSpec | None:
+        """The full attack the fast one is audited against (its own budgets), or None without an audit."""
+        if not self.audit_attack or self.audit_fraction == 0:
+            return None
+        spec = resolve_attack(self.audit_attack)
+        return spec.without_targeted() if n_classes < 4 else spec
+
     def n_samples_for(self, dataset: str) -> int:
         return dict(self.n_samples_per_dataset).get(dataset, self.n_samples)
 
@@ -92,7 +119,8 @@ class Protocol:
         return {"protocol": self.name, "attack": self.attack, "n_iter": self.n_iter, "n_targets": self.n_targets,
                 "norm": self.norm, "eps": list(self.eps), "n_samples": self.n_samples,
                 "n_samples_per_dataset": dict(self.n_samples_per_dataset), "few_class_attack": self.few_class_attack,
-                "sample_seed": self.sample_seed, "attack_seed": self.attack_seed, "overridden": list(self.overridden)}
+                "sample_seed": self.sample_seed, "attack_seed": self.attack_seed, "overridden": list(self.overridden)} \
+            | ({"audit_attack": self.audit_attack, "audit_fraction": self.audit_fraction} if self.audit_attack else {})
 
 
 PROTOCOLS: dict[str, Protocol] = {p.name: p for p in (
@@ -106,6 +134,10 @@ PROTOCOLS: dict[str, Protocol] = {p.name: p for p in (
              attack="autoattack", eps=("2/255", "4/255"), n_samples_per_dataset=(("imagenet1k", 5000),)),
     Protocol("quick", "smoke run: APGD-CE with 10 iterations, eps 4/255, 100 samples per dataset",
              n_iter=10, n_samples=100),
+    Protocol(FAST, f"{FAST_ATTACK} ({FAST_ITERATIONS} iterations, {FAST_TARGETS} MALT-ranked targets), "
+             f"eps 2/255 and 4/255, 1 000 samples, audited against apgd-ce+apgd-t on 10 % of them",
+             attack=FAST_ATTACK, n_iter=FAST_ITERATIONS, n_targets=FAST_TARGETS, eps=("2/255", "4/255"),
+             n_samples_per_dataset=(("imagenet1k", 5000),), audit_attack="apgd-ce+apgd-t", audit_fraction=0.1),
 )}
 DEFAULT_PROTOCOL = "default"
 

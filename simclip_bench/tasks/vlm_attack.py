@@ -43,6 +43,7 @@ import torch
 
 from simclip_bench.attacks.apgd import APGD
 from simclip_bench.attacks.base import check_perturbation
+from simclip_bench.attacks.cost import CountedObjective
 from simclip_bench.devices import autocast_for
 from simclip_bench.tasks.lm_objective import LanguageModelObjective, TargetStringObjective, contains_target
 from simclip_bench.vlm.base import VisionLanguageModel
@@ -84,13 +85,15 @@ class VLMAttackConfig:
 
 @dataclass
 class VLMAttackOutcome:
-    """Per sample: the worst-case adversarial image, its text and score, the run that found it, ℓ∞ norm."""
+    """Per sample: the worst-case adversarial image, its text and score, the run that found it, ℓ∞ norm, and
+    the gradient evaluations it cost (forward and backward passes through the VLM, every run together)."""
 
     x_adv: torch.Tensor
     texts: list[str]
     scores: list[float]
     fooled_by: list[str]
     norms: torch.Tensor
+    grad_evals: torch.Tensor | None = None
 
 
 def attack_texts(references: Sequence[str], max_references: int, distinct_by_frequency: bool) -> list[str]:
@@ -153,6 +156,7 @@ def attack_vlm(vlm: VisionLanguageModel, x: torch.Tensor, prompts: Sequence[str]
     best_text, best_score = list(clean_texts), list(clean_scores)
     fooled_by = [""] * n
     best_source: list[str | None] = [None] * n  # the ground-truth text whose run found the best point
+    counts = torch.zeros(n, dtype=torch.float64, device=device)
 
     def run_once(name: str, texts: list[str | None], targeted: bool, start: torch.Tensor | None,
                  precision: str) -> None:
@@ -161,7 +165,8 @@ def attack_vlm(vlm: VisionLanguageModel, x: torch.Tensor, prompts: Sequence[str]
             on_progress(name, n - len(active), statistics.fmean(best_score))
         if not active:
             return
-        objective = LanguageModelObjective(vlm, prompts, [t or "" for t in texts], targeted=targeted)
+        objective = CountedObjective(LanguageModelObjective(vlm, prompts, [t or "" for t in texts], targeted=targeted),
+                                     counts)
         attack = vlm_apgd(config.eps, config.n_iter, config.batch_size, config.seed)
         for first in range(0, len(active), config.batch_size):
             part = active[first:first + config.batch_size]
@@ -193,7 +198,8 @@ def attack_vlm(vlm: VisionLanguageModel, x: torch.Tensor, prompts: Sequence[str]
         for target in config.targets:
             run_once(next(runs), [target] * n, True, None, "fp32")
     norms = check_perturbation(best_x, x, config.eps)
-    return VLMAttackOutcome(x_adv=best_x, texts=best_text, scores=best_score, fooled_by=fooled_by, norms=norms)
+    return VLMAttackOutcome(x_adv=best_x, texts=best_text, scores=best_score, fooled_by=fooled_by, norms=norms,
+                            grad_evals=counts.cpu())
 
 
 def targeted_string_attack(vlm: VisionLanguageModel, x: torch.Tensor, prompts: Sequence[str], target: str,

@@ -15,6 +15,10 @@ result equals the uninterrupted one.
 A sample whose image cannot be read keeps its place in the fixed subset but gets no row: it is
 reported, left out of every accuracy (the rows' ``n_samples`` counts only the evaluated samples) and
 tried again on the next run, so fixing the file and re-running fills it in.
+
+Every sample row carries its gradient evaluations (``grad_evals``; for the reference backend the cell's
+mean). A plan with an audit (``--protocol fast``) also runs the full attack on its audited samples and
+stores their rows under the full attack's own setting, as a full-protocol run would.
 """
 from __future__ import annotations
 
@@ -27,6 +31,7 @@ import torch
 
 from simclip_bench.attacks.base import check_perturbation
 from simclip_bench.attacks.checks import preflight_checks
+from simclip_bench.attacks.cost import CountedModule
 from simclip_bench.attacks.ensemble import predict, run_ensemble
 from simclip_bench.attacks.reference import run_reference
 from simclip_bench.attacks.registry import EnsembleSpec
@@ -80,6 +85,8 @@ class CellPlan:
     batch_size: int = 500
     on_error: str = DEFAULT_ON_ERROR
     precision: str = "fp32"
+    audit_spec: EnsembleSpec | None = None  # the full attack run on the audited samples
+    audit_positions: list[int] = field(default_factory=list)  # positions into ``indices``
 
     @property
     def search_precision(self) -> str:
@@ -96,6 +103,18 @@ class CellPlan:
                 out[setting_id(self.spec, self.norm, eps, self.seed, self.batch_size, self.search_precision)] = \
                     (self.spec, eps)
         return out
+
+    def audits(self) -> dict[str, str]:
+        """Setting of each attacked eps -> the setting of the full attack auditing it (empty without an audit)."""
+        if self.audit_spec is None or not self.audit_positions or self.spec.is_clean:
+            return {}
+        return {setting_id(self.spec, self.norm, eps, self.seed, self.batch_size, self.search_precision):
+                setting_id(self.audit_spec, self.norm, eps, self.seed, self.batch_size, self.precision)
+                for eps in self.eps}
+
+    def audit_settings(self) -> dict[str, tuple[EnsembleSpec, Eps]]:
+        by_setting = {s: eps for s, (_, eps) in self.settings().items()}
+        return {full: (self.audit_spec, by_setting[fast]) for fast, full in self.audits().items()}
 
 
 @dataclass
@@ -131,6 +150,11 @@ def run_cell(loaded: LoadedModel, plan: CellPlan, out_dir, run_id: str, device: 
     source, model = plan.source, loaded.model
     settings = plan.settings()
     ids = [source.sample_id(i) for i in plan.indices]
+    audited = {ids[j] for j in plan.audit_positions}
+    # the full attack's settings on the audited samples only (a fast setting equal to its audit runs once)
+    audit_settings = {s: v for s, v in plan.audit_settings().items() if s not in settings}
+    every_setting = settings | audit_settings
+    only = dict.fromkeys(audit_settings, audited)
     report = CellReport()
     tally: dict[str, tuple[int, int]] = {}  # setting -> (correct, computed) in this call
     transform = pixel_transform(model.clip.visual.preprocess_cfg)
@@ -143,17 +167,19 @@ def run_cell(loaded: LoadedModel, plan: CellPlan, out_dir, run_id: str, device: 
     for start in range(0, len(plan.indices), plan.batch_size):
         chunk, chunk_ids = plan.indices[start:start + plan.batch_size], ids[start:start + plan.batch_size]
         size = len(chunk)
-        n_todo = max(len(v) for v in _todo(settings, chunk_ids, done).values())
-        report.reused += size - n_todo
+        n_todo = max(len(v) for v in _todo(every_setting, chunk_ids, done, only).values())
+        report.reused += size - max(len(v) for v in _todo(settings, chunk_ids, done).values())
         if n_todo:
             batch = _load(plan, chunk, chunk_ids, model.image_size, transform, report)
             chunk, chunk_ids = [chunk[j] for j in batch.kept], [chunk_ids[j] for j in batch.kept]
-            todo = _todo(settings, chunk_ids, done)
+            todo = _todo(every_setting, chunk_ids, done, only)
             if chunk:
-                rows = _outcomes(loaded, plan, head, settings, batch, chunk, chunk_ids, todo, run_id, device)
+                rows = _outcomes(loaded, plan, head, every_setting, batch, chunk, chunk_ids, todo, run_id, device)
                 append_samples(out_dir, rows)
-                report.computed += max(len(v) for v in todo.values())
+                report.computed += max(len(todo[s]) for s in settings)
                 for r in rows:
+                    if r["setting"] not in settings:
+                        continue
                     right, n = tally.get(r["setting"], (0, 0))
                     tally[r["setting"]] = (right + bool(r["adv_correct"]), n + 1)
         if on_status and tally:
@@ -176,9 +202,12 @@ def _status(settings: dict, tally: dict[str, tuple[int, int]]) -> str:
     return f"{', '.join(parts)} (of {max(n for _, n in tally.values())})"
 
 
-def _todo(settings: dict, sample_ids: list[str], done: set) -> dict[str, list[int]]:
-    """Per setting, the positions in ``sample_ids`` not yet in the store."""
-    return {s: [j for j, sid in enumerate(sample_ids) if (s, sid) not in done] for s in settings}
+def _todo(settings: dict, sample_ids: list[str], done: set, only: dict[str, set[str]] | None = None
+          ) -> dict[str, list[int]]:
+    """Per setting, the positions in ``sample_ids`` not yet in the store (among ``only[setting]`` when given)."""
+    only = only or {}
+    return {s: [j for j, sid in enumerate(sample_ids)
+                if (s, sid) not in done and (s not in only or sid in only[s])] for s in settings}
 
 
 def _load(plan: CellPlan, indices: list[int], sample_ids: list[str], image_size: int, transform,
@@ -206,36 +235,42 @@ def _outcomes(loaded: LoadedModel, plan: CellPlan, head, settings: dict, batch: 
         pos = torch.tensor(positions, dtype=torch.long, device=device)
         if spec.is_clean:
             adv_pred, norms, fooled_by = clean_pred[pos], torch.zeros(len(pos)), [""] * len(pos)
+            grad_evals = torch.zeros(len(pos))
         else:
-            adv_pred, norms, fooled_by = _attack(spec, head, x[pos], y[pos], keys[pos.cpu()], eps, plan, device)
+            adv_pred, norms, fooled_by, grad_evals = _attack(spec, head, x[pos], y[pos], keys[pos.cpu()], eps, plan,
+                                                             device)
         rows += _rows(run_id, loaded, plan.source.name, spec.name, setting, plan.norm, eps,
-                      [chunk_ids[j] for j in positions], y[pos], clean_pred[pos], adv_pred, norms, fooled_by)
+                      [chunk_ids[j] for j in positions], y[pos], clean_pred[pos], adv_pred, norms, fooled_by,
+                      grad_evals)
     return rows
 
 
 def _attack(spec: EnsembleSpec, head, x, y, keys, eps: Eps, plan: CellPlan, device):
-    """Attack the clean-correct samples among ``x``; returns float32 predictions, norms, and who fooled each."""
+    """Attack the clean-correct samples among ``x``; returns float32 predictions, norms, who fooled each, and
+    the gradient evaluations of each (the reference backend's: its total spread evenly)."""
     if spec.backend == "reference":
-        x_adv = run_reference(spec, head, x, y, eps.value, norm=plan.norm, seed=plan.seed,
+        counted = CountedModule(head)
+        x_adv = run_reference(spec, counted, x, y, eps.value, norm=plan.norm, seed=plan.seed,
                               batch_size=plan.batch_size)
         norms = check_perturbation(x_adv, x, eps.value, plan.norm)
         adv_pred = predict(head, x_adv, plan.batch_size)
         clean_ok = predict(head, x, plan.batch_size) == y
         fooled = [spec.name if c and a != t else "" for c, a, t in zip(clean_ok.tolist(), adv_pred.tolist(),
                                                                        y.tolist(), strict=True)]
-        return adv_pred, norms, fooled
+        return adv_pred, norms, fooled, torch.full((len(x),), counted.gradient_samples / len(x))
     outcome = run_ensemble(spec, head, x, y, eps.value, norm=plan.norm, seed=plan.seed, batch_size=plan.batch_size,
                            autocast=lambda: autocast_for(plan.precision, device), sample_keys=keys)
-    return outcome.adv_pred, outcome.norms, outcome.fooled_by
+    return outcome.adv_pred, outcome.norms, outcome.fooled_by, outcome.grad_evals
 
 
 def _rows(run_id, loaded, dataset, attack, setting, norm, eps, sample_ids, labels, clean_pred, adv_pred, norms,
-          fooled_by) -> list[dict]:
+          fooled_by, grad_evals) -> list[dict]:
     labels, clean_pred, adv_pred, norms = labels.tolist(), clean_pred.tolist(), adv_pred.tolist(), norms.tolist()
+    grad_evals = [round(g, 2) for g in grad_evals.tolist()]
     return [{"run_id": run_id, "model": loaded.model_id, "checkpoint_hash": loaded.checkpoint_hash, "task": TASK,
              "dataset": dataset, "sample_id": sid, "attack": attack, "setting": setting,
              "norm": norm if eps else "", "eps": eps.value if eps else 0.0, "eps_text": eps.text if eps else "0",
              "label": lab, "clean_pred": cp, "clean_correct": cp == lab, "adv_pred": ap,
-             "adv_correct": cp == lab and ap == lab, "fooled_by": fb, "max_perturbation": mp}
-            for sid, lab, cp, ap, mp, fb in zip(sample_ids, labels, clean_pred, adv_pred, norms, fooled_by,
-                                                strict=True)]
+             "adv_correct": cp == lab and ap == lab, "fooled_by": fb, "max_perturbation": mp, "grad_evals": ge}
+            for sid, lab, cp, ap, mp, fb, ge in zip(sample_ids, labels, clean_pred, adv_pred, norms, fooled_by,
+                                                    grad_evals, strict=True)]
