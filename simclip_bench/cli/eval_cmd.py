@@ -78,12 +78,20 @@ def eval_(
     precision: str = typer.Option(
         "auto", help="Attack search dtype: auto (bf16 on CUDA, fp32 on a CPU), fp32 or bf16 (also on a CPU). "
                      "Every reported verdict is computed in fp32."),
+    shard: str = typer.Option(
+        None, help="K/N: evaluate part K (0-based) of N of every cell (samples K, K+N, ...) into the shared --out; "
+                   "the last part to finish writes the table. Default: from torchrun (RANK/WORLD_SIZE) or Slurm "
+                   "(array, srun) variables, else everything."),
     allow_unsafe_pickle: bool = unsafe_pickle_option(),
     threads: int = threads_option(),
 ) -> None:
     """Zero-shot accuracy, clean and under attack, for every model x dataset x eps; resumes from OUT."""
     warn_unsafe_pickle(allow_unsafe_pickle)
     apply_threads(threads)
+    if shard is not None:  # a bad --shard gets its one line before any model or dataset is touched
+        from simclip_bench.jobs.shards import parse_shard
+
+        parse_shard(shard)
     if vqa_metric is not None and task != "vqa":
         raise UserError(f"--vqa-metric applies to --task vqa only (got --task {task}); drop --vqa-metric")
     if task != "zeroshot" or vlm:  # captioning / VQA with a VLM: simclip_bench.jobs.vlm_eval
@@ -93,7 +101,8 @@ def eval_(
         _eval_vlm(task=task, vlm=vlm, models=list(model or []), datasets=list(dataset or []),
                      dataset_root=dataset_root, attack=attack, eps=eps_list(eps or ["4/255"]), n_samples=n_samples,
                      iterations=iterations, batch_size=batch_size, seed=seed, sample_seed=sample_seed, out=out,
-                     device=device, allow_unsafe_pickle=allow_unsafe_pickle, vqa_metric=vqa_metric, precision=precision)
+                     device=device, allow_unsafe_pickle=allow_unsafe_pickle, vqa_metric=vqa_metric, precision=precision,
+                     shard=shard)
         return
     if norm in (None, "linf", "l2"):  # a bad eps gets its one line before the job (and torch) is imported
         eps_list(eps or [], norm=norm or "linf")
@@ -104,10 +113,16 @@ def eval_(
                           protocol=protocol, attack=attack, eps=list(eps) if eps else None, norm=norm,
                           n_samples=n_samples, n_iter=iterations, n_targets=n_targets, sample_seed=sample_seed,
                           seed=seed, batch_size=batch_size, workers=workers, on_error=on_error or DEFAULT_ON_ERROR,
-                          out=out, device=device, allow_unsafe_pickle=allow_unsafe_pickle, precision=precision)
+                          out=out, device=device, allow_unsafe_pickle=allow_unsafe_pickle, precision=precision,
+                          shard=shard)
     validate(request)
     with rich_reporter() as reporter:
         result = run_eval(request, reporter)
+    if result.pending:
+        _print_pending(result.shard, result.pending, out)
+    if not result.rows:
+        stdout.print(f"{result.computed} samples computed, {result.reused} reused from {out}/")
+        return
     _record_run(request, result, config)
     _print_rows(result)
     _print_summary(result)
@@ -119,10 +134,18 @@ def eval_(
                  f"| results: {result.results_path}  per-sample: {result.samples_path}")
 
 
+def _print_pending(shard, pending: list[str], out: Path) -> None:
+    """A shard done with its part while others are still at work: which cells wait, and who writes them."""
+    stdout.print(f"shard {shard}: part done; {len(pending)} cell(s) wait for other shards ({', '.join(pending[:3])}"
+                 f"{', ...' if len(pending) > 3 else ''}). The last shard to finish writes {out}/results.csv; "
+                 "re-run a shard that died (the same command) to finish it.", highlight=False, markup=False,
+                 soft_wrap=True)
+
+
 def _eval_vlm(task: str, vlm: str | None, models: list[str], datasets: list[str], dataset_root: str,
               attack: str | None, eps: list[Eps], n_samples: int | None, iterations: int | None, batch_size: int,
               seed: int | None, sample_seed: int | None, out: Path, device: str, allow_unsafe_pickle: bool = False,
-              precision: str = "auto", vqa_metric: str | None = None) -> None:
+              precision: str = "auto", vqa_metric: str | None = None, shard: str | None = None) -> None:
     """What ``simclip eval --task captioning|vqa`` (or any ``--vlm``) runs: evaluate, print, write."""
     from simclip_bench.jobs.vlm_eval import VLMEvalRequest, run_vlm_eval, validate
     from simclip_bench.metrics.vqa_accuracy import DEFAULT_VQA_METRIC
@@ -136,10 +159,14 @@ def _eval_vlm(task: str, vlm: str | None, models: list[str], datasets: list[str]
                              n_samples=n_samples, n_iter=iterations or 100, batch_size=min(batch_size, MAX_VLM_BATCH),
                              seed=seed or 0, sample_seed=sample_seed or 0, out=out, device=device,
                              allow_unsafe_pickle=allow_unsafe_pickle, precision=precision,
-                             vqa_metric=vqa_metric or DEFAULT_VQA_METRIC)
+                             vqa_metric=vqa_metric or DEFAULT_VQA_METRIC, shard=shard)
     validate(request)
     with rich_reporter() as reporter:
         result = run_vlm_eval(request, reporter)
+    if result.pending:
+        _print_pending(result.shard, result.pending, out)
+    if not result.rows:
+        return
     metric = "CIDEr-D ×100" if task == "captioning" else f"VQA accuracy % ({request.vqa_metric} metric)"
     table = Table(title=f"{task} on {request.dataset} (n={result.rows[0]['n_samples']}), {metric}")
     for col in ("model", "attack", "eps", "score", f"95% CI ({MEAN_CI})", "seconds"):
