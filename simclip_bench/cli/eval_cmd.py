@@ -35,7 +35,11 @@ MAX_VLM_BATCH = 64  # captioning/VQA cap --batch-size here (its default, 500, is
   simclip eval --protocol robustvlm --dataset robustvlm --device cuda
   # LLaVA-1.5 with its own vision tower, then with your run's encoder swapped in
   simclip eval --task vqa --vlm llava:llava-hf/llava-1.5-7b-hf --device cuda
-  simclip eval --task vqa --vlm llava:llava-hf/llava-1.5-7b-hf --model runs/x""")
+  simclip eval --task vqa --vlm llava:llava-hf/llava-1.5-7b-hf --model runs/x
+
+  # Scale out: 8 GPUs, each a part of every cell; the last writes the table
+  torchrun --nproc_per_node 8 -m simclip_bench eval --device cuda
+  simclip eval --shard 3/8 --out shared/   # part 3 of 8 (e.g. a Slurm array)""")
 def eval_(
     config: Path = config_option(),
     task: str = typer.Option("zeroshot", help="zeroshot (default), captioning or vqa (a VLM task, see --vlm)."),
@@ -82,6 +86,10 @@ def eval_(
         None, help="K/N: evaluate part K (0-based) of N of every cell (samples K, K+N, ...) into the shared --out; "
                    "the last part to finish writes the table. Default: from torchrun (RANK/WORLD_SIZE) or Slurm "
                    "(array, srun) variables, else everything."),
+    merge_from: list[Path] = typer.Option(
+        None, help="Another store (e.g. one --out per shard, where file locks across machines cannot be trusted): "
+                   "its per-sample rows are copied into --out first (each once), then the grid is completed and "
+                   "its table written. Repeat for several."),
     allow_unsafe_pickle: bool = unsafe_pickle_option(),
     threads: int = threads_option(),
 ) -> None:
@@ -102,7 +110,7 @@ def eval_(
                      dataset_root=dataset_root, attack=attack, eps=eps_list(eps or ["4/255"]), n_samples=n_samples,
                      iterations=iterations, batch_size=batch_size, seed=seed, sample_seed=sample_seed, out=out,
                      device=device, allow_unsafe_pickle=allow_unsafe_pickle, vqa_metric=vqa_metric, precision=precision,
-                     shard=shard)
+                     shard=shard, merge_from=list(merge_from or []))
         return
     if norm in (None, "linf", "l2"):  # a bad eps gets its one line before the job (and torch) is imported
         eps_list(eps or [], norm=norm or "linf")
@@ -114,7 +122,7 @@ def eval_(
                           n_samples=n_samples, n_iter=iterations, n_targets=n_targets, sample_seed=sample_seed,
                           seed=seed, batch_size=batch_size, workers=workers, on_error=on_error or DEFAULT_ON_ERROR,
                           out=out, device=device, allow_unsafe_pickle=allow_unsafe_pickle, precision=precision,
-                          shard=shard)
+                          shard=shard, merge_from=list(merge_from or []))
     validate(request)
     with rich_reporter() as reporter:
         result = run_eval(request, reporter)
@@ -145,7 +153,8 @@ def _print_pending(shard, pending: list[str], out: Path) -> None:
 def _eval_vlm(task: str, vlm: str | None, models: list[str], datasets: list[str], dataset_root: str,
               attack: str | None, eps: list[Eps], n_samples: int | None, iterations: int | None, batch_size: int,
               seed: int | None, sample_seed: int | None, out: Path, device: str, allow_unsafe_pickle: bool = False,
-              precision: str = "auto", vqa_metric: str | None = None, shard: str | None = None) -> None:
+              precision: str = "auto", vqa_metric: str | None = None, shard: str | None = None,
+              merge_from: list[Path] | None = None) -> None:
     """What ``simclip eval --task captioning|vqa`` (or any ``--vlm``) runs: evaluate, print, write."""
     from simclip_bench.jobs.vlm_eval import VLMEvalRequest, run_vlm_eval, validate
     from simclip_bench.metrics.vqa_accuracy import DEFAULT_VQA_METRIC
@@ -159,7 +168,8 @@ def _eval_vlm(task: str, vlm: str | None, models: list[str], datasets: list[str]
                              n_samples=n_samples, n_iter=iterations or 100, batch_size=min(batch_size, MAX_VLM_BATCH),
                              seed=seed or 0, sample_seed=sample_seed or 0, out=out, device=device,
                              allow_unsafe_pickle=allow_unsafe_pickle, precision=precision,
-                             vqa_metric=vqa_metric or DEFAULT_VQA_METRIC, shard=shard)
+                             vqa_metric=vqa_metric or DEFAULT_VQA_METRIC, shard=shard,
+                             merge_from=list(merge_from or []))
     validate(request)
     with rich_reporter() as reporter:
         result = run_vlm_eval(request, reporter)

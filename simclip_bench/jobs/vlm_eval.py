@@ -27,7 +27,15 @@ from simclip_bench.progress import SILENT, Reporter
 from simclip_bench.provenance import git_sha, new_run_id, package_version, utc_now
 from simclip_bench.results.intervals import mean_interval
 from simclip_bench.results.schema import RESULT_COLUMNS
-from simclip_bench.results.store import RESULTS_FILE, VLM_SAMPLES_FILE, append_samples, read_rows, upsert_results
+from simclip_bench.results.store import (
+    RESULTS_FILE,
+    VLM_SAMPLES_FILE,
+    append_samples,
+    check_merge_sources,
+    merge_samples,
+    read_rows,
+    upsert_results,
+)
 from simclip_bench.runs import DEFAULT_RUNS_DIR, latest_run
 from simclip_bench.tasks.captioning import CaptioningTask
 from simclip_bench.tasks.vlm_attack import VLMAttackConfig, attack_vlm, planned_runs
@@ -72,6 +80,8 @@ class VLMEvalRequest:
     vqa_metric: str = DEFAULT_VQA_METRIC
     # This process's part of the samples (``--shard K/N``); None = from torchrun's or Slurm's variables, else all.
     shard: str | None = None
+    # Other stores (e.g. one per shard) whose per-sample rows are copied into ``out`` first (``--merge-from``).
+    merge_from: list[Path] = field(default_factory=list)
 
 
 @dataclass
@@ -111,6 +121,7 @@ def validate(request: VLMEvalRequest) -> None:
     check_precision(request.precision)
     resolve_device(request.device)
     detect_shard(request.shard)
+    check_merge_sources(request.merge_from, VLM_SAMPLES_FILE, request.out)
 
 
 def default_encoders(request: VLMEvalRequest) -> list[str]:
@@ -298,6 +309,8 @@ def run_vlm_eval(request: VLMEvalRequest, reporter: Reporter = SILENT) -> VLMEva
     specs = request.models or default_encoders(request)
     if not request.models and request.vlm == DEFAULT_VLM and len(specs) == 1:
         reporter.notify(f"no finished 'simclip train' run under {request.runs_dir}/: evaluating {DEFAULT_MODEL} only")
+    if request.merge_from:
+        merge_samples(request.out, request.merge_from, VLM_SAMPLES_FILE, VLM_SAMPLE_COLUMNS, VLM_SAMPLE_KEY)
     run_id = new_run_id()
     rows: list[dict] = []
     sample_rows: list[dict] = []

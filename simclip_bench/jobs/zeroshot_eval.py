@@ -36,7 +36,15 @@ from simclip_bench.models.spec import load_model
 from simclip_bench.progress import SILENT, Reporter
 from simclip_bench.provenance import git_sha, new_run_id, package_version, utc_now
 from simclip_bench.results.aggregate import CellMeta, cell_rows, paired_differences, summary_table
-from simclip_bench.results.store import RESULTS_FILE, SAMPLES_FILE, read_samples, upsert_results
+from simclip_bench.results.schema import SAMPLE_COLUMNS, SAMPLE_KEY
+from simclip_bench.results.store import (
+    RESULTS_FILE,
+    SAMPLES_FILE,
+    check_merge_sources,
+    merge_samples,
+    read_samples,
+    upsert_results,
+)
 from simclip_bench.runs import DEFAULT_RUNS_DIR, latest_run
 from simclip_bench.tasks.protocols import DEFAULT_PROTOCOL, Protocol, get_protocol
 from simclip_bench.tasks.zeroshot import CellPlan, done_keys, missing_samples, run_cell, unreadable_among
@@ -80,6 +88,8 @@ class EvalRequest:
     precision: str = "auto"
     # This process's part of every cell (``--shard K/N``); None = from torchrun's or Slurm's variables, else all.
     shard: str | None = None
+    # Other stores (e.g. one per shard) whose per-sample rows are copied into ``out`` first (``--merge-from``).
+    merge_from: list[Path] = field(default_factory=list)
 
 
 @dataclass
@@ -130,6 +140,7 @@ def validate(request: EvalRequest) -> Protocol:
         raise UserError(f"--out {request.out} is a file; pass a directory for results.csv and samples.csv")
     resolve_device(request.device)
     detect_shard(request.shard)
+    check_merge_sources(request.merge_from, SAMPLES_FILE, request.out)
     return protocol
 
 
@@ -157,6 +168,8 @@ def run_eval(request: EvalRequest, reporter: Reporter = SILENT) -> EvalResult:
                         f"of every cell, on {device}")
     # fail on a bad spec before any attack runs
     loaded = [load_model(spec, device, request.allow_unsafe_pickle) for spec in specs]
+    if request.merge_from:
+        merge_samples(request.out, request.merge_from, SAMPLES_FILE, SAMPLE_COLUMNS, SAMPLE_KEY)
     run_id = new_run_id()
     record = protocol.record()
     cells: list[_Cell] = []

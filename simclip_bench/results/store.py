@@ -201,6 +201,33 @@ def read_rows(out_dir: Path, filename: str) -> pd.DataFrame | None:
     return pd.read_csv(io.BytesIO(data), dtype=str, keep_default_na=False)
 
 
+def check_merge_sources(sources: Sequence[Path], filename: str, out_dir: Path) -> None:
+    """Each of ``sources`` must be a store folder holding ``filename`` (and not ``out_dir`` itself)."""
+    from simclip_bench.errors import UserError
+
+    for source in sources:
+        source = Path(source)
+        if not (source / filename).is_file():
+            raise UserError(f"--merge-from {source}: no {filename} there; pass a --out folder of a shard")
+        if source.resolve() == Path(out_dir).resolve():
+            raise UserError(f"--merge-from {source} is --out itself; merge other stores into it")
+
+
+def merge_samples(out_dir: Path, sources: Sequence[Path], filename: str, columns: Sequence[str],
+                  key: Sequence[str]) -> int:
+    """Copy the per-sample rows of ``sources/filename`` (other stores, e.g. one per shard where file locks
+    cannot be trusted across machines) into ``out_dir/filename``, each key once; returns the rows read.
+    Values are copied as text, exactly as the shard wrote them."""
+    total = 0
+    for source in sources:
+        rows = read_rows(Path(source), filename)
+        if rows is None:
+            continue
+        append_samples(out_dir, rows.to_dict("records"), columns, key, filename)
+        total += len(rows)
+    return total
+
+
 def upsert_results(out_dir: Path, rows: Sequence[dict], columns: Sequence[str] = RESULT_COLUMNS,
                    key: Sequence[str] = RESULT_KEY) -> Path:
     """Write aggregate rows into ``results.csv``, replacing earlier rows with the same key."""
