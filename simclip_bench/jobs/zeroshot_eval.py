@@ -32,7 +32,7 @@ from simclip_bench.errors import UserError, check_count
 from simclip_bench.grid import unique_values
 from simclip_bench.jobs.shards import SINGLE, Shard, detect_shard, shard_device
 from simclip_bench.models.builtin import BUILTIN_MODELS, DEFAULT_MODEL
-from simclip_bench.models.spec import load_model
+from simclip_bench.models.spec import LoadedModel, load_model
 from simclip_bench.progress import SILENT, Reporter
 from simclip_bench.provenance import git_sha, new_run_id, package_version, utc_now
 from simclip_bench.results.aggregate import CellMeta, cell_rows, paired_differences, summary_table
@@ -237,7 +237,7 @@ def run_eval(request: EvalRequest, reporter: Reporter = SILENT) -> EvalResult:
 class _Cell:
     """One (model, dataset) cell of the grid as this process saw it; ``rows`` once the cell is complete."""
 
-    model: object
+    model: LoadedModel
     plan: CellPlan
     meta: CellMeta
     rows: list[dict] | None = None
