@@ -4,6 +4,11 @@ under attack, into tidy rows (``results.csv``) and per-sample outcomes with the 
 
 With no ``--vlm`` and no ``--dataset``: the built-in tiny VLM on the built-in generated data, with the
 base encoder ``tiny-clip`` and the latest ``simclip train`` run side by side.
+
+Per-sample rows are appended ``--batch-size`` samples at a time under the store's lock, each (encoder, task,
+dataset, setting, sample) once, so a killed run resumes, and several processes (shards,
+:mod:`simclip_bench.jobs.shards`) can share one store; the result rows are computed from the stored samples
+by the process that finds the encoder's samples complete.
 """
 from __future__ import annotations
 
