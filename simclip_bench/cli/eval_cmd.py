@@ -37,7 +37,11 @@ MAX_VLM_BATCH = 64  # captioning/VQA cap --batch-size here (its default, 500, is
   simclip eval --protocol robustvlm --dataset robustvlm --device cuda
   # LLaVA-1.5 with its own vision tower, then with your run's encoder swapped in
   simclip eval --task vqa --vlm llava:llava-hf/llava-1.5-7b-hf --device cuda
-  simclip eval --task vqa --vlm llava:llava-hf/llava-1.5-7b-hf --model runs/x""")
+  simclip eval --task vqa --vlm llava:llava-hf/llava-1.5-7b-hf --model runs/x
+
+  # Scale out: 8 GPUs, each a part of every cell; the last writes the table
+  torchrun --nproc_per_node 8 -m simclip_bench eval --device cuda
+  simclip eval --shard 3/8 --out shared/   # part 3 of 8 (e.g. a Slurm array)""")
 def eval_(
     config: Path = config_option(),
     task: str = typer.Option("zeroshot", help="zeroshot (default), captioning or vqa (a VLM task, see --vlm)."),
@@ -84,12 +88,24 @@ def eval_(
     audit_fraction: float = typer.Option(
         None, help="--protocol fast: the fraction of each dataset's samples also attacked with the full "
                    "apgd-ce+apgd-t, to measure what the fast protocol missed (default 0.1; 0 = no audit)."),
+    shard: str = typer.Option(
+        None, help="K/N: evaluate part K (0-based) of N of every cell (samples K, K+N, ...) into the shared --out; "
+                   "the last part to finish writes the table. Default: from torchrun (RANK/WORLD_SIZE) or Slurm "
+                   "(array, srun) variables, else everything."),
+    merge_from: list[Path] = typer.Option(
+        None, help="Another store (e.g. one --out per shard, where file locks across machines cannot be trusted): "
+                   "its per-sample rows are copied into --out first (each once), then the grid is completed and "
+                   "its table written. Repeat for several."),
     allow_unsafe_pickle: bool = unsafe_pickle_option(),
     threads: int = threads_option(),
 ) -> None:
     """Zero-shot accuracy, clean and under attack, for every model x dataset x eps; resumes from OUT."""
     warn_unsafe_pickle(allow_unsafe_pickle)
     apply_threads(threads)
+    if shard is not None:  # a bad --shard gets its one line before any model or dataset is touched
+        from simclip_bench.jobs.shards import parse_shard
+
+        parse_shard(shard)
     if vqa_metric is not None and task != "vqa":
         raise UserError(f"--vqa-metric applies to --task vqa only (got --task {task}); drop --vqa-metric")
     if task != "zeroshot" or vlm:  # captioning / VQA with a VLM: simclip_bench.jobs.vlm_eval
@@ -101,7 +117,8 @@ def eval_(
         _eval_vlm(task=task, vlm=vlm, models=list(model or []), datasets=list(dataset or []),
                      dataset_root=dataset_root, attack=attack, eps=eps_list(eps or ["4/255"]), n_samples=n_samples,
                      iterations=iterations, batch_size=batch_size, seed=seed, sample_seed=sample_seed, out=out,
-                     device=device, allow_unsafe_pickle=allow_unsafe_pickle, vqa_metric=vqa_metric, precision=precision)
+                     device=device, allow_unsafe_pickle=allow_unsafe_pickle, vqa_metric=vqa_metric, precision=precision,
+                     shard=shard, merge_from=list(merge_from or []))
         return
     if norm in (None, "linf", "l2"):  # a bad eps gets its one line before the job (and torch) is imported
         eps_list(eps or [], norm=norm or "linf")
@@ -113,10 +130,16 @@ def eval_(
                           n_samples=n_samples, n_iter=iterations, n_targets=n_targets, sample_seed=sample_seed,
                           seed=seed, batch_size=batch_size, workers=workers, on_error=on_error or DEFAULT_ON_ERROR,
                           out=out, device=device, allow_unsafe_pickle=allow_unsafe_pickle, precision=precision,
-                          audit_fraction=audit_fraction)
+                          audit_fraction=audit_fraction,
+                          shard=shard, merge_from=list(merge_from or []))
     validate(request)
     with rich_reporter() as reporter:
         result = run_eval(request, reporter)
+    if result.pending:
+        _print_pending(result.shard, result.pending, out)
+    if not result.rows:
+        stdout.print(f"{result.computed} samples computed, {result.reused} reused from {out}/")
+        return
     _record_run(request, result, config)
     _print_rows(result)
     _print_summary(result)
@@ -131,10 +154,19 @@ def eval_(
                  f"| results: {result.results_path}  per-sample: {result.samples_path}")
 
 
+def _print_pending(shard, pending: list[str], out: Path) -> None:
+    """A shard done with its part while others are still at work: which cells wait, and who writes them."""
+    stdout.print(f"shard {shard}: part done; {len(pending)} cell(s) wait for other shards ({', '.join(pending[:3])}"
+                 f"{', ...' if len(pending) > 3 else ''}). The last shard to finish writes {out}/results.csv; "
+                 "re-run a shard that died (the same command) to finish it.", highlight=False, markup=False,
+                 soft_wrap=True)
+
+
 def _eval_vlm(task: str, vlm: str | None, models: list[str], datasets: list[str], dataset_root: str,
               attack: str | None, eps: list[Eps], n_samples: int | None, iterations: int | None, batch_size: int,
               seed: int | None, sample_seed: int | None, out: Path, device: str, allow_unsafe_pickle: bool = False,
-              precision: str = "auto", vqa_metric: str | None = None) -> None:
+              precision: str = "auto", vqa_metric: str | None = None, shard: str | None = None,
+              merge_from: list[Path] | None = None) -> None:
     """What ``simclip eval --task captioning|vqa`` (or any ``--vlm``) runs: evaluate, print, write."""
     from simclip_bench.jobs.vlm_eval import VLMEvalRequest, run_vlm_eval, validate
     from simclip_bench.metrics.vqa_accuracy import DEFAULT_VQA_METRIC
@@ -148,10 +180,15 @@ def _eval_vlm(task: str, vlm: str | None, models: list[str], datasets: list[str]
                              n_samples=n_samples, n_iter=iterations or 100, batch_size=min(batch_size, MAX_VLM_BATCH),
                              seed=seed or 0, sample_seed=sample_seed or 0, out=out, device=device,
                              allow_unsafe_pickle=allow_unsafe_pickle, precision=precision,
-                             vqa_metric=vqa_metric or DEFAULT_VQA_METRIC)
+                             vqa_metric=vqa_metric or DEFAULT_VQA_METRIC, shard=shard,
+                             merge_from=list(merge_from or []))
     validate(request)
     with rich_reporter() as reporter:
         result = run_vlm_eval(request, reporter)
+    if result.pending:
+        _print_pending(result.shard, result.pending, out)
+    if not result.rows:
+        return
     metric = "CIDEr-D ×100" if task == "captioning" else f"VQA accuracy % ({request.vqa_metric} metric)"
     table = Table(title=f"{task} on {request.dataset} (n={result.rows[0]['n_samples']}), {metric}")
     for col in ("model", "attack", "eps", "score", f"95% CI ({MEAN_CI})", "seconds", "grad evals"):

@@ -58,9 +58,11 @@ class VLMDataset:
             chosen = sorted(np.random.default_rng(seed).choice(len(self.samples), size=n, replace=False).tolist())
         return VLMDataset(self.name, self.split, self.task, [self.samples[i] for i in chosen], self.stop_below)
 
-    def images(self, size: int) -> torch.Tensor:
-        """All images as (N, 3, size, size) in [0,1]: shorter side resized to ``size``, centre-cropped."""
-        return torch.stack([load_image(s.image, size) for s in self.samples])
+    def images(self, size: int, positions: Sequence[int] | None = None) -> torch.Tensor:
+        """The images (all, or those at ``positions``) as (N, 3, size, size) in [0,1]: shorter side resized to
+        ``size``, centre-cropped."""
+        chosen = self.samples if positions is None else [self.samples[p] for p in positions]
+        return torch.stack([load_image(s.image, size) for s in chosen])
 
 
 def load_image(image: Path | np.ndarray, size: int) -> torch.Tensor:

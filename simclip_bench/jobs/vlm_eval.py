@@ -4,6 +4,11 @@ under attack, into tidy rows (``results.csv``) and per-sample outcomes with the 
 
 With no ``--vlm`` and no ``--dataset``: the built-in tiny VLM on the built-in generated data, with the
 base encoder ``tiny-clip`` and the latest ``simclip train`` run side by side.
+
+Per-sample rows are appended ``--batch-size`` samples at a time under the store's lock, each (encoder, task,
+dataset, setting, sample) once, so a killed run resumes, and several processes (shards,
+:mod:`simclip_bench.jobs.shards`) can share one store; the result rows are computed from the stored samples
+by the process that finds the encoder's samples complete.
 """
 from __future__ import annotations
 
@@ -15,22 +20,28 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-import pandas as pd
-
 from simclip_bench.data.vlm_files import CAPTION_DATASETS, VQA_DATASETS, caption_dataset, vqa_dataset
 from simclip_bench.data.vlm_samples import VLMDataset, shapes_captioning, shapes_vqa
 from simclip_bench.devices import check_precision, resolve_device, resolve_precision
 from simclip_bench.eps import Eps, unique_eps
 from simclip_bench.errors import UserError, did_you_mean
 from simclip_bench.grid import unique_values
+from simclip_bench.jobs.shards import SINGLE, Shard, detect_shard, shard_device
 from simclip_bench.metrics.vqa_accuracy import DEFAULT_VQA_METRIC, VQA_METRICS
 from simclip_bench.models.builtin import BUILTIN_MODELS, DEFAULT_MODEL
-from simclip_bench.models.checkpoint import atomic_write_text
 from simclip_bench.progress import SILENT, Reporter
 from simclip_bench.provenance import git_sha, new_run_id, package_version, utc_now
 from simclip_bench.results.intervals import mean_interval
 from simclip_bench.results.schema import RESULT_COLUMNS
-from simclip_bench.results.store import RESULTS_FILE, VLM_SAMPLES_FILE, upsert_results
+from simclip_bench.results.store import (
+    RESULTS_FILE,
+    VLM_SAMPLES_FILE,
+    append_samples,
+    check_merge_sources,
+    merge_samples,
+    read_rows,
+    upsert_results,
+)
 from simclip_bench.runs import DEFAULT_RUNS_DIR, latest_run
 from simclip_bench.tasks.captioning import CaptioningTask
 from simclip_bench.tasks.vlm_attack import VLMAttackConfig, attack_vlm, planned_runs
@@ -74,6 +85,10 @@ class VLMEvalRequest:
     precision: str = "auto"
     # VQA only: how answers are normalised before matching (metrics/vqa_accuracy.py); recorded in every row.
     vqa_metric: str = DEFAULT_VQA_METRIC
+    # This process's part of the samples (``--shard K/N``); None = from torchrun's or Slurm's variables, else all.
+    shard: str | None = None
+    # Other stores (e.g. one per shard) whose per-sample rows are copied into ``out`` first (``--merge-from``).
+    merge_from: list[Path] = field(default_factory=list)
 
 
 @dataclass
@@ -82,6 +97,8 @@ class VLMEvalResult:
     sample_rows: list[dict]
     results_path: Path
     samples_path: Path
+    shard: Shard = SINGLE
+    pending: list[str] = field(default_factory=list)  # cells still owed by other shards ("encoder / dataset")
 
 
 def validate(request: VLMEvalRequest) -> None:
@@ -110,6 +127,8 @@ def validate(request: VLMEvalRequest) -> None:
         raise UserError(f"--out {request.out} is a file; pass a directory")
     check_precision(request.precision)
     resolve_device(request.device)
+    detect_shard(request.shard)
+    check_merge_sources(request.merge_from, VLM_SAMPLES_FILE, request.out)
 
 
 def default_encoders(request: VLMEvalRequest) -> list[str]:
@@ -136,13 +155,34 @@ def _setting(config: dict) -> str:
     return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:12]
 
 
+VLM_SAMPLE_KEY: tuple[str, ...] = ("model", "checkpoint_hash", "task", "dataset", "setting", "sample_id")
+
+
+@dataclass
+class _Setting:
+    """One row of the table: clean (``config`` None) or one eps of the attack."""
+
+    setting: str
+    attack: str
+    described: dict
+    eps: Eps | None = None
+    config: VLMAttackConfig | None = None
+
+
 def evaluate_one(loaded: LoadedVLM, dataset: VLMDataset, request: VLMEvalRequest, run_id: str,
                  on_run_done: Callable[[str], None] | None = None,
-                 reporter: Reporter = SILENT) -> tuple[list[dict], list[dict]]:
-    """Clean and attacked scores of one VLM+encoder: (result rows, per-sample rows).
+                 reporter: Reporter = SILENT, shard: Shard = SINGLE) -> tuple[list[dict] | None, list[dict]]:
+    """Clean and attacked scores of one VLM+encoder: (result rows, or None while other shards still owe samples;
+    the per-sample rows computed now).
 
-    ``reporter`` gets one progress line counting samples through the clean outputs and every attack run at
-    every eps (N samples each), with the run and the mean score so far as its info.
+    Resumable and shardable like zero-shot: this process evaluates ``shard``'s interleaved part of the samples,
+    ``request.batch_size`` at a time, skipping samples whose rows are in ``vlm_samples.csv``, and appends each
+    chunk's rows (every setting) under the store's lock. A sample's outcome does not depend on its batch mates,
+    and scores use the whole subset (CIDEr's document frequencies), so any split gives the same rows. The
+    result rows are computed from the stored samples once every sample is there, in dataset order.
+
+    ``reporter`` gets one progress line counting this process's samples through the clean outputs and every
+    attack run at every eps, with the run and the mean score so far as its info.
     """
     vlm = loaded.vlm
     task = (CaptioningTask(dataset) if request.task == "captioning"
@@ -152,67 +192,108 @@ def evaluate_one(loaded: LoadedVLM, dataset: VLMDataset, request: VLMEvalRequest
     scoring = {"vqa_metric": request.vqa_metric} if request.task == "vqa" else {}
     device = vlm.device
     precision = resolve_precision(request.precision, device)
-    x = dataset.images(vlm.image_size).to(device)
-    prompts = task.prompts(vlm)
     protocol = VLM_ATTACKS[request.attack]
-    configs = [] if protocol == "none" else [
-        VLMAttackConfig(eps=eps.value, n_iter=request.n_iter, protocol=protocol, targets=task.attack_targets,
-                        stop_below=dataset.stop_below, batch_size=request.batch_size, seed=request.seed,
-                        precision=precision) for eps in request.eps]
-    line = reporter.start(loaded.model_id[-28:], total=len(x) * (1 + sum(len(planned_runs(c)) for c in configs)),
-                          info="clean outputs")
+    settings = [_Setting(_setting(scoring) if scoring else "", "none", scoring)]
+    if protocol != "none":
+        settings = []  # the clean scores ride along in every attacked row
+        for eps in request.eps:
+            config = VLMAttackConfig(eps=eps.value, n_iter=request.n_iter, protocol=protocol,
+                                     targets=task.attack_targets, stop_below=dataset.stop_below,
+                                     batch_size=request.batch_size, seed=request.seed, precision=precision)
+            described = {**config.describe(), **scoring}
+            settings.append(_Setting(_setting({**described, "eps": eps.value, "norm": "linf"}), f"apgd-{protocol}",
+                                     described, eps, config))
+    all_prompts = task.prompts(vlm)
+    all_truth = task.ground_truth()
+    ids = [s.sample_id for s in dataset.samples]
+    done = _done(request.out, loaded, request.task, dataset.name)
+    own = shard.take(list(range(len(dataset))))
+    todo = [p for p in own if any((st.setting, ids[p]) not in done for st in settings)]
+    n_runs = sum(len(planned_runs(st.config)) for st in settings if st.config)
+    line = reporter.start(loaded.model_id[-28:], total=len(own) * (1 + n_runs), info="clean outputs")
+    reporter.advance(line, (len(own) - len(todo)) * (1 + n_runs))
     t0 = time.time()
-    clean_texts = []
-    for s in range(0, len(x), request.batch_size):
-        clean_texts += vlm.generate(x[s:s + request.batch_size], prompts[s:s + request.batch_size])
-        reporter.advance(line, len(x[s:s + request.batch_size]))
-    indices = list(range(len(x)))
-    clean_scores = task.score(vlm, indices, clean_texts)
-    common = {"run_id": run_id, "created_at": utc_now(), "git_sha": git_sha(), "package_version": package_version(),
-              "model": loaded.model_id, "checkpoint_hash": loaded.checkpoint_hash, "task": request.task,
-              "dataset": dataset.name, "split": dataset.split, "n_samples": len(x), "sample_seed": request.sample_seed,
-              "device": str(device), "metric": task.metric, "flags": ""}
-    rows = [_row(common, "none", scoring, None, clean_scores, time.time() - t0, protocol)]
-    samples: list[dict] = []
-    refs = [json.dumps(list(s.references)) for s in dataset.samples]
     base_sample = {"run_id": run_id, "model": loaded.model_id, "checkpoint_hash": loaded.checkpoint_hash,
                    "task": request.task, "dataset": dataset.name}
-    if protocol == "none":
-        for i, s in enumerate(dataset.samples):
-            samples.append({**base_sample, "sample_id": s.sample_id, "attack": "none",
-                            "setting": rows[0]["setting"], "eps": 0.0, "eps_text": "0", "prompt": prompts[i],
-                            "references": refs[i],
-                            "clean_text": clean_texts[i], "clean_score": clean_scores[i], "adv_text": clean_texts[i],
-                            "adv_score": clean_scores[i], "fooled_by": "", "max_perturbation": 0.0,
-                            "grad_evals": 0.0})
-        reporter.complete(line)
-        return rows, samples
-    for eps, config in zip(request.eps, configs, strict=True):
-        t0 = time.time()
-        runs = planned_runs(config)
+    computed: list[dict] = []
+    for first in range(0, len(todo), request.batch_size):
+        part = todo[first:first + request.batch_size]
+        x = dataset.images(vlm.image_size, part).to(device)
+        prompts = [all_prompts[p] for p in part]
+        clean_texts = vlm.generate(x, prompts)
+        reporter.advance(line, len(part))
+        clean_scores = task.score(vlm, part, clean_texts)
+        rows: list[dict] = []
+        for st in settings:
+            if st.config is None:
+                texts, scores, fooled, norms = clean_texts, clean_scores, [""] * len(part), [0.0] * len(part)
+                cost = [0.0] * len(part)
+            else:
+                def progress(run: str, k: int, mean: float, st: _Setting = st) -> None:
+                    runs = planned_runs(st.config)
+                    reporter.set_info(line, f"{st.eps.text}: run {runs.index(run) + 1}/{len(runs)} {run}, mean "
+                                            f"{task.metric} ×100 {100 * mean:.1f}")
+                    reporter.advance(line, k)
 
-        def progress(run: str, k: int, mean: float, eps: Eps = eps, runs: list[str] = runs) -> None:
-            reporter.set_info(line, f"{eps.text}: run {runs.index(run) + 1}/{len(runs)} {run}, mean {task.metric} "
-                                    f"×100 {100 * mean:.1f}")
-            reporter.advance(line, k)
-
-        outcome = attack_vlm(vlm, x, prompts, task.ground_truth(), lambda idx, texts: task.score(vlm, idx, texts),
-                             clean_texts, clean_scores, config, on_run_done=on_run_done, on_progress=progress)
-        attack_name = f"apgd-{protocol}"
-        described = {**config.describe(), **scoring}
-        cost = outcome.grad_evals.tolist()
-        rows.append(_row(common, attack_name, described, eps, outcome.scores, time.time() - t0, protocol)
-                    | {"grad_evals": round(statistics.fmean(cost), 2)})
-        setting = _setting({**described, "eps": eps.value, "norm": "linf"})
-        norms = outcome.norms.tolist()
-        for i, s in enumerate(dataset.samples):
-            samples.append({**base_sample, "sample_id": s.sample_id, "attack": attack_name, "setting": setting,
-                            "eps": eps.value, "eps_text": eps.text, "prompt": prompts[i], "references": refs[i],
-                            "clean_text": clean_texts[i], "clean_score": clean_scores[i],
-                            "adv_text": outcome.texts[i], "adv_score": outcome.scores[i],
-                            "fooled_by": outcome.fooled_by[i], "max_perturbation": norms[i], "grad_evals": cost[i]})
+                outcome = attack_vlm(vlm, x, prompts, [all_truth[p] for p in part],
+                                     lambda idx, texts, part=part: task.score(vlm, [part[i] for i in idx], texts),
+                                     clean_texts, clean_scores, st.config, on_run_done=on_run_done,
+                                     on_progress=progress)
+                texts, scores, fooled, norms = outcome.texts, outcome.scores, outcome.fooled_by, outcome.norms.tolist()
+                cost = outcome.grad_evals.tolist()
+            for k, p in enumerate(part):
+                if (st.setting, ids[p]) in done:
+                    continue
+                s = dataset.samples[p]
+                rows.append({**base_sample, "sample_id": ids[p], "attack": st.attack, "setting": st.setting,
+                             "eps": st.eps.value if st.eps else 0.0, "eps_text": st.eps.text if st.eps else "0",
+                             "prompt": prompts[k], "references": json.dumps(list(s.references)),
+                             "clean_text": clean_texts[k], "clean_score": clean_scores[k], "adv_text": texts[k],
+                             "adv_score": scores[k], "fooled_by": fooled[k], "max_perturbation": norms[k],
+                             "grad_evals": cost[k]})
+        append_samples(request.out, rows, VLM_SAMPLE_COLUMNS, VLM_SAMPLE_KEY, VLM_SAMPLES_FILE)
+        computed += rows
     reporter.complete(line)
-    return rows, samples
+    stored = _stored(request.out, loaded, request.task, dataset.name)
+    if any(not set(ids) <= set(stored.get(st.setting, {})) for st in settings):
+        return None, computed  # another shard still owes samples: it writes the rows when it finishes
+    common = {"run_id": run_id, "created_at": utc_now(), "git_sha": git_sha(), "package_version": package_version(),
+              "model": loaded.model_id, "checkpoint_hash": loaded.checkpoint_hash, "task": request.task,
+              "dataset": dataset.name, "split": dataset.split, "n_samples": len(ids),
+              "sample_seed": request.sample_seed, "device": str(device), "metric": task.metric, "flags": ""}
+    seconds = time.time() - t0
+    first_setting = stored[settings[0].setting]
+    rows = [_row(common, "none", scoring, None, [float(first_setting[i]["clean_score"]) for i in ids], seconds,
+                 protocol)]
+    for st in settings:
+        if st.config is not None:
+            rows.append(_row(common, st.attack, st.described, st.eps,
+                             [float(stored[st.setting][i]["adv_score"]) for i in ids], seconds, protocol)
+                        | {"grad_evals": _mean_cost([stored[st.setting][i].get("grad_evals") for i in ids])})
+    return rows, computed
+
+
+def _mean_cost(values: list) -> float:
+    """Mean gradient evaluations per sample; NaN where stored samples predate the column."""
+    numbers = [float(v) for v in values if v is not None and v == v and v != ""]
+    return round(statistics.fmean(numbers), 2) if len(numbers) == len(values) and numbers else float("nan")
+
+
+def _stored(out: Path, loaded: LoadedVLM, task: str, dataset: str) -> dict[str, dict[str, dict]]:
+    """This encoder's stored per-sample rows: setting -> sample id -> row (the first row of a key)."""
+    frame = read_rows(out, VLM_SAMPLES_FILE)
+    if frame is None:
+        return {}
+    mine = frame[(frame["model"] == loaded.model_id) & (frame["checkpoint_hash"] == loaded.checkpoint_hash)
+                 & (frame["task"] == task) & (frame["dataset"] == dataset)]
+    out_rows: dict[str, dict[str, dict]] = {}
+    for row in mine.to_dict("records"):
+        out_rows.setdefault(row["setting"], {}).setdefault(row["sample_id"], row)
+    return out_rows
+
+
+def _done(out: Path, loaded: LoadedVLM, task: str, dataset: str) -> set[tuple[str, str]]:
+    return {(setting, sid) for setting, rows in _stored(out, loaded, task, dataset).items() for sid in rows}
 
 
 def _row(common: dict, attack: str, config: dict, eps: Eps | None, scores: Sequence[float], seconds: float,
@@ -228,17 +309,6 @@ def _row(common: dict, attack: str, config: dict, eps: Eps | None, scores: Seque
     return {c: row.get(c, "") for c in RESULT_COLUMNS}
 
 
-def _append_csv(path: Path, rows: Sequence[dict], columns: Sequence[str]) -> None:
-    new = pd.DataFrame(list(rows), columns=list(columns))
-    if path.exists():
-        old = pd.read_csv(path, dtype=str, keep_default_na=False)
-        missing = [c for c in columns if c not in old.columns]
-        if missing:
-            raise UserError(f"{path} was written by another version (no column {missing[0]!r}); write to a new --out")
-        new = pd.concat([old[list(columns)], new.astype(str)], ignore_index=True)
-    atomic_write_text(path, new.to_csv(index=False))
-
-
 def run_vlm_eval(request: VLMEvalRequest, reporter: Reporter = SILENT) -> VLMEvalResult:
     """Evaluate every encoder in the VLM; write per-sample rows, then result rows, once all are done.
 
@@ -250,22 +320,26 @@ def run_vlm_eval(request: VLMEvalRequest, reporter: Reporter = SILENT) -> VLMEva
     # an encoder or eps given twice is evaluated once (4/255 and 0.0156862745 are one eps)
     request = replace(request, models=unique_values(request.models, (*BUILTIN_MODELS, NATIVE_ENCODER)),
                       eps=unique_eps(request.eps))
-    device = resolve_device(request.device)
+    shard = detect_shard(request.shard)
+    device = shard_device(resolve_device(request.device), shard)
     dataset = load_dataset(request)
     specs = request.models or default_encoders(request)
     if not request.models and request.vlm == DEFAULT_VLM and len(specs) == 1:
         reporter.notify(f"no finished 'simclip train' run under {request.runs_dir}/: evaluating {DEFAULT_MODEL} only")
+    if request.merge_from:
+        merge_samples(request.out, request.merge_from, VLM_SAMPLES_FILE, VLM_SAMPLE_COLUMNS, VLM_SAMPLE_KEY)
     run_id = new_run_id()
     rows: list[dict] = []
     sample_rows: list[dict] = []
+    pending: list[str] = []
     for spec in specs:
         loaded = load_vlm(request.vlm, spec, device, request.allow_unsafe_pickle)
-        r, s = evaluate_one(loaded, dataset, request, run_id, reporter=reporter)
-        rows += r
+        r, s = evaluate_one(loaded, dataset, request, run_id, reporter=reporter, shard=shard)
         sample_rows += s
-    request.out.mkdir(parents=True, exist_ok=True)
-    samples_path = request.out / VLM_SAMPLES_FILE
-    _append_csv(samples_path, sample_rows, VLM_SAMPLE_COLUMNS)
-    upsert_results(request.out, rows)
-    return VLMEvalResult(rows, sample_rows, request.out / RESULTS_FILE, samples_path)
-
+        if r is None:
+            pending.append(f"{loaded.model_id} / {dataset.name}")
+        else:  # this process completed the cell (the last shard to finish, or a re-run): it writes its rows
+            upsert_results(request.out, r)
+            rows += r
+    return VLMEvalResult(rows, sample_rows, request.out / RESULTS_FILE, request.out / VLM_SAMPLES_FILE, shard,
+                         pending)

@@ -4,12 +4,20 @@ Everything that can be checked is checked before a model is loaded or an image a
 protocol and its overrides, every dataset (where it was looked for), every model spec. Then each
 (model, dataset) cell runs through :func:`simclip_bench.tasks.zeroshot.run_cell`, which appends
 per-sample outcomes a batch at a time and skips samples already in the store (resume); the cell's
-aggregate rows are written as soon as it finishes. The summary (average over datasets with a
+aggregate rows are written as soon as it is complete. The summary (average over datasets with a
 confidence interval) and the paired differences are group-bys of the stored samples. An image that
 cannot be read is left out and reported (``on_error="skip"``) or stops the run (``"fail"``).
 
 A protocol with an audit (``fast``) also runs its full attack on a seeded random ``audit_fraction`` of
 each cell's samples (:func:`audit_positions`); the rows carry the comparison (:mod:`simclip_bench.results.audit`).
+
+Scale-out (:mod:`simclip_bench.jobs.shards`): a process with shard K/N evaluates the interleaved part K of
+every cell into the shared store. A cell's rows are written by whichever process finds, after appending its
+part, every sample of the cell in the store (the last to finish, or a re-run of any shard): the check
+re-reads the store after the process's own last append, so the last appender always sees the whole cell,
+and two that see it at once write the same rows (``upsert_results`` replaces by key). summary.csv and
+paired.csv are written by a process that finds every cell of the grid complete. A killed shard is finished
+by re-running the same command (its stored samples are skipped), or by any process without ``--shard``.
 """
 from __future__ import annotations
 
@@ -26,17 +34,26 @@ from simclip_bench.data.unreadable import DEFAULT_ON_ERROR, FLAG_UNREADABLE, che
 from simclip_bench.devices import check_precision, resolve_device, resolve_precision
 from simclip_bench.errors import UserError, check_count
 from simclip_bench.grid import unique_values
+from simclip_bench.jobs.shards import SINGLE, Shard, detect_shard, shard_device
 from simclip_bench.models.builtin import BUILTIN_MODELS, DEFAULT_MODEL
-from simclip_bench.models.spec import load_model
+from simclip_bench.models.spec import LoadedModel, load_model
 from simclip_bench.progress import SILENT, Reporter
 from simclip_bench.provenance import git_sha, new_run_id, package_version, utc_now
 from simclip_bench.results.aggregate import CellMeta, cell_rows, paired_differences, summary_table
 from simclip_bench.results.audit import FLAG_FAST_MISSED, missed_flag
 from simclip_bench.results.intervals import MISS_BOUND
-from simclip_bench.results.store import RESULTS_FILE, SAMPLES_FILE, read_samples, upsert_results
+from simclip_bench.results.schema import SAMPLE_COLUMNS, SAMPLE_KEY
+from simclip_bench.results.store import (
+    RESULTS_FILE,
+    SAMPLES_FILE,
+    check_merge_sources,
+    merge_samples,
+    read_samples,
+    upsert_results,
+)
 from simclip_bench.runs import DEFAULT_RUNS_DIR, latest_run
 from simclip_bench.tasks.protocols import DEFAULT_PROTOCOL, Protocol, get_protocol
-from simclip_bench.tasks.zeroshot import CellPlan, done_keys, run_cell
+from simclip_bench.tasks.zeroshot import CellPlan, done_keys, missing_samples, run_cell, unreadable_among
 
 SUMMARY_FILE = "summary.csv"
 PAIRED_FILE = "paired.csv"
@@ -77,6 +94,10 @@ class EvalRequest:
     allow_unsafe_pickle: bool = False
     precision: str = "auto"
     audit_fraction: float | None = None
+    # This process's part of every cell (``--shard K/N``); None = from torchrun's or Slurm's variables, else all.
+    shard: str | None = None
+    # Other stores (e.g. one per shard) whose per-sample rows are copied into ``out`` first (``--merge-from``).
+    merge_from: list[Path] = field(default_factory=list)
 
 
 @dataclass
@@ -92,6 +113,8 @@ class EvalResult:
     flags: list[str] = field(default_factory=list)
     unreadable: list[str] = field(default_factory=list)  # one line per image left out (file and reason)
     audits: list[str] = field(default_factory=list)  # one line per audited row: what the full protocol found
+    shard: Shard = SINGLE
+    pending: list[str] = field(default_factory=list)  # cells still owed by other shards ("model / dataset")
 
 
 def audit_positions(n: int, fraction: float, sample_seed: int) -> list[int]:
@@ -133,6 +156,8 @@ def validate(request: EvalRequest) -> Protocol:
     if request.out.exists() and not request.out.is_dir():
         raise UserError(f"--out {request.out} is a file; pass a directory for results.csv and samples.csv")
     resolve_device(request.device)
+    detect_shard(request.shard)
+    check_merge_sources(request.merge_from, SAMPLES_FILE, request.out)
     return protocol
 
 
@@ -143,7 +168,8 @@ def run_eval(request: EvalRequest, reporter: Reporter = SILENT) -> EvalResult:
     the user (e.g. that only the built-in model is evaluated) once every input check has passed.
     """
     protocol = validate(request)
-    device = resolve_device(request.device)
+    shard = detect_shard(request.shard)
+    device = shard_device(resolve_device(request.device), shard)
     precision = resolve_precision(request.precision, device)
     sources = [open_source(name, request.dataset_root, request.workers) for name in expand(request.datasets)]
     for source in sources:
@@ -154,11 +180,16 @@ def run_eval(request: EvalRequest, reporter: Reporter = SILENT) -> EvalResult:
     specs = unique_values(request.models, BUILTIN_MODELS) or default_models(request.runs_dir)  # repeats count once
     if not request.models and len(specs) == 1:
         reporter.notify(f"no finished 'simclip train' run under {request.runs_dir}/: evaluating {specs[0]} only")
+    if not shard.whole:
+        reporter.notify(f"shard {shard} ({shard.source}): samples {shard.index}, {shard.index + shard.count}, ... "
+                        f"of every cell, on {device}")
     # fail on a bad spec before any attack runs
     loaded = [load_model(spec, device, request.allow_unsafe_pickle) for spec in specs]
+    if request.merge_from:
+        merge_samples(request.out, request.merge_from, SAMPLES_FILE, SAMPLE_COLUMNS, SAMPLE_KEY)
     run_id = new_run_id()
     record = protocol.record()
-    rows: list[dict] = []
+    cells: list[_Cell] = []
     flags: list[str] = []
     audits: list[str] = []
     unreadable: dict[str, None] = {}  # ordered set: the same file is unreadable for every model
@@ -172,11 +203,12 @@ def run_eval(request: EvalRequest, reporter: Reporter = SILENT) -> EvalResult:
                             request.batch_size, request.on_error, precision,
                             audit_spec=protocol.audit_spec_for(len(source.classnames)),
                             audit_positions=audit_positions(len(indices), protocol.audit_fraction,
-                                                            protocol.sample_seed))
+                                                            protocol.sample_seed),
+                            part=None if shard.whole else shard.take(indices))
             ids = [source.sample_id(i) for i in indices]
             ids_by_dataset[source.name] = set(ids)
             name = model.model_id if len(model.model_id) <= 20 else "…" + model.model_id[-19:]
-            line = reporter.start(f"{name} {source.name}", total=len(indices), info=spec.name)
+            line = reporter.start(f"{name} {source.name}", total=len(plan.own), info=spec.name)
             t0 = time.time()
             done = done_keys(read_samples(request.out), model, source.name)
             report = run_cell(model, plan, request.out, run_id, device, done,
@@ -193,22 +225,61 @@ def run_eval(request: EvalRequest, reporter: Reporter = SILENT) -> EvalResult:
                             seconds=time.time() - t0, flags=report.flags,
                             white_box_then_square=_square_after_white_box(spec), unreadable=set(report.unreadable),
                             audits=plan.audits())
-            cell = cell_rows(read_samples(request.out), meta)
-            upsert_results(request.out, cell)
-            rows += cell
-            flags += [f"{model.model_id} / {source.name}: {f}" for f in _masking_flags(cell)]
-            audits += [f"{model.model_id} / {source.name} {r['eps_text']}: {_audit_line(r, plan.audit_spec.name)}"
-                       for r in cell if r.get("audit_n") is not None]
+            cell = _Cell(model, plan, meta)
+            # Whoever completes a cell writes its rows: the last shard to finish its part, or a re-run.
+            stored = read_samples(request.out)
+            if _complete(cell, stored):
+                cell.rows = cell_rows(stored, meta)
+                upsert_results(request.out, cell.rows)
+            cells.append(cell)
+    # Cells other shards completed after this one finished its part: their rows (already written) for the summary.
+    samples = read_samples(request.out)
+    for cell in cells:
+        if cell.rows is None and _complete(cell, samples):
+            cell.rows = cell_rows(samples, cell.meta)
+    rows = [r for cell in cells for r in cell.rows or []]
+    for cell in cells:
+        flags += [f"{cell.meta.model} / {cell.meta.dataset}: {f}" for f in _masking_flags(cell.rows or [])]
+        where = f"{cell.meta.model} / {cell.meta.dataset}"
+        audits += [f"{where} {r['eps_text']}: {_audit_line(r, cell.plan.audit_spec.name)}"
+                   for r in cell.rows or [] if r.get("audit_n") is not None]
+    pending = [f"{cell.meta.model} / {cell.meta.dataset}" for cell in cells if cell.rows is None]
     table = pd.DataFrame(rows)
-    summary = summary_table(table)
-    paired = paired_differences(read_samples(request.out), table, loaded[0].model_id, ids_by_dataset) \
-        if len(loaded) > 1 else pd.DataFrame()
-    _write_frame(request.out / SUMMARY_FILE, summary)
-    if not paired.empty:
-        _write_frame(request.out / PAIRED_FILE, paired)
+    summary = summary_table(table) if rows else pd.DataFrame()
+    paired = paired_differences(samples, table, loaded[0].model_id, ids_by_dataset) \
+        if len(loaded) > 1 and rows else pd.DataFrame()
+    if not pending:  # the summary and paired differences appear once every cell of the grid is complete
+        _write_frame(request.out / SUMMARY_FILE, summary)
+        if not paired.empty:
+            _write_frame(request.out / PAIRED_FILE, paired)
     return EvalResult(rows=rows, summary=summary, paired=paired, protocol=protocol,
                       results_path=request.out / RESULTS_FILE, samples_path=request.out / SAMPLES_FILE,
-                      computed=computed, reused=reused, flags=flags, unreadable=list(unreadable), audits=audits)
+                      computed=computed, reused=reused, flags=flags, unreadable=list(unreadable), shard=shard,
+                      pending=pending, audits=audits)
+
+
+@dataclass
+class _Cell:
+    """One (model, dataset) cell of the grid as this process saw it; ``rows`` once the cell is complete."""
+
+    model: LoadedModel
+    plan: CellPlan
+    meta: CellMeta
+    rows: list[dict] | None = None
+
+
+def _complete(cell: _Cell, samples: pd.DataFrame) -> bool:
+    """Whether every sample of the cell has its outcomes in the store, or cannot be read (then it is added to
+    ``cell.meta.unreadable``). A sample another shard has not evaluated yet makes the cell incomplete."""
+    missing = {sid: i for sid, i in missing_samples(samples, cell.model, cell.plan).items()
+               if sid not in cell.meta.unreadable}
+    if not missing:
+        return True
+    found = unreadable_among(cell.model, cell.plan, missing)
+    if found is None:
+        return False
+    cell.meta.unreadable |= set(found)
+    return True
 
 
 def _masking_flags(rows: list[dict]) -> list[str]:

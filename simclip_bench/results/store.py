@@ -132,15 +132,15 @@ def _line_ends_at(path: Path, offset: int, size: int) -> bool:
 
 
 def append_samples(out_dir: Path, rows: Sequence[dict], columns: Sequence[str] = SAMPLE_COLUMNS,
-                   key: Sequence[str] = SAMPLE_KEY) -> Path:
-    """Append per-sample rows to ``out_dir/samples.csv`` durably, each ``key`` once; returns the path.
+                   key: Sequence[str] = SAMPLE_KEY, filename: str = SAMPLES_FILE) -> Path:
+    """Append per-sample rows to ``out_dir/filename`` (``samples.csv``) durably, each ``key`` once; returns the path.
 
     Under the store's lock, a row whose key is already in the file (or earlier in ``rows``) is dropped,
     so two processes evaluating the same samples into one store write each row exactly once. Only the
     part of the file appended since this process last looked is parsed (see :class:`_Scanned`).
     """
     out_dir = Path(out_dir)
-    path = out_dir / SAMPLES_FILE
+    path = out_dir / filename
     if not set(key) <= set(columns):
         raise ValueError(f"sample key {list(key)} is not among the columns {list(columns)}")
     with locked(out_dir):
@@ -189,6 +189,43 @@ def read_samples(out_dir: Path) -> pd.DataFrame:
     data = data[:data.rfind(b"\n") + 1]
     return pd.read_csv(io.BytesIO(data), dtype={"sample_id": str, "eps_text": str, "fooled_by": str,
                                                 "setting": str}, keep_default_na=False, na_values=[""])
+
+
+def read_rows(out_dir: Path, filename: str) -> pd.DataFrame | None:
+    """Every complete row of ``out_dir/filename`` as text (None when there is no such file or it is empty)."""
+    path = Path(out_dir) / filename
+    if not path.exists() or path.stat().st_size == 0:
+        return None
+    data = path.read_bytes()
+    data = data[:data.rfind(b"\n") + 1]
+    return pd.read_csv(io.BytesIO(data), dtype=str, keep_default_na=False)
+
+
+def check_merge_sources(sources: Sequence[Path], filename: str, out_dir: Path) -> None:
+    """Each of ``sources`` must be a store folder holding ``filename`` (and not ``out_dir`` itself)."""
+    from simclip_bench.errors import UserError
+
+    for source in sources:
+        source = Path(source)
+        if not (source / filename).is_file():
+            raise UserError(f"--merge-from {source}: no {filename} there; pass a --out folder of a shard")
+        if source.resolve() == Path(out_dir).resolve():
+            raise UserError(f"--merge-from {source} is --out itself; merge other stores into it")
+
+
+def merge_samples(out_dir: Path, sources: Sequence[Path], filename: str, columns: Sequence[str],
+                  key: Sequence[str]) -> int:
+    """Copy the per-sample rows of ``sources/filename`` (other stores, e.g. one per shard where file locks
+    cannot be trusted across machines) into ``out_dir/filename``, each key once; returns the rows read.
+    Values are copied as text, exactly as the shard wrote them."""
+    total = 0
+    for source in sources:
+        rows = read_rows(Path(source), filename)
+        if rows is None:
+            continue
+        append_samples(out_dir, rows.to_dict("records"), columns, key, filename)
+        total += len(rows)
+    return total
 
 
 def upsert_results(out_dir: Path, rows: Sequence[dict], columns: Sequence[str] = RESULT_COLUMNS,

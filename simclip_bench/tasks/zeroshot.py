@@ -87,6 +87,13 @@ class CellPlan:
     precision: str = "fp32"
     audit_spec: EnsembleSpec | None = None  # the full attack run on the audited samples
     audit_positions: list[int] = field(default_factory=list)  # positions into ``indices``
+    # The part of ``indices`` this process evaluates (a shard of a scaled-out run); None is all of them.
+    part: list[int] | None = None
+
+    @property
+    def own(self) -> list[int]:
+        """The indices this process evaluates: ``part``, or every one of ``indices``."""
+        return list(self.indices) if self.part is None else list(self.part)
 
     @property
     def search_precision(self) -> str:
@@ -142,6 +149,9 @@ def run_cell(loaded: LoadedModel, plan: CellPlan, out_dir, run_id: str, device: 
              on_status: Callable[[str], None] | None = None) -> CellReport:
     """Evaluate one (model, dataset) cell into the store at ``out_dir``, skipping samples in ``done``.
 
+    Only ``plan.own`` is evaluated (a shard's part); the masking checks run on the first samples of the whole
+    cell, so every shard reports the flags of a single process.
+
     An image that cannot be read is left out and listed in the report (``plan.on_error`` ``skip``) or
     stops the cell with a UserError naming the file (``fail``); the other samples keep their place.
     After each batch ``on_batch`` gets its size and ``on_status`` the accuracies so far, clean and per eps,
@@ -164,8 +174,10 @@ def run_cell(loaded: LoadedModel, plan: CellPlan, out_dir, run_id: str, device: 
                   report)
     if first.kept:
         report.flags += preflight_checks(head, first.x.to(device), first.y.to(device))
-    for start in range(0, len(plan.indices), plan.batch_size):
-        chunk, chunk_ids = plan.indices[start:start + plan.batch_size], ids[start:start + plan.batch_size]
+    own = plan.own
+    own_ids = [source.sample_id(i) for i in own]
+    for start in range(0, len(own), plan.batch_size):
+        chunk, chunk_ids = own[start:start + plan.batch_size], own_ids[start:start + plan.batch_size]
         size = len(chunk)
         n_todo = max(len(v) for v in _todo(every_setting, chunk_ids, done, only).values())
         report.reused += size - max(len(v) for v in _todo(settings, chunk_ids, done).values())
@@ -186,8 +198,8 @@ def run_cell(loaded: LoadedModel, plan: CellPlan, out_dir, run_id: str, device: 
             on_status(_status(settings, tally))
         if on_batch:
             on_batch(size)
-    if len(report.unreadable) == len(ids):
-        raise UserError(f"none of the {len(ids)} images of {source.name} could be read, e.g. "
+    if own_ids and set(own_ids) <= set(report.unreadable):
+        raise UserError(f"none of the {len(own_ids)} images of {source.name} could be read, e.g. "
                         f"{next(iter(report.unreadable.values()))}")
     return report
 
@@ -274,3 +286,31 @@ def _rows(run_id, loaded, dataset, attack, setting, norm, eps, sample_ids, label
              "adv_correct": cp == lab and ap == lab, "fooled_by": fb, "max_perturbation": mp, "grad_evals": ge}
             for sid, lab, cp, ap, mp, fb, ge in zip(sample_ids, labels, clean_pred, adv_pred, norms, fooled_by,
                                                     grad_evals, strict=True)]
+
+
+def missing_samples(samples, loaded: LoadedModel, plan: CellPlan) -> dict[str, int]:
+    """The cell's samples (id -> dataset index) that lack an outcome for some setting in the store ``samples``,
+    the audit's settings included for the audited samples."""
+    settings, audit_settings = plan.settings(), plan.audit_settings()
+    audited = {plan.source.sample_id(plan.indices[j]) for j in plan.audit_positions}
+    done = done_keys(samples, loaded, plan.source.name)
+
+    def lacks(sid: str) -> bool:
+        return any((s, sid) not in done for s in settings) or \
+            (sid in audited and any((s, sid) not in done for s in audit_settings))
+
+    return {plan.source.sample_id(i): i for i in plan.indices if lacks(plan.source.sample_id(i))}
+
+
+def unreadable_among(loaded: LoadedModel, plan: CellPlan, missing: dict[str, int]) -> dict[str, str] | None:
+    """Why each of ``missing`` (id -> index) cannot be read, or None as soon as one can be read (then it is
+    missing because some process has not evaluated it yet). Reads one image at a time: a shard that finishes
+    early stops at the first sample another shard still owes."""
+    transform = pixel_transform(loaded.model.clip.visual.preprocess_cfg)
+    reasons: dict[str, str] = {}
+    for sample_id, index in missing.items():
+        batch = plan.source.load_readable([index], loaded.model.image_size, transform)
+        if batch.kept:
+            return None
+        reasons[sample_id] = next(iter(batch.unreadable.values()))
+    return reasons
