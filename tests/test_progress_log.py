@@ -48,8 +48,9 @@ def test_captioning_progress_counts_samples_through_every_attack_run(tmp_path):
     lines = run_logged(["eval", "--task", "captioning", "--model", "tiny-clip", "--n-samples", "4", "--iterations",
                         "1", "--batch-size", "2", "--out", "out"], tmp_path)
     progress = [line for line in lines if re.match(STAMP + r"tiny-vlm\[tiny-clip\] ", line)]
-    # 4 clean outputs, then 6 runs (5 ground truths, the final float32 one) of 4 samples, 2 at a time
+    # 4 samples, 2 at a time (the unit of resume): each chunk's 2 clean outputs, then its 6 runs (5 ground
+    # truths, the final float32 one); 2 + 3 x 2 = 8 at the third run of the first chunk
     assert any(" 2/28 (7%)" in line for line in progress), progress
-    assert any(re.search(r" 14/28 \(50%\) .*\| 4/255: run 3/6 apgd-gt3, mean cider ×100 [\d.]+$", line)
+    assert any(re.search(r" 8/28 \(\d+%\) .*\| 4/255: run 3/6 apgd-gt3, mean cider ×100 [\d.]+$", line)
                for line in progress), progress
     assert re.search(r" 28/28 \(100%\) .*run 6/6 apgd-fp32-final", progress[-1])

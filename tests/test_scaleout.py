@@ -25,6 +25,8 @@ VOLATILE_RESULTS = ["run_id", "created_at", "seconds"]
 KEY = ["model", "dataset", "setting", "sample_id"]
 ZEROSHOT = ["--model", "tiny-clip", "--dataset", "shapes", "--n-samples", "20", "--iterations", "2", "--batch-size",
             "4", "--eps", "4/255", "--device", "cpu", "--threads", "1"]
+# the fast protocol with its audit on half the samples: the audited rows are split between the shards too
+FAST = [*ZEROSHOT, "--protocol", "fast", "--audit-fraction", "0.5"]
 CAPTIONING = ["--task", "captioning", "--model", "tiny-clip", "--n-samples", "6", "--iterations", "2",
               "--batch-size", "2", "--eps", "4/255", "--device", "cpu", "--threads", "1"]
 
@@ -120,11 +122,11 @@ def _samples(out: Path, args: list[str]) -> pd.DataFrame:
 def single(tmp_path_factory):
     """One process's store of each grid: the reference."""
     root = tmp_path_factory.mktemp("single")
-    _run_at_once(_eval(root / "zeroshot", ZEROSHOT), _eval(root / "captioning", CAPTIONING))
-    return {"zeroshot": root / "zeroshot", "captioning": root / "captioning"}
+    _run_at_once(*[_eval(root / name, args) for name, args in GRIDS.items()])
+    return {name: root / name for name in GRIDS}
 
 
-GRIDS = {"zeroshot": ZEROSHOT, "captioning": CAPTIONING}
+GRIDS = {"zeroshot": ZEROSHOT, "captioning": CAPTIONING, "fast": FAST}
 
 
 @pytest.mark.parametrize("grid", GRIDS)
@@ -138,6 +140,8 @@ def test_two_shards_at_once_write_one_processs_table(single, tmp_path, grid):
         computed = [int(re.search(r"(\d+) samples computed", s).group(1)) for s in stdouts]
         assert computed == [10, 10]
         pd.testing.assert_frame_equal(pd.read_csv(out / "summary.csv"), pd.read_csv(single[grid] / "summary.csv"))
+    if grid == "fast":  # the audit spans both shards' samples
+        assert _table(out)["audit_n"].dropna().tolist() == [10]
 
 
 @pytest.mark.parametrize("grid", GRIDS)

@@ -13,7 +13,6 @@ from simclip_bench.cli.reporting import rich_reporter
 from simclip_bench.cli.threads import apply_threads, threads_option
 from simclip_bench.eps import Eps
 from simclip_bench.errors import UserError
-from simclip_bench.results.audit import FLAG_FAST_MISSED
 from simclip_bench.results.intervals import ACCURACY_CI, AVERAGE_CI, MEAN_CI, PAIRED_CI
 
 MAX_VLM_BATCH = 64  # captioning/VQA cap --batch-size here (its default, 500, is the zero-shot attacks' batch)
@@ -146,6 +145,8 @@ def eval_(
     _print_paired(result)
     for flag in result.flags:
         stdout.print(f"[bold red]masking check:[/] {flag}")
+    from simclip_bench.results.audit import FLAG_FAST_MISSED
+
     for line in result.audits:
         style = "bold red" if f"{FLAG_FAST_MISSED}(" in line else "bold"
         stdout.print(f"[{style}]audit:[/] {escape(line)}")
