@@ -101,6 +101,22 @@ def test_malt_orders_targets_by_their_exact_distance_on_a_linear_model():
     assert not torch.equal(logit_order(logits, y, 4), expected)
 
 
+@pytest.mark.parametrize(("norm", "nearest_first"), [("linf", [1, 2]), ("l2", [2, 1])])
+def test_malt_measures_distance_in_the_dual_norm_of_the_threat_model(norm, nearest_first):
+    """Classes 1 and 2 have the same margin. Class 1's weight difference is spread over all 12 pixels (l1 1.2, l2
+    0.35), class 2's sits in one pixel (l1 = l2 = 1): under l-inf class 1's boundary is nearer, under l2 class 2's."""
+    d = 12
+    weight = torch.zeros(4, d)
+    weight[1] = -0.1
+    weight[2, 0] = -1.0
+    bias = torch.tensor([2.0, 1.6, 1.5, -5.0])
+    model = Linear(weight, bias)
+    x = torch.full((2, d), 0.5)
+    y = torch.zeros(2, dtype=torch.long)
+    order = malt_order(model, x, y, model(x), norm, n_candidates=3)
+    assert order[:, :2].tolist() == [nearest_first] * 2
+
+
 def test_the_audit_counts_what_the_full_protocol_fooled_and_the_fast_one_missed():
     fast = pd.DataFrame({"sample_id": list("abcdef"), "adv_correct": [True, True, True, False, False, True]})
     full = pd.DataFrame({"sample_id": list("abcde"), "adv_correct": [True, False, False, False, True]})
