@@ -34,6 +34,23 @@ def zero_shot_head(tiny, shapes_test):
 
 
 @pytest.fixture(scope="session")
+def perturbed_encoder(tmp_path_factory, tiny):
+    """A second encoder: the tiny tower with slightly perturbed weights, saved as a simclip encoder file (path)."""
+    import copy
+
+    from simclip_bench.models.checkpoint import save_encoder
+
+    visual = copy.deepcopy(tiny.model.clip.visual)
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for p in visual.parameters():
+            p.add_(0.05 * p.std() * torch.randn(p.shape, generator=gen))
+    path = tmp_path_factory.mktemp("enc") / "encoder.safetensors"
+    save_encoder(visual, path, base_model="tiny-clip", arch="simclip-tiny")
+    return path
+
+
+@pytest.fixture(scope="session")
 def default_training_dir(tmp_path_factory):
     """A folder where `simclip train` ran with no arguments (runs/<time>-simclip-anchored); shared by the
     slow end-to-end tests so the default training runs once per session."""

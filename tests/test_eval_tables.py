@@ -3,17 +3,13 @@ printed interval the one in the result files; the summary only with several data
 differences only with several models; the norm beside every eps."""
 from __future__ import annotations
 
-import copy
-
 import pandas as pd
 import pytest
-import torch
 from _shapes_folder import write_shapes_folder
 from typer.testing import CliRunner
 
 from simclip_bench.cli import app
 from simclip_bench.cli.app import stdout
-from simclip_bench.models.checkpoint import save_encoder
 from simclip_bench.results.aggregate import summary_table
 from simclip_bench.results.intervals import average_interval, paired_difference_interval
 from simclip_bench.results.schema import wilson_interval
@@ -22,16 +18,8 @@ TINY = ["--n-samples", "9", "--iterations", "2", "--batch-size", "9", "--device"
 
 
 @pytest.fixture(scope="module")
-def other_encoder(tmp_path_factory, tiny):
-    """A second encoder: the tiny tower with slightly perturbed weights, saved as a simclip encoder file."""
-    visual = copy.deepcopy(tiny.model.clip.visual)
-    gen = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for p in visual.parameters():
-            p.add_(0.05 * p.std() * torch.randn(p.shape, generator=gen))
-    folder = tmp_path_factory.mktemp("enc")
-    save_encoder(visual, folder / "other.safetensors", base_model="tiny-clip", arch="simclip-tiny")
-    return folder / "other.safetensors"
+def other_encoder(perturbed_encoder):
+    return perturbed_encoder
 
 
 def run_eval(args: list[str], where, monkeypatch) -> list[tuple[str, list[str], list[list[str]]]]:

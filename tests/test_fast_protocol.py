@@ -121,7 +121,7 @@ def test_the_audit_counts_what_the_full_protocol_fooled_and_the_fast_one_missed(
     fast = pd.DataFrame({"sample_id": list("abcdef"), "adv_correct": [True, True, True, False, False, True]})
     full = pd.DataFrame({"sample_id": list("abcde"), "adv_correct": [True, False, False, False, True]})
     outcome = audit_outcome(fast, full)
-    assert (outcome.n, outcome.missed, outcome.found_more) == (5, 2, 1)
+    assert (outcome.n, outcome.missed) == (5, 2)  # b and c; e (fooled by the fast one only) is no miss
     assert outcome.flag == "fast-missed(2/5)"
     assert outcome.miss_upper == pytest.approx(binomial_upper_bound(2, 5))
 

@@ -74,9 +74,10 @@ def test_without_the_confirmation_a_false_flag_would_end_the_search_and_lose_the
     assert int(really_fooled.sum()) < int(confirmed.success.sum())
 
 
-def test_bf16_search_on_a_cpu_counts_no_sample_that_float32_does_not_fool(data, zero_shot_head):
+@pytest.mark.parametrize("attack", ["apgd-ce", "apgd-ce+apgd-t-malt"])  # the fast protocol's attack too
+def test_bf16_search_on_a_cpu_counts_no_sample_that_float32_does_not_fool(data, zero_shot_head, attack):
     x, y = data
-    spec = resolve_attack("apgd-ce").with_iterations(20)
+    spec = resolve_attack(attack).with_iterations(20)
     out = run_ensemble(spec, zero_shot_head, x, y, EPS, batch_size=8,
                        autocast=lambda: autocast_for("bf16", torch.device("cpu")))
     fooled = ~out.robust & (predict(zero_shot_head, x, 64) == y)

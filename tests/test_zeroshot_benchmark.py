@@ -7,11 +7,9 @@ import time
 
 import pandas as pd
 import pytest
-import torch
 from _shapes_folder import write_shapes_folder
 
 from simclip_bench.jobs.zeroshot_eval import EvalRequest, run_eval
-from simclip_bench.models.checkpoint import save_encoder
 from simclip_bench.results.store import read_samples
 
 VOLATILE = ["run_id", "created_at", "seconds"]
@@ -19,18 +17,8 @@ KEY = ["model", "dataset", "setting", "sample_id"]
 
 
 @pytest.fixture(scope="module")
-def other_model(tmp_path_factory, tiny):
-    """A second encoder: the tiny tower with slightly perturbed weights, saved as a simclip encoder file."""
-    import copy
-
-    visual = copy.deepcopy(tiny.model.clip.visual)
-    gen = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for p in visual.parameters():
-            p.add_(0.05 * p.std() * torch.randn(p.shape, generator=gen))
-    path = tmp_path_factory.mktemp("enc") / "encoder.safetensors"
-    save_encoder(visual, path, base_model="tiny-clip", arch="simclip-tiny")
-    return str(path)
+def other_model(perturbed_encoder):
+    return str(perturbed_encoder)
 
 
 @pytest.fixture(scope="module")

@@ -25,7 +25,7 @@ from simclip_bench.attacks.checks import FLAG_SQUARE_BEAT_WHITE_BOX, accuracy_fl
 from simclip_bench.data.unreadable import FLAG_UNREADABLE
 from simclip_bench.results.audit import AuditOutcome, audit_outcome
 from simclip_bench.results.intervals import average_interval, effective_n, paired_difference_interval
-from simclip_bench.results.schema import wilson_interval
+from simclip_bench.results.schema import truthy, wilson_interval
 
 
 @dataclass
@@ -75,8 +75,8 @@ def cell_rows(samples: pd.DataFrame, meta: CellMeta, task: str = "zeroshot") -> 
     skipped = {s: _left_out(meta, ids, set(part["sample_id"].astype(str)), s) for s, part in per_setting.items()}
     n = {s: len(part) for s, part in per_setting.items()}
     clean_setting = next(s for s, (_, eps) in meta.settings.items() if eps is None)
-    clean_correct = int(_truth(per_setting[clean_setting]["clean_correct"]).sum())
-    robust = {s: int(_truth(per_setting[s]["adv_correct"]).sum()) for s, (_, eps) in meta.settings.items() if eps}
+    clean_correct = int(truthy(per_setting[clean_setting]["clean_correct"]).sum())
+    robust = {s: int(truthy(per_setting[s]["adv_correct"]).sum()) for s, (_, eps) in meta.settings.items() if eps}
     by_eps = accuracy_flags(clean_correct / n[clean_setting],
                             {meta.settings[s][1].value: c / n[s] for s, c in robust.items()})
     clean_config = {k: v for k, v in meta.attack_config.items() if k == "resolved_protocol"}
@@ -124,10 +124,6 @@ def _left_out(meta: CellMeta, ids: set[str], present: set[str], setting: str) ->
         raise RuntimeError(f"{meta.model} on {meta.dataset}: {len(present)} of {len(ids)} samples for setting "
                            f"{setting}")
     return [f"{FLAG_UNREADABLE}({len(absent)})"] if absent else []
-
-
-def _truth(column: pd.Series) -> pd.Series:
-    return column.astype(str).str.lower().isin(["true", "1", "1.0"])
 
 
 def _row(common, attack, config, setting, norm, eps, correct, n, flags) -> dict:
@@ -200,4 +196,4 @@ def _outcomes(samples: pd.DataFrame, row: pd.Series) -> pd.Series:
                    & (samples["dataset"] == row["dataset"]) & (samples["setting"] == row["setting"])]
     part = part.drop_duplicates(subset=["sample_id"], keep="first").set_index("sample_id")
     column = "clean_correct" if row["attack"] == "none" else "adv_correct"
-    return _truth(part[column])
+    return truthy(part[column])

@@ -15,18 +15,18 @@ from dataclasses import dataclass
 import pandas as pd
 
 from simclip_bench.results.intervals import binomial_upper_bound
+from simclip_bench.results.schema import truthy
 
 FLAG_FAST_MISSED = "fast-missed"
 
 
 @dataclass(frozen=True)
 class AuditOutcome:
-    """``n`` audited samples; ``missed``: fooled by the full protocol only; ``found_more``: by the fast one
-    only; ``miss_upper``: 95 % upper bound of the miss rate (a fraction)."""
+    """``n`` audited samples; ``missed``: fooled by the full protocol only; ``miss_upper``: 95 % upper bound
+    of the miss rate (a fraction)."""
 
     n: int
     missed: int
-    found_more: int
     miss_upper: float
 
     @property
@@ -44,11 +44,5 @@ def audit_outcome(fast: pd.DataFrame, full: pd.DataFrame) -> AuditOutcome:
     the samples both have (the audited ones)."""
     both = fast[["sample_id", "adv_correct"]].merge(full[["sample_id", "adv_correct"]], on="sample_id",
                                                      suffixes=("_fast", "_full"))
-    robust_fast, robust_full = _truth(both["adv_correct_fast"]), _truth(both["adv_correct_full"])
-    missed = int((robust_fast & ~robust_full).sum())
-    return AuditOutcome(n=len(both), missed=missed, found_more=int((~robust_fast & robust_full).sum()),
-                        miss_upper=binomial_upper_bound(missed, len(both)))
-
-
-def _truth(column: pd.Series) -> pd.Series:
-    return column.astype(str).str.lower().isin(["true", "1", "1.0"])
+    missed = int((truthy(both["adv_correct_fast"]) & ~truthy(both["adv_correct_full"])).sum())
+    return AuditOutcome(n=len(both), missed=missed, miss_upper=binomial_upper_bound(missed, len(both)))

@@ -48,6 +48,11 @@ def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, flo
     return (max(0.0, centre - half), min(1.0, centre + half))
 
 
+def truthy(column):
+    """A pandas column of stored booleans (``True``/``False``, or 1/0 as read back) as a boolean Series."""
+    return column.astype(str).str.lower().isin(["true", "1", "1.0"])
+
+
 def vlm_model_id(vlm_name: str, encoder_id: str) -> str:
     """The ``model`` of a captioning/VQA row: the VLM and, in brackets, the encoder it ran with."""
     return f"{vlm_name}[{encoder_id}]"
