@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import statistics
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -32,7 +31,7 @@ from simclip_bench.models.builtin import BUILTIN_MODELS, DEFAULT_MODEL
 from simclip_bench.progress import SILENT, Reporter
 from simclip_bench.provenance import git_sha, new_run_id, package_version, utc_now
 from simclip_bench.results.intervals import mean_interval
-from simclip_bench.results.schema import RESULT_COLUMNS
+from simclip_bench.results.schema import RESULT_COLUMNS, mean_grad_evals
 from simclip_bench.results.store import (
     RESULTS_FILE,
     VLM_SAMPLES_FILE,
@@ -269,14 +268,8 @@ def evaluate_one(loaded: LoadedVLM, dataset: VLMDataset, request: VLMEvalRequest
         if st.config is not None:
             rows.append(_row(common, st.attack, st.described, st.eps,
                              [float(stored[st.setting][i]["adv_score"]) for i in ids], seconds, protocol)
-                        | {"grad_evals": _mean_cost([stored[st.setting][i].get("grad_evals") for i in ids])})
+                        | {"grad_evals": mean_grad_evals([stored[st.setting][i].get("grad_evals") for i in ids])})
     return rows, computed
-
-
-def _mean_cost(values: list) -> float:
-    """Mean gradient evaluations per sample; NaN where stored samples predate the column."""
-    numbers = [float(v) for v in values if v is not None and v == v and v != ""]
-    return round(statistics.fmean(numbers), 2) if len(numbers) == len(values) and numbers else float("nan")
 
 
 def _stored(out: Path, loaded: LoadedVLM, task: str, dataset: str) -> dict[str, dict[str, dict]]:

@@ -25,7 +25,7 @@ from simclip_bench.attacks.checks import FLAG_SQUARE_BEAT_WHITE_BOX, accuracy_fl
 from simclip_bench.data.unreadable import FLAG_UNREADABLE
 from simclip_bench.results.audit import AuditOutcome, audit_outcome
 from simclip_bench.results.intervals import average_interval, effective_n, paired_difference_interval
-from simclip_bench.results.schema import truthy, wilson_interval
+from simclip_bench.results.schema import mean_grad_evals, truthy, wilson_interval
 
 
 @dataclass
@@ -91,16 +91,10 @@ def cell_rows(samples: pd.DataFrame, meta: CellMeta, task: str = "zeroshot") -> 
         audit = _audit(mine, per_setting[setting], meta.audits.get(setting))
         if audit and audit.flag:
             flags.append(audit.flag)
+        cost = {"grad_evals": mean_grad_evals(per_setting[setting].get("grad_evals", []))}
         rows.append(_row(common, meta.attack, meta.attack_config, setting, meta.norm, eps, correct, n[setting],
-                         flags) | {"grad_evals": _mean_cost(per_setting[setting])} | _audit_columns(audit))
+                         flags) | cost | _audit_columns(audit))
     return rows
-
-
-def _mean_cost(part: pd.DataFrame) -> float:
-    """Mean gradient evaluations per sample (NaN where the samples predate the column)."""
-    if "grad_evals" not in part or part["grad_evals"].isna().all():
-        return float("nan")
-    return round(float(pd.to_numeric(part["grad_evals"], errors="coerce").mean()), 2)
 
 
 def _audit(mine: pd.DataFrame, fast: pd.DataFrame, full_setting: str | None) -> AuditOutcome | None:

@@ -48,6 +48,21 @@ def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, flo
     return (max(0.0, centre - half), min(1.0, centre + half))
 
 
+def mean_grad_evals(values) -> float:
+    """A row's ``grad_evals``: the mean over its samples' stored counts, rounded to 0.01; NaN unless every
+    sample has a count (samples stored before the column existed have none)."""
+    numbers = []
+    for v in values:
+        try:
+            number = float(v)
+        except (TypeError, ValueError):
+            return math.nan
+        if math.isnan(number):
+            return math.nan
+        numbers.append(number)
+    return round(math.fsum(numbers) / len(numbers), 2) if numbers else math.nan
+
+
 def truthy(column):
     """A pandas column of stored booleans (``True``/``False``, or 1/0 as read back) as a boolean Series."""
     return column.astype(str).str.lower().isin(["true", "1", "1.0"])
