@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -63,6 +64,11 @@ def _make_fixtures(folder: Path) -> None:
     (folder / "damaged-run" / "config.json").write_text('{"model": "tiny-clip", "steps": 3')  # cut short
     with open(folder / "evil.pt", "wb") as f:
         pickle.dump({"state_dict": _WritesAFile()}, f, protocol=2)
+    # vision-tower files (--model BASE=FILE), each wrong in one way
+    torch.save({"conv1.weight": torch.zeros(2)}, folder / "tower-partial.pt")
+    torch.save({"visual.conv1.weight": torch.zeros(2), "token_embedding.weight": torch.zeros(2)},
+               folder / "whole-clip.pt")
+    torch.save([torch.zeros(2)], folder / "tensor-list.pt")
 
 
 def _tree(folder: Path) -> dict[str, int]:

@@ -34,18 +34,29 @@ def test_ls_models_gives_each_public_checkpoint_its_provenance():
     assert rows["hf-hub:chs20/tecoa2-clip"][1:4] == ["ViT-L-14:openai", "tecoa", "2/255"]
     lines = runner.invoke(app, ["ls", "models", "--plain"]).output
     assert "arXiv 2402.12336" in lines and "hossainzarif19/SimCLIP" in lines
-    simclip4 = next(line for line in lines.splitlines() if line.startswith("simclip4"))
-    assert "simclip-anchored 4/255" in simclip4 and "ViT-L-14:openai" in simclip4
+    assert rows["simclip4=/path/to/simclip4.pt"][1:4] == ["ViT-L-14:openai", "simclip-anchored", "4/255"]
 
 
 def test_ls_models_spec_column_holds_only_what_model_accepts():
     from simclip_bench.models.spec import parse_model_spec
 
     specs = [row[0] for row in _plain("models") if len(row) == 5]
-    assert specs and all(parse_model_spec(s).kind in ("builtin", "hf-hub", "arch-tag") for s in specs)
-    assert "simclip2" not in specs and "simclip4" not in specs  # released as pickles: '--model simclip2' fails
-    table = " ".join(runner.invoke(app, ["ls", "models"]).output.split())
-    assert "simclip2, simclip4: not --model specs" in table
+    assert specs and all(parse_model_spec(s).kind in ("builtin", "hf-hub", "arch-tag", "vision-tower") for s in specs)
+    assert "simclip4=/path/to/simclip4.pt" in specs  # a vision-tower release: NAME=FILE
+
+
+def test_every_catalog_entry_has_paper_eps_reported_attack_and_a_unique_listed_spec():
+    from simclip_bench.eps import parse_eps
+    from simclip_bench.models.known_checkpoints import KNOWN_CHECKPOINTS
+
+    listed = [row[0] for row in _plain("models") if len(row) == 5]
+    specs = [c.spec for c in KNOWN_CHECKPOINTS.values()]
+    assert len(set(specs)) == len(specs)
+    for c in KNOWN_CHECKPOINTS.values():
+        assert c.paper and c.source.startswith("https://") and c.reported_attack, c.name
+        assert 0 < parse_eps(c.eps).value <= 1, c.name
+        assert c.spec in listed, c.name
+        assert not c.tower_file or c.spec == f"{c.name}=/path/to/{c.tower_file}", c.name
 
 
 def test_ls_attacks_lists_every_registered_attack():

@@ -24,20 +24,15 @@ def _models() -> Listing:
     from simclip_bench.models.builtin import BUILTIN_MODELS
     from simclip_bench.models.known_checkpoints import KNOWN_CHECKPOINTS
 
-    # The spec column holds only what --model accepts; a release that is no spec (a bare vision-tower pickle)
-    # is listed below the table, with what it is and where it lives.
-    loadable = [c for c in KNOWN_CHECKPOINTS.values() if c.spec]
-    other = [c for c in KNOWN_CHECKPOINTS.values() if not c.spec]
+    # The spec column holds what --model accepts; a vision-tower release (Sim-CLIP) shows its NAME=FILE form.
+    known = list(KNOWN_CHECKPOINTS.values())
     rows = [(b.name, f"{b.arch} (built-in)", "", "", "shipped weights") for b in BUILTIN_MODELS.values()]
-    rows += [(c.spec, f"{c.arch}:{c.base_tag}", c.objective, c.eps, c.cite) for c in loadable]
-    details = tuple(f"{c.spec}: {c.paper}; weights {c.source}" + (f" ({c.note})" if c.note else "") for c in loadable)
-    details += tuple(f"{c.name} (not a --model spec): {c.objective} {c.eps} from {c.arch}:{c.base_tag}; {c.paper}; "
-                     f"weights {c.source}" + (f" ({c.note})" if c.note else "") for c in other)
-    note = ("Any open_clip ARCH:TAG (e.g. ViT-L-14:openai), hf-hub:org/repo, run directory or encoder file also "
-            "works; see README, 'Model specs'. Listing downloads nothing.")
-    if other:
-        note += (f" {', '.join(c.name for c in other)}: not --model specs, released as files to convert first "
-                 "(see above).")
+    rows += [(c.spec, c.base_spec or f"{c.arch} (from scratch)", c.objective, c.eps, c.cite) for c in known]
+    details = tuple(f"{c.spec}: {c.paper}; weights {c.source}; reported under {c.reported_attack}"
+                    + (f" ({c.note})" if c.note else "") for c in known)
+    note = ("Any open_clip ARCH:TAG (e.g. ViT-L-14:openai), hf-hub:org/repo, BASE=FILE (a vision-tower state dict "
+            "on a base model), run directory or encoder file also works; see README, 'Model specs'. "
+            "Listing downloads nothing.")
     return Listing("models", ("spec", "base", "objective", "eps", "from"), rows, note, details)
 
 

@@ -7,7 +7,12 @@
   also be a local weights file, e.g. ``ViT-B-32:/ckpt/fare.pt``;
 * ``hf-hub:org/repo`` (open_clip's hub schema);
 * a local checkpoint: a run directory of ``simclip train``, an ``encoder.safetensors`` written
-  by it, or an open_clip ``local-dir`` folder (``open_clip_config.json`` + weights).
+  by it, or an open_clip ``local-dir`` folder (``open_clip_config.json`` + weights);
+* ``BASE=FILE``: a vision-tower state dict (``FILE``, e.g. Sim-CLIP's ``simclip4.pt``) on the model
+  ``BASE``, which supplies the text tower and the preprocessing. ``BASE`` is any spec above or the
+  name of a vision-tower release in the catalog (``simclip4=/data/simclip4.pt``: the catalog knows its
+  base, ``ViT-L-14:openai``). A plain path to a file named like such a release (``/data/simclip4.pt``)
+  means the same.
 
 Weights are read from safetensors, or with ``torch.load(weights_only=True)``; nothing is unpickled
 unless the caller passes ``allow_unsafe_pickle=True`` (CLI: ``--allow-unsafe-pickle``), which lets a
@@ -39,11 +44,13 @@ from simclip_bench.models.checkpoint import (
     state_dict_sha256,
 )
 from simclip_bench.models.hub import in_cache, offline_error, offline_reason, quiet_hub
+from simclip_bench.models.known_checkpoints import KNOWN_CHECKPOINTS, known_by_name
 from simclip_bench.models.pixel_clip import PixelSpaceCLIP
+from simclip_bench.models.vision_tower import UNSAFE_PICKLE_FLAG, read_vision_tower
 
 HF_HUB = "hf-hub:"
-UNSAFE_PICKLE_FLAG = "--allow-unsafe-pickle"
-SPEC_KINDS = ("builtin", "hf-hub", "arch-tag", "path")
+SPEC_KINDS = ("builtin", "hf-hub", "arch-tag", "vision-tower", "path")
+TOWER_SEP = "="
 
 
 @dataclass(frozen=True)
@@ -51,13 +58,16 @@ class ParsedSpec:
     """A ``--model`` value split by its text alone, before any file or registry is consulted.
 
     ``kind`` is one of :data:`SPEC_KINDS`. ``arch-tag`` (``ARCH:TAG``, with ``arch`` and ``tag`` set) may
-    still name an existing file or folder, which :func:`load_model` tries first; ``path`` is anything else.
+    still name an existing file or folder, which :func:`load_model` tries first; ``vision-tower``
+    (``BASE=FILE``, with ``base`` and ``weights`` set) too; ``path`` is anything else.
     """
 
     text: str
     kind: str
     arch: str | None = None
     tag: str | None = None
+    base: str | None = None
+    weights: str | None = None
 
 
 def parse_model_spec(spec: str) -> ParsedSpec:
@@ -67,6 +77,12 @@ def parse_model_spec(spec: str) -> ParsedSpec:
         raise UserError("empty model spec; pass e.g. --model tiny-clip or --model ViT-L-14:openai")
     if text in BUILTIN_MODELS:
         return ParsedSpec(text, "builtin")
+    if TOWER_SEP in text:  # the first '=': a base spec has none, a file name may
+        base, weights = (part.strip() for part in text.split(TOWER_SEP, 1))
+        if not base or not weights:
+            raise UserError(f"{text!r}: write a vision-tower file as BASE=FILE, e.g. simclip4=/data/simclip4.pt "
+                            "or ViT-L-14:openai=/data/fare4.pt")
+        return ParsedSpec(text, "vision-tower", base=base, weights=weights)
     if text.startswith(HF_HUB):
         if not text[len(HF_HUB):].strip():
             raise UserError(f"{text!r} names no repository; write it as hf-hub:org/repo, e.g. hf-hub:chs20/fare4-clip")
@@ -247,6 +263,10 @@ def _load_local(path: Path, spec: str, device: torch.device, allow_unsafe_pickle
                         "pass a run directory of 'simclip train' or an open_clip export folder")
     if path.suffix == ".safetensors":
         return _load_encoder_checkpoint(path, spec, device, allow_unsafe_pickle)
+    release = next((c for c in KNOWN_CHECKPOINTS.values() if c.tower_file and c.tower_file == path.name), None)
+    if release is not None:  # /data/simclip4.pt: a release of the catalog, under its own file name
+        return _load_vision_tower(ParsedSpec(spec, "vision-tower", base=release.name, weights=spec), device,
+                                  allow_unsafe_pickle)
     raise UserError(f"cannot tell the architecture of {path}; write it as ARCH:PATH, e.g. --model ViT-B-32:{path}")
 
 
@@ -265,6 +285,46 @@ def _load_arch_tag(parsed: ParsedSpec, device: torch.device, allow_unsafe_pickle
         raise UserError(f"{tag!r} is neither a pretrained tag of {arch} nor a file{did_you_mean(tag, tags)}; "
                         f"known tags: {', '.join(tags) or 'none'}")
     return _finish(parsed.text, arch, *_create_from_hub(parsed.text, arch, tag, allow_unsafe_pickle), device)
+
+
+def _tower_base(base: str) -> str:
+    """The ``--model`` spec of the model under a vision-tower file: a catalog release's base, or ``base``."""
+    release = known_by_name(base)
+    if release is not None:
+        return release.base_spec
+    parsed = parse_model_spec(base)
+    if parsed.kind == "path" and _existing_path(base) is None:
+        releases = [c.name for c in KNOWN_CHECKPOINTS.values() if c.tower_file]
+        raise UserError(f"unknown model {base!r} before '='{did_you_mean(base, releases + list(BUILTIN_MODELS))}; "
+                        f"write a vision-tower release ({', '.join(releases)}) or the --model spec of its base, "
+                        "e.g. ViT-L-14:openai=/data/fare4.pt")
+    return base
+
+
+def _load_vision_tower(parsed: ParsedSpec, device: torch.device, allow_unsafe_pickle: bool = False) -> LoadedModel:
+    """``BASE=FILE``: the base model with its vision tower replaced by the state dict in FILE.
+
+    The file is read and checked first, so a wrong file answers before the base model is built (or
+    downloaded); then its keys must match the base's vision tower exactly, no key missing or left over.
+    """
+    base_spec = _tower_base(parsed.base)
+    path, state = read_vision_tower(parsed.weights, allow_unsafe_pickle)
+    base = load_model(base_spec, "cpu", allow_unsafe_pickle)
+    visual = base.model.clip.visual
+    expected = set(visual.state_dict())
+    missing, unexpected = sorted(expected - set(state)), sorted(set(state) - expected)
+    if missing or unexpected:
+        example = f"e.g. missing {missing[0]!r}" if missing else f"e.g. unexpected {unexpected[0]!r}"
+        raise UserError(f"{path} does not fit the vision tower of {base_spec}: {len(missing)} missing and "
+                        f"{len(unexpected)} unexpected keys ({example}); is it the vision tower of another "
+                        "architecture?")
+    try:
+        visual.load_state_dict(state, strict=True)
+    except RuntimeError as e:  # same names, other shapes: another width or patch size
+        raise UserError(f"{path} does not fit the vision tower of {base_spec}: {first_line(e)}") from None
+    base.model.to(device)
+    return LoadedModel(spec=parsed.text, model_id=parsed.text, arch=base.arch, model=base.model,
+                       checkpoint_hash=state_dict_sha256(visual.state_dict()))
 
 
 def _finish(spec: str, arch: str, clip, tokenizer, device: torch.device, model_id: str | None = None) -> LoadedModel:
@@ -292,8 +352,11 @@ def load_model(spec: str, device: torch.device | str = "cpu", allow_unsafe_pickl
     path = _existing_path(spec)
     if path is not None:
         return _load_local(path, spec, device, allow_unsafe_pickle)
+    if parsed.kind == "vision-tower":
+        return _load_vision_tower(parsed, device, allow_unsafe_pickle)
     if parsed.kind == "arch-tag":
         return _load_arch_tag(parsed, device, allow_unsafe_pickle)
     choices = list(BUILTIN_MODELS) + open_clip.list_models()
     raise UserError(f"unknown model {spec!r}{did_you_mean(spec, choices)}; use a built-in name "
-                    f"({', '.join(BUILTIN_MODELS)}), ARCH:TAG (e.g. ViT-L-14:openai), hf-hub:org/repo or a path")
+                    f"({', '.join(BUILTIN_MODELS)}), ARCH:TAG (e.g. ViT-L-14:openai), hf-hub:org/repo, BASE=FILE "
+                    "or a path")

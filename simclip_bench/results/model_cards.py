@@ -95,7 +95,7 @@ def card_for_spec(model: str, checkpoint_sha256: str) -> ModelCard:
     known = known_by_spec(model)
     if known:
         return ModelCard(model, checkpoint_sha256, known.name, known.arch, known.base_tag, known.objective,
-                         known.eps, base_model=f"{known.arch}:{known.base_tag}", source=known.source,
+                         known.eps, base_model=known.base_spec, source=known.source,
                          paper=known.paper)
     path = Path(model).expanduser()
     if path.is_dir() and (path / ENCODER_FILENAME).is_file():
