@@ -76,13 +76,15 @@ def test_eps_labels_read_as_people_write_them():
     assert (eps_label(0), eps_label(4 / 255), eps_label(0.5, "l2")) == ("clean", "4/255", "l2 0.5")
 
 
-def test_markdown_has_one_row_per_model_and_the_masking_flags(tmp_path):
+def test_markdown_has_one_row_per_model_with_intervals_and_the_masking_flags(tmp_path):
     render_leaderboard(two_models(tmp_path), tmp_path)
     md = (tmp_path / "LEADERBOARD.md").read_text()
     table = [line for line in md.splitlines() if line.startswith("| ")]
     assert table[0] == "| # | model | clean | 2/255 | 4/255 | flags |"
-    assert table[1].startswith("| 1 | runs/robust | 85.0 | 60.0 | 45.0 | zero-gradients(3/200) |")
-    assert table[2].startswith("| 2 | tiny-clip | 90.0 | 40.0 | 10.0 |")
+    assert table[1].startswith("| 1 | runs/robust | 85.0 (80.0–90.0) | 60.0 (55.0–65.0) | 45.0 (40.0–50.0) | "
+                               "zero-gradients(3/200) |")
+    assert table[2].startswith("| 2 | tiny-clip | 90.0 (85.0–95.0) | 40.0 (35.0–45.0) | 10.0 (5.0–15.0) |")
+    assert "n = 200 samples per cell" in md
 
 
 def test_csv_holds_the_unscaled_numbers_in_leaderboard_order(tmp_path):

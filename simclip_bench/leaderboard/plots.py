@@ -1,5 +1,10 @@
 """PNG plots of a leaderboard: score against eps (one line per model) and clean against robust, per task.
 
+A robust point is the worst case over the task's full protocols at that eps (``fast`` columns are left
+out: they stand for the full protocol, not beside it). The clean-against-robust panels draw each task's
+frontier: the models no other model beats on both clean and robust score, joined by a line, so the
+slope between two frontier points is the clean score paid for each point of robustness.
+
 Figures are drawn with matplotlib's object API on the Agg canvas (no pyplot state, no backend
 switch) under matplotlib's default style, so a user's matplotlibrc cannot change them, and saved
 without the "Software" metadata, so the same leaderboard gives the same bytes.
@@ -12,7 +17,7 @@ import matplotlib
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from simclip_bench.leaderboard.table import LINF, Column, Leaderboard
+from simclip_bench.leaderboard.table import Leaderboard, eps_label
 
 DPI = 100
 PANEL_INCHES = 4.5  # width and height of one clean-against-robust panel, before its legend
@@ -32,8 +37,18 @@ def _png(fig: Figure) -> bytes:
     return buf.getvalue()
 
 
-def _linf_columns(lb: Leaderboard, task: str) -> list[Column]:
-    return [c for c in lb.columns_of(task) if c.is_clean or (c.norm == LINF and not c.fast)]
+def _eps_points(lb: Leaderboard, task: str) -> list[tuple[float, str]]:
+    """(eps, label) of the clean column and each l-inf eps of the task, in increasing eps."""
+    seen: dict[float, str] = {}
+    for c in lb.full_columns(task):
+        seen.setdefault(c.eps, "0" if c.is_clean else eps_label(c.eps))
+    return sorted(seen.items())
+
+
+def frontier(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    """The (clean, robust) points no other point matches or beats on both, in increasing clean score."""
+    return sorted(p for p in set(points)
+                  if not any(q != p and q[0] >= p[0] and q[1] >= p[1] for q in points))
 
 
 def _ylabel(lb: Leaderboard, task: str) -> str:
@@ -48,16 +63,17 @@ def _colors(lb: Leaderboard) -> list:
 
 def figure_score_vs_eps(lb: Leaderboard, task: str) -> Figure:
     """Headline score against l-inf eps (x axis in n/255), one line with markers per model."""
-    cols = _linf_columns(lb, task)
+    points = _eps_points(lb, task)
     h = lb.headlines[task]
     with matplotlib.rc_context(_STYLE):
         fig = Figure(figsize=(7, 4.5))
         ax = fig.add_subplot()
         for entry, color in zip(lb.entries, _colors(lb), strict=False):
-            pts = [(c.eps * 255, entry.cells[c].value * h.scale) for c in cols if c in entry.cells]
+            pts = [(eps * 255, v * h.scale) for eps, _ in points
+                   if (v := lb.worst_case(entry, task, eps)) is not None]
             if pts:
                 ax.plot(*zip(*pts, strict=False), marker="o", color=color, label=_text(entry.name))
-        ax.set_xticks([c.eps * 255 for c in cols], ["0" if c.is_clean else c.label for c in cols])
+        ax.set_xticks([eps * 255 for eps, _ in points], [label for _, label in points])
         ax.set_xlabel("perturbation budget ε (ℓ∞, pixel scale)")
         ax.set_ylabel(_ylabel(lb, task))
         ax.set_title(_text(f"{task}: {h.label} against ε ({', '.join(lb.datasets[task])})"))
@@ -69,29 +85,36 @@ def figure_score_vs_eps(lb: Leaderboard, task: str) -> Figure:
 
 
 def figure_clean_vs_robust(lb: Leaderboard, task: str) -> Figure:
-    """Robust against clean headline score, one panel per l-inf eps, one marker per model, with the diagonal."""
-    cols = _linf_columns(lb, task)
-    clean = next((c for c in cols if c.is_clean), None)
-    robust = [c for c in cols if not c.is_clean]
+    """Robust against clean headline score, one panel per l-inf eps, one marker per model, with the diagonal
+    and the frontier (see the module docstring)."""
+    points = _eps_points(lb, task)
+    robust = [(eps, label) for eps, label in points if eps > 0]
     h = lb.headlines[task]
     with matplotlib.rc_context(_STYLE):
         fig = Figure(figsize=(PANEL_INCHES * max(1, len(robust)), PANEL_INCHES))
         axes = fig.subplots(1, max(1, len(robust)), squeeze=False)[0]
-        top = 100 if h.unit == "%" else max([e.cells[c].value * h.scale for e in lb.entries for c in cols
-                                             if c in e.cells] + [1.0]) * 1.05
-        for ax, col in zip(axes, robust or [None], strict=False):
+        top = 100 if h.unit == "%" else max([v * h.scale for e in lb.entries for eps, _ in points
+                                             if (v := lb.worst_case(e, task, eps)) is not None] + [1.0]) * 1.05
+        for ax, (eps, label) in zip(axes, robust or [(None, None)], strict=False):
             ax.plot([0, top], [0, top], linestyle="--", color="grey", linewidth=1, label="robust = clean")
+            pairs = []
             for entry, color in zip(lb.entries, _colors(lb), strict=False):
-                if clean in entry.cells and col in entry.cells:
-                    ax.scatter(entry.cells[clean].value * h.scale, entry.cells[col].value * h.scale, s=60,
-                               color=color, label=_text(entry.name), zorder=3)
+                clean, adv = lb.worst_case(entry, task, 0.0), lb.worst_case(entry, task, eps) if eps else None
+                if clean is not None and adv is not None:
+                    pairs.append((clean * h.scale, adv * h.scale))
+                    ax.scatter(*pairs[-1], s=60, color=color, label=_text(entry.name), zorder=3)
+            if len(frontier(pairs)) > 1:
+                ax.plot(*zip(*frontier(pairs), strict=False), color="black", linewidth=1, zorder=2,
+                        label="frontier")
             ax.set_xlim(0, top)
             ax.set_ylim(0, top)
             ax.set_aspect("equal")
             ax.set_xlabel(f"clean {_ylabel(lb, task)}")
-            ax.set_ylabel(f"robust at ε = {col.label if col else '?'}" + (f" ({h.unit})" if h.unit else ""))
-            ax.set_title(f"ε = {col.label}" if col else "no robust column")
-        fig.suptitle(_text(f"{task}: clean against robust {h.label}"))
+            ax.set_ylabel(f"robust at ε = {label or '?'}" + (f" ({h.unit})" if h.unit else ""))
+            ax.set_title(f"ε = {label}" if label else "no robust column")
+        several = len({c.protocol for c in lb.full_columns(task) if not c.is_clean}) > 1
+        fig.suptitle(_text(f"{task}: clean against robust {h.label}"
+                           + (" (worst case over protocols)" if several else "")))
         _legend_below(fig, *axes[0].get_legend_handles_labels())
         return fig
 

@@ -1,7 +1,12 @@
 """The leaderboard as Markdown (``LEADERBOARD.md``): one wide table, notes, and the model cards."""
 from __future__ import annotations
 
-from simclip_bench.leaderboard.table import Column, Entry, Leaderboard
+import math
+
+from simclip_bench.leaderboard.price import prices
+from simclip_bench.leaderboard.protocol_docs import protocol_link, protocol_summary
+from simclip_bench.leaderboard.published import QUOTED_TABLES, QuotedTable
+from simclip_bench.leaderboard.table import Column, Entry, Leaderboard, eps_label
 from simclip_bench.results.model_cards import ModelCard
 
 
@@ -11,6 +16,21 @@ def md_escape(text: str) -> str:
     for ch in "\\`*_[]<>|#":
         text = text.replace(ch, "\\" + ch)
     return text
+
+
+def interval_text(lb: Leaderboard, entry: Entry, col: Column) -> str:
+    """The cell's 95 % interval as ``68.5–76.4`` (displayed units), or empty (no cell, or several datasets)."""
+    cell = entry.cells.get(col)
+    if cell is None or math.isnan(cell.ci_low):
+        return ""
+    h = lb.headlines[col.task]
+    return f"{h.show(cell.ci_low)}–{h.show(cell.ci_high)}"
+
+
+def sample_counts(lb: Leaderboard, task: str) -> str:
+    """``n = 200 samples per cell`` (or the distinct counts) for the task's cells."""
+    counts = sorted({cell.n_samples for e in lb.entries for c in lb.columns_of(task) if (cell := e.cells.get(c))})
+    return f"n = {', '.join(str(n) for n in counts)} samples per cell" if counts else "no samples"
 
 
 def cell_text(lb: Leaderboard, entry: Entry, col: Column) -> str:
@@ -25,6 +45,54 @@ def cell_text(lb: Leaderboard, entry: Entry, col: Column) -> str:
 def _header(lb: Leaderboard) -> list[str]:
     multi = len(lb.tasks) > 1
     return ["#", "model"] + [f"{c.task} {c.label}" if multi else c.label for c in lb.columns] + ["flags"]
+
+
+def task_protocols(lb: Leaderboard, task: str) -> list[str]:
+    """The protocols of the task's robust columns, in column order."""
+    return list(dict.fromkeys(c.protocol for c in lb.columns_of(task) if not c.is_clean and c.protocol))
+
+
+def _protocols_md(lb: Leaderboard, task: str) -> str:
+    parts = []
+    for protocol in task_protocols(lb, task):
+        link, summary = protocol_link(protocol), protocol_summary(protocol)
+        name = f"[{md_escape(protocol)}]({link})" if link else md_escape(protocol)
+        parts.append(f"{name} ({md_escape(summary)})" if summary else name)
+    return "; ".join(parts)
+
+
+def _price_md(lb: Leaderboard) -> list[str]:
+    rows = prices(lb)
+    if not rows:
+        return []
+    out = ["## The price of robustness", "",
+           "Per fine-tuned model against the model it was fine-tuned from: clean score lost, robust score gained "
+           "(worst case over the protocols), and the clean points paid per robust point.", "",
+           "| model | task | ε | clean lost | robust gained | clean per robust point |", "|---|---|---|---:|---:|---:|"]
+    for r in rows:
+        ratio = r.clean_per_robust_point
+        out.append(f"| {md_escape(r.entry.name)} | {md_escape(r.task)} | {eps_label(r.eps)} | {r.clean_drop:+.1f} | "
+                   f"{r.robust_gain:+.1f} | {'–' if math.isnan(ratio) else f'{ratio:.2f}'} |")
+    return out + [""]
+
+
+def _quoted_md(table: QuotedTable) -> list[str]:
+    out = [f"### {md_escape(table.title)}", "", f"Source: <{table.source}>. Attack: {md_escape(table.attack)}"
+           + (f" {md_escape(table.note)}" if table.note else ""), "",
+           "| " + " | ".join(md_escape(c) for c in table.columns) + " |",
+           "|" + "|".join(["---"] + ["---:"] * (len(table.columns) - 1)) + "|"]
+    out += ["| " + " | ".join(md_escape(c) for c in row) + " |" for row in table.rows]
+    return out + [""]
+
+
+def quoted_section_md() -> list[str]:
+    """The published numbers, apart from everything measured here."""
+    out = ["## Published numbers (quoted, not re-measured)", "",
+           "As the papers and repositories published them, with the attack each used. Different models, data, "
+           "attacks and sample counts from the measured table above: never compare across the two.", ""]
+    for table in QUOTED_TABLES:
+        out += _quoted_md(table)
+    return out
 
 
 def _flags_text(entry: Entry) -> str:
@@ -47,15 +115,21 @@ def render_markdown(lb: Leaderboard) -> str:
         h = lb.headlines[task]
         attacks = ", ".join(lb.attacks[task]) or "none"
         note = f" {md_escape(lb.vlm_note(task))}" if lb.vlm_note(task) else ""
+        protocols = _protocols_md(lb, task)
         out.append(f"* **{md_escape(task)}**{note}: {md_escape(h.label)}"
                    f"{f' ({h.unit})' if h.unit else ''}, mean over "
                    f"datasets {md_escape(', '.join(lb.datasets[task]))}; robust columns are the worst case over "
-                   f"the attacks {md_escape(attacks)} (ℓ∞ unless named).")
+                   f"the attacks {md_escape(attacks)} (ℓ∞ unless named)"
+                   + (f"; protocol{'s' * (len(task_protocols(lb, task)) > 1)} {protocols}" if protocols else "")
+                   + f"; {md_escape(sample_counts(lb, task))}.")
+    if any(interval_text(lb, e, c) for e in lb.entries for c in lb.columns):
+        out.append("* In brackets: the 95 % interval of each cell, as its result rows give it "
+                   "(README, 'Result files').")
     out += ["", "| " + " | ".join(_header(lb)) + " |",
             "|" + "|".join(["---:", "---"] + ["---:"] * len(lb.columns) + ["---"]) + "|"]
     for rank, e in enumerate(lb.entries, 1):
         name = f"[{md_escape(e.name)}](#card-{e.slug})" if e.card else md_escape(e.name)
-        cells = [cell_text(lb, e, c) for c in lb.columns]
+        cells = [cell_text(lb, e, c) + (f" ({iv})" if (iv := interval_text(lb, e, c)) else "") for c in lb.columns]
         out.append("| " + " | ".join([str(rank), name, *cells, _flags_text(e)]) + " |")
     out.append("")
     if any("†" in cell_text(lb, e, c) for e in lb.entries for c in lb.columns):
@@ -64,6 +138,8 @@ def render_markdown(lb: Leaderboard) -> str:
         out += [f"Not shown (no headline metric declared in simclip_bench/leaderboard/headline.py): "
                 f"{md_escape(', '.join(lb.skipped_tasks))}.", ""]
     out += ["Evaluations: " + ", ".join(f"{k} {md_escape(' '.join(v))}" for k, v in lb.provenance.items()) + ".", ""]
+    out += _price_md(lb)
+    out += quoted_section_md()
     cards = [e.card for e in lb.entries if e.card]
     if cards:
         out += ["## Model cards", ""]

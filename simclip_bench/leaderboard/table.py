@@ -1,9 +1,12 @@
 """The leaderboard as data: one entry per model, one column per task and eps, from result rows only.
 
-A cell is the headline metric of its task at one eps: per dataset the worst case over the attacks
-run at that eps (robust accuracy is a minimum over attacks), then the mean over datasets, as the
-RobustVLM tables average over datasets. The clean column is eps 0. Entries are ordered by the
-first task's score at its largest eps, best first, then by name, so the order is stable.
+A cell is the headline metric of its task at one eps under one protocol: per dataset the worst case
+over the attacks run at that eps (robust accuracy is a minimum over attacks), then the mean over
+datasets, as the RobustVLM tables average over datasets. The clean column is eps 0. A task evaluated
+under one protocol has one robust column per eps; under several (zero-shot under ``robustvlm`` and
+``autoattack``), one per protocol and eps, each naming its protocol; ``fast`` rows always stand apart.
+Entries are ordered by the first task's score at its largest eps, best first, then by name, so the
+order is stable.
 """
 from __future__ import annotations
 
@@ -29,21 +32,29 @@ def eps_label(eps: float, norm: str = LINF) -> str:
 
 
 FAST_PROTOCOL = "fast"  # rows of ``--protocol fast`` get columns of their own
+# Column order of protocols within a task (others follow by name): the published protocol first.
+PROTOCOL_ORDER = ("", "default", "robustvlm", "ensemble", "autoattack")
 
 
 @dataclass(frozen=True, order=True)
 class Column:
-    """One leaderboard column: a task at one (norm, eps); eps 0 is the clean score. ``fast``: the column of
-    ``--protocol fast`` rows, which never stand in a full-protocol column (labelled ``4/255 fast``)."""
+    """One leaderboard column: a task at one (norm, eps) under ``protocol`` (the rows' protocol; empty for
+    clean, eps 0). ``named``: the label names the protocol, as it does when the task has several robust
+    protocols, and always for ``--protocol fast`` rows, which never stand in a full-protocol column."""
 
     task: str
     norm: str
     eps: float
-    fast: bool = False
+    protocol: str = ""
+    named: bool = False
+
+    @property
+    def fast(self) -> bool:
+        return self.protocol == FAST_PROTOCOL
 
     @property
     def label(self) -> str:
-        return eps_label(self.eps, self.norm) + (f" {FAST_PROTOCOL}" if self.fast else "")
+        return eps_label(self.eps, self.norm) + (f" {self.protocol}" if self.named else "")
 
     @property
     def is_clean(self) -> bool:
@@ -90,6 +101,16 @@ class Leaderboard:
     def columns_of(self, task: str) -> list[Column]:
         return [c for c in self.columns if c.task == task]
 
+    def full_columns(self, task: str) -> list[Column]:
+        """The task's clean column and its l-inf columns of full protocols (not ``fast``)."""
+        return [c for c in self.columns_of(task) if c.is_clean or (c.norm == LINF and not c.fast)]
+
+    def worst_case(self, entry: Entry, task: str, eps: float) -> float | None:
+        """The entry's headline at l-inf ``eps`` (0: clean), the worst case over the full protocols it was
+        evaluated under; None when it was not."""
+        values = [entry.cells[c].value for c in self.full_columns(task) if c.eps == eps and c in entry.cells]
+        return min(values) if values else None
+
     def vlm_note(self, task: str) -> str:
         """``with the VLM tiny-vlm`` for a task run inside VLMs, else empty."""
         vlms = self.vlms.get(task, ())
@@ -109,6 +130,10 @@ def _cell(rows: pd.DataFrame) -> Cell:
                 ci_high=float(per_dataset["ci_high"].iloc[0]) if one else math.nan,
                 attacks=tuple(sorted(set(rows["attack"]))), datasets=tuple(per_dataset["dataset"]),
                 n_samples=int(per_dataset["n_samples"].fillna(0).sum()))
+
+
+def _protocol_rank(protocol: str) -> tuple[int, str]:
+    return (PROTOCOL_ORDER.index(protocol) if protocol in PROTOCOL_ORDER else len(PROTOCOL_ORDER), protocol)
 
 
 def _flags(rows: pd.DataFrame) -> tuple[str, ...]:
@@ -138,12 +163,17 @@ def build_leaderboard(results: pd.DataFrame, cards: dict[tuple[str, str], ModelC
     split = [split_vlm_model_id(m) for m in rows["model"]]
     rows["model"] = [encoder for encoder, _ in split]
     rows["vlm"] = [vlm or "" for _, vlm in split]
-    protocol = rows["protocol"] if "protocol" in rows else pd.Series("", index=rows.index)
-    rows["fast"] = (protocol.astype(str) == FAST_PROTOCOL) & (rows["eps"] > 0)  # clean is clean, whatever protocol
+    protocol = rows["protocol"].fillna("").astype(str) if "protocol" in rows else pd.Series("", index=rows.index)
+    rows["protocol"] = protocol.where(rows["eps"] > 0, "")  # clean is clean, whatever protocol
     tasks = [t for t in headlines if (rows["task"] == t).any()]
-    columns = sorted({Column(t, n, float(e), bool(f))
-                      for t, n, e, f in zip(rows["task"], rows["norm"], rows["eps"], rows["fast"], strict=False)},
-                     key=lambda c: (tasks.index(c.task), c.fast, c.norm != "", c.norm != LINF, c.norm, c.eps))
+    several = {t for t in tasks if len(set(rows.loc[(rows["task"] == t) & (rows["eps"] > 0), "protocol"])
+                                       - {FAST_PROTOCOL}) > 1}
+    rows["named"] = [p == FAST_PROTOCOL or (t in several and p != "") for t, p in zip(rows["task"], rows["protocol"],
+                                                                                     strict=False)]
+    columns = sorted({Column(t, n, float(e), p, bool(named)) for t, n, e, p, named
+                      in zip(rows["task"], rows["norm"], rows["eps"], rows["protocol"], rows["named"], strict=False)},
+                     key=lambda c: (tasks.index(c.task), c.fast, _protocol_rank(c.protocol), c.norm != "",
+                                    c.norm != LINF, c.norm, c.eps))
     entries = []
     for (model, digest), mrows in rows.groupby(["model", "checkpoint_hash"], sort=True):
         card = next((cards[k] for k in [(model, digest)] + [(m, digest) for m in sorted(set(mrows["source_model"]))]
@@ -151,7 +181,7 @@ def build_leaderboard(results: pd.DataFrame, cards: dict[tuple[str, str], ModelC
         entry = Entry(model, digest, card.name if card else model, card.slug if card else "", card)
         for col in columns:
             sel = mrows[(mrows["task"] == col.task) & (mrows["norm"] == col.norm) & (mrows["eps"] == col.eps)
-                        & (mrows["fast"] == col.fast)]
+                        & (mrows["protocol"] == col.protocol)]
             if len(sel):
                 entry.cells[col] = _cell(sel)
         entry.flags = {t: _flags(mrows[mrows["task"] == t]) for t in tasks}

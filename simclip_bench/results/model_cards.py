@@ -21,8 +21,22 @@ from simclip_bench.runs import RUN_CONFIG
 
 CARDS_FILE = "model_cards.json"
 PRETRAINED = "none (pretrained)"
-_TRAINING_KEYS = ("lr", "batch_size", "weight_decay", "warmup_steps", "attack_steps", "seed", "data", "run_id",
-                  "created_at", "git_sha", "package_version", "base_checkpoint_hash")
+_TRAINING_KEYS = ("lr", "batch_size", "weight_decay", "warmup_steps", "attack_steps", "attack_step_size",
+                  "attack_momentum", "attack_loss", "attack_start", "anchor_weight", "precision", "collapse_stop",
+                  "seed", "data", "run_id", "created_at", "git_sha", "package_version", "base_checkpoint_hash")
+# From the run's summary line (the last line of metrics.jsonl): how training ended.
+_SUMMARY_KEYS = ("val_zero_shot_before", "val_zero_shot_after", "collapse_warned_at_step")
+METRICS_FILE = "metrics.jsonl"
+
+
+def _run_summary(run_dir: Path) -> dict:
+    """The summary line of a finished run's ``metrics.jsonl`` (only the keys cards show), or empty."""
+    path = run_dir / METRICS_FILE
+    try:
+        last = json.loads(path.read_text().strip().splitlines()[-1])
+    except (OSError, IndexError, ValueError):
+        return {}
+    return {k: last[k] for k in _SUMMARY_KEYS if last.get(k) is not None} if isinstance(last, dict) else {}
 
 
 @dataclass(frozen=True)
@@ -62,10 +76,14 @@ class ModelCard:
         return f"{base}-{self.checkpoint_sha256[:8]}"
 
 
-def _trained_card(model: str, sha: str, config: dict, meta_extra: dict, where: str) -> ModelCard:
+def _trained_card(model: str, sha: str, config: dict, meta_extra: dict, where: str,
+                  summary: dict | None = None) -> ModelCard:
     base = config.get("base_model") or config.get("model") or meta_extra.get("base_model", "")
     base_card = card_for_spec(base, "") if base else None
     objective = config.get("objective") or meta_extra.get("objective", "unknown")
+    anchor = config.get("anchor_weight") or meta_extra.get("anchor_weight")
+    if anchor:  # the blend of the paper's loss and the released code's anchor
+        objective = f"{objective} + anchor {anchor:g}"
     eps = str(config.get("eps") or meta_extra.get("eps", ""))
     steps = config.get("steps") or meta_extra.get("steps")
     return ModelCard(model=model, checkpoint_sha256=sha, name=f"{base} + {objective} {eps}".strip(),
@@ -73,7 +91,7 @@ def _trained_card(model: str, sha: str, config: dict, meta_extra: dict, where: s
                      tag=base_card.tag if base_card else "", objective=objective, train_eps=eps,
                      train_steps=int(steps) if steps is not None else None, base_model=base,
                      source=f"simclip train run {where}",
-                     training={k: config[k] for k in _TRAINING_KEYS if k in config})
+                     training={**{k: config[k] for k in _TRAINING_KEYS if k in config}, **(summary or {})})
 
 
 def _encoder_card(model: str, sha: str, encoder: Path) -> ModelCard:
@@ -83,7 +101,7 @@ def _encoder_card(model: str, sha: str, encoder: Path) -> ModelCard:
     config_path = encoder.parent / RUN_CONFIG
     config = json.loads(config_path.read_text()) if config_path.is_file() else {}
     config.setdefault("arch", meta.get("arch", ""))
-    return _trained_card(model, sha, config, extra, str(encoder.parent))
+    return _trained_card(model, sha, config, extra, str(encoder.parent), _run_summary(encoder.parent))
 
 
 def card_for_spec(model: str, checkpoint_sha256: str) -> ModelCard:

@@ -46,6 +46,7 @@ class CollapseWatch:
     initial_spread: float | None = None
     initial_probe: float | None = None
     warned: bool = False
+    warned_at_step: int | None = None  # the step of the warning (the run's summary line and model card show it)
 
     def _probe_fraction_left(self, probe: float) -> float | None:
         if probe is None or self.initial_probe is None or self.chance is None:
@@ -75,7 +76,7 @@ class CollapseWatch:
                 "use --objective simclip-anchored or fare, add --anchor-weight, or pass --collapse-stop 0 to go on")
         warn = (ratio is not None and ratio < self.warn_ratio) or (left is not None and left < PROBE_WARN_FRACTION)
         if warn and not self.warned:
-            self.warned = True
+            self.warned, self.warned_at_step = True, step
             log(f"[yellow]warning[/yellow]: collapse setting in at step {step}: {'; '.join(detail)}")
 
     def state_dict(self) -> dict:

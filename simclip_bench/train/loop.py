@@ -162,7 +162,7 @@ def _finish(session: TrainSession, run_dir: Path, metrics: list[str], write_metr
     unreadable = ddp.sum_over_ranks(session.unreadable, session.device, dist)
     summary = {"step": cfg.steps, "val_zero_shot_before": session.zero_shot_before, "val_zero_shot_after": after,
                "unreadable_images": unreadable, "world_size": dist.world_size,
-               "ranks_agree": len(set(digests)) == 1}
+               "ranks_agree": len(set(digests)) == 1, "collapse_warned_at_step": session.watch.warned_at_step}
     metrics.append(json.dumps(summary))
     if dist.is_main:
         write_metrics()
