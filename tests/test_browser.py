@@ -7,6 +7,7 @@ The screenshot is written to ``$SIMCLIP_SCREENSHOT_DIR`` when set (CI uploads it
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -103,3 +104,78 @@ def test_screenshot_of_the_page(page, tmp_path):
     path = out / "leaderboard-browser.png"
     assert page.save_screenshot(str(path))
     assert path.stat().st_size > 10_000
+
+
+# --- the showcase page: a column per protocol, intervals, the quoted published numbers ---------------------
+
+EVIL_QUOTE = "<img src=x onerror=window.pwnedQuote=1>FARE⁴"
+
+
+@pytest.fixture(scope="module")
+def showcase(tmp_path_factory):
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    from test_showcase import _two_protocols
+
+    from simclip_bench.leaderboard import render_html, render_md
+    from simclip_bench.leaderboard.published import QuotedTable
+
+    tmp = tmp_path_factory.mktemp("showcase")
+    quoted = (QuotedTable("evil", "A <b>quoted</b> table", "https://example.org/?a=1&b=<x>", "APGD <100>",
+                          ("Model", "clean"), ((EVIL_QUOTE, "79.7"),)),)
+    directory = _two_protocols(tmp / "results")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(render_html, "QUOTED_TABLES", quoted)
+        mp.setattr(render_md, "QUOTED_TABLES", quoted)
+        render_leaderboard(directory, directory)
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
+                "--window-size=1400,1000"):
+        options.add_argument(arg)
+    driver = webdriver.Chrome(service=Service(DRIVER), options=options)
+    driver.get((directory / "leaderboard.html").resolve().as_uri())
+    yield driver
+    driver.quit()
+
+
+def _column_values(driver, label: str) -> list[str]:
+    from selenium.webdriver.common.by import By
+
+    heads = driver.find_elements(By.CSS_SELECTOR, "#leaderboard th.sortable")
+    col = next(int(th.get_attribute("data-col")) for th in heads if " ".join(th.text.split()) == label)
+    return [tr.find_elements(By.TAG_NAME, "td")[col].text.splitlines()[0]
+            for tr in driver.find_elements(By.CSS_SELECTOR, "#leaderboard tbody tr")]
+
+
+def test_each_zero_shot_protocol_has_its_own_sortable_column_naming_and_linking_its_protocol(showcase):
+    from selenium.webdriver.common.by import By
+
+    heads = {" ".join(th.text.split()): th
+             for th in showcase.find_elements(By.CSS_SELECTOR, "#leaderboard th.sortable")}
+    assert {"2/255 robustvlm", "4/255 robustvlm", "2/255 autoattack", "4/255 autoattack"} <= set(heads)
+    link = heads["4/255 autoattack"].find_element(By.TAG_NAME, "a")
+    assert link.get_attribute("href").endswith("/README.md#protocol-autoattack")
+    click_eps_text = "arguments[0].firstChild.parentNode.dispatchEvent(new MouseEvent('click', {bubbles: true}))"
+    showcase.execute_script(click_eps_text, heads["4/255 autoattack"])  # on the header, not on its link
+    assert _column_values(showcase, "4/255 autoattack") == ["45.0", "8.0"]
+    showcase.execute_script(click_eps_text, heads["4/255 autoattack"])
+    assert _column_values(showcase, "4/255 autoattack") == ["8.0", "45.0"]
+
+
+def test_each_score_shows_its_interval_under_it(showcase):
+    from selenium.webdriver.common.by import By
+
+    cell = showcase.find_elements(By.CSS_SELECTOR, "#leaderboard tbody td small.ci")[0]
+    assert cell.is_displayed() and re.fullmatch(r"\d+\.\d–\d+\.\d", cell.text)
+
+
+def test_the_quoted_numbers_stand_apart_marked_as_quoted_and_their_text_is_escaped(showcase):
+    from selenium.webdriver.common.by import By
+
+    section = showcase.find_element(By.ID, "published")
+    assert section.is_displayed() and "quoted, not re-measured" in section.text
+    assert EVIL_QUOTE in section.text and "A <b>quoted</b> table" in section.text
+    assert showcase.execute_script("return window.pwnedQuote") is None
+    assert EVIL_QUOTE not in showcase.find_element(By.ID, "leaderboard").text
+    assert section.find_element(By.TAG_NAME, "a").get_attribute("href") == "https://example.org/?a=1&b=%3Cx%3E"

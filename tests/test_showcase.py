@@ -220,3 +220,15 @@ def test_the_committed_leaderboard_is_the_showcase_with_at_least_7_models_on_3_t
             matches = [c for c in board.columns if re.fullmatch(rf"{task}:{re.escape(column)}( \w+)?", c)]
             assert matches and not board[matches].isna().any(axis=None), (task, column)
     assert {"zeroshot:2/255 autoattack", "zeroshot:4/255 autoattack"} <= set(board.columns)
+
+
+# --- intervals of captioning and VQA scores stay inside what the metric can be ----------------------------
+
+def test_vqa_intervals_are_conservative_wilson_inside_0_and_1_and_cider_intervals_stop_at_0():
+    from simclip_bench.results.intervals import mean_interval, unit_mean_interval
+
+    mean, lo, hi = unit_mean_interval([1.0, 1.0, 1.0, 1.0])
+    assert mean == 1.0 and 0.4 < lo < 0.6 and hi == 1.0  # four right answers do not make a certainty
+    mean, lo, hi = unit_mean_interval([0.0, 1.0, 0.0, 1.0, 0.3])
+    assert 0.0 <= lo < mean < hi <= 1.0
+    assert mean_interval([0.0, 0.0, 3.0], lowest=0.0)[1] == 0.0

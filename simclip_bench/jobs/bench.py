@@ -149,7 +149,7 @@ SHOWCASE_FINE_TUNES = (FineTune("simclip", collapse_stop=0.0), FineTune("simclip
                        FineTune("simclip", anchor_weight=1.0), FineTune("fare"), FineTune("tecoa"),
                        FineTune("simclip-anchored", "2/255"))
 # Samples per task, chosen so that the whole suite fits about 60 minutes on a 2-core CPU (benchmarks/RESULTS.md).
-SHOWCASE_SAMPLES = (("zeroshot", 50), ("captioning", 30), ("vqa", 30))
+SHOWCASE_SAMPLES = (("zeroshot", 40), ("captioning", 30), ("vqa", 40))
 
 SUITES: dict[str, Suite] = {s.name: s for s in (
     Suite("default", "the embedded default: base and Sim-CLIP tiny CLIP, APGD-CE", protocol="default"),

@@ -30,7 +30,7 @@ from simclip_bench.metrics.vqa_accuracy import DEFAULT_VQA_METRIC, VQA_METRICS
 from simclip_bench.models.builtin import BUILTIN_MODELS, DEFAULT_MODEL
 from simclip_bench.progress import SILENT, Reporter
 from simclip_bench.provenance import git_sha, new_run_id, package_version, utc_now
-from simclip_bench.results.intervals import mean_interval
+from simclip_bench.results.intervals import mean_interval, unit_mean_interval
 from simclip_bench.results.schema import RESULT_COLUMNS, mean_grad_evals
 from simclip_bench.results.store import (
     RESULTS_FILE,
@@ -44,6 +44,7 @@ from simclip_bench.results.store import (
 from simclip_bench.runs import DEFAULT_RUNS_DIR, latest_run
 from simclip_bench.tasks.captioning import CaptioningTask
 from simclip_bench.tasks.vlm_attack import VLMAttackConfig, attack_vlm, planned_runs
+from simclip_bench.tasks.vqa import METRIC as VQA_METRIC
 from simclip_bench.tasks.vqa import VQATask
 from simclip_bench.vlm.base import NATIVE_ENCODER, LoadedVLM
 from simclip_bench.vlm.load import DEFAULT_VLM, check_vlm_spec, load_vlm
@@ -291,7 +292,9 @@ def _done(out: Path, loaded: LoadedVLM, task: str, dataset: str) -> set[tuple[st
 
 def _row(common: dict, attack: str, config: dict, eps: Eps | None, scores: Sequence[float], seconds: float,
          protocol: str) -> dict:
-    mean, lo, hi = mean_interval(scores)
+    # VQA accuracy lies in [0, 1] (a conservative Wilson interval); CIDEr only has 0 as its floor
+    bounded = common["metric"] == VQA_METRIC
+    mean, lo, hi = unit_mean_interval(scores) if bounded else mean_interval(scores, lowest=0.0)
     # A clean row's setting is "" unless its config says how it was scored (the VQA metric variant).
     setting = _setting({**config, "eps": eps.value, "norm": "linf"}) if eps else _setting(config) if config else ""
     row = {**common, "attack": attack, "attack_config": json.dumps(config, sort_keys=True),

@@ -12,8 +12,10 @@
   combined with the phi correlation of the 2x2 table of outcomes; :func:`paired_difference_interval`). Its
   average over datasets uses the averaged 2x2 table at the same effective sample size.
 
-The mean of per-sample scores (CIDEr, VQA accuracy of captioning and VQA rows) is not a proportion; its
-interval is the normal one, mean ± 1.96 standard errors (:func:`mean_interval`).
+The mean of per-sample scores (captioning and VQA rows) is not a proportion. **VQA accuracy** lies in
+[0, 1], so its variance is at most p(1-p): the Wilson interval of the mean as a proportion of n is
+conservative and stays inside [0, 1] (:func:`unit_mean_interval`). **CIDEr** has no such bound; its
+interval is the normal one, mean ± 1.96 standard errors, cut at 0 (:func:`mean_interval`).
 
 A fast protocol's **miss rate** (the audit, :mod:`simclip_bench.results.audit`) gets a one-sided 95 % upper
 bound, Clopper-Pearson's exact one (:func:`binomial_upper_bound`): it holds for any true rate, also at 0
@@ -34,6 +36,7 @@ ACCURACY_CI = "Wilson"
 AVERAGE_CI = "Wilson, n_eff"
 PAIRED_CI = "Newcombe"
 MEAN_CI = "normal"
+UNIT_MEAN_CI = "Wilson of the mean"
 MISS_BOUND = "one-sided 95 % Clopper-Pearson"
 
 
@@ -75,11 +78,19 @@ def paired_difference_interval(both: float, only_first: float, only_second: floa
     return max(-1.0, low), min(1.0, high)
 
 
-def mean_interval(values: Sequence[float], z: float = Z95) -> tuple[float, float, float]:
-    """Mean of per-sample scores and its normal 95 % interval (NaN bounds for a single value)."""
+def mean_interval(values: Sequence[float], z: float = Z95, lowest: float = -math.inf) -> tuple[float, float, float]:
+    """Mean of per-sample scores and its normal 95 % interval, cut at ``lowest`` (the smallest score possible,
+    0 for CIDEr); NaN bounds for a single value."""
     mean = statistics.fmean(values)
     half = z * statistics.stdev(values) / math.sqrt(len(values)) if len(values) > 1 else math.nan
-    return mean, mean - half, mean + half
+    return mean, max(lowest, mean - half), mean + half
+
+
+def unit_mean_interval(values: Sequence[float]) -> tuple[float, float, float]:
+    """Mean of per-sample scores in [0, 1] (VQA accuracy) and the Wilson 95 % interval of it as a proportion
+    of n: conservative, since such scores vary at most as much as 0/1 outcomes with the same mean."""
+    mean = statistics.fmean(values)
+    return (mean, *wilson_interval(mean * len(values), len(values)))
 
 
 def binomial_upper_bound(k: int, n: int, confidence: float = 0.95) -> float:
