@@ -184,7 +184,8 @@ def test_the_price_is_clean_points_lost_per_robust_point_gained_against_the_base
     assert p.entry.model == "runs/robust" and p.base.model == "tiny-clip"
     assert p.clean_drop == pytest.approx(5.0) and p.robust_gain == pytest.approx(45.0 - 8.0)
     assert p.clean_per_robust_point == pytest.approx(5.0 / 37.0)
-    assert math.isnan(replace(p, robust_gain=0.0).clean_per_robust_point)
+    assert math.isnan(replace(p, robust_gain=0.0).clean_per_robust_point)  # nothing bought
+    assert replace(p, clean_drop=-3.0).clean_per_robust_point == 0.0  # clean rose too: robustness for free
     assert ("captioning", 2) in by_eps
 
 
@@ -232,3 +233,12 @@ def test_vqa_intervals_are_conservative_wilson_inside_0_and_1_and_cider_interval
     mean, lo, hi = unit_mean_interval([0.0, 1.0, 0.0, 1.0, 0.3])
     assert 0.0 <= lo < mean < hi <= 1.0
     assert mean_interval([0.0, 0.0, 3.0], lowest=0.0)[1] == 0.0
+
+
+def test_captioning_and_vqa_result_rows_carry_those_intervals():
+    from simclip_bench.jobs import vlm_eval
+
+    vqa = vlm_eval._row({"metric": "vqa_accuracy"}, "none", {}, None, [1.0] * 4, 1.0, "")
+    assert vqa["value"] == 1.0 and vqa["ci_low"] < 0.6 and vqa["ci_high"] == 1.0
+    cider = vlm_eval._row({"metric": "cider"}, "none", {}, None, [0.0, 0.0, 3.0], 1.0, "")
+    assert cider["ci_low"] == 0.0 and cider["ci_high"] > 1.0

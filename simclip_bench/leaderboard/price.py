@@ -3,8 +3,8 @@
 For every entry whose model card names the checkpoint it was fine-tuned from (``base_checkpoint_hash``)
 and whose base is on the same leaderboard, per task and l-inf eps: the clean score lost, the robust
 score gained (both in the headline's displayed units, e.g. accuracy points), and their ratio, the clean
-points paid per point of robustness. Robust scores are the worst case over the task's full protocols
-(:meth:`~simclip_bench.leaderboard.table.Leaderboard.worst_case`).
+points paid per point of robustness (0 when the clean score did not drop). Robust scores are the worst
+case over the task's full protocols (:meth:`~simclip_bench.leaderboard.table.Leaderboard.worst_case`).
 """
 from __future__ import annotations
 
@@ -25,8 +25,9 @@ class Price:
 
     @property
     def clean_per_robust_point(self) -> float:
-        """Clean points paid per robust point gained; NaN when it gained nothing."""
-        return self.clean_drop / self.robust_gain if self.robust_gain > 0 else math.nan
+        """Clean points paid per robust point gained: 0 when the clean score did not drop, NaN when the robust
+        score did not rise (nothing bought)."""
+        return max(self.clean_drop, 0.0) / self.robust_gain if self.robust_gain > 0 else math.nan
 
 
 def base_of(lb: Leaderboard, entry: Entry) -> Entry | None:

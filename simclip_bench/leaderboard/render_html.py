@@ -18,7 +18,7 @@ from simclip_bench.leaderboard.table import Column, Entry, Leaderboard, eps_labe
 from simclip_bench.results.model_cards import ModelCard
 
 _CSS = """
-body{font-family:system-ui,-apple-system,"Segoe UI",sans-serif;margin:2rem auto;max-width:72rem;padding:0 1rem;
+body{font-family:system-ui,-apple-system,"Segoe UI",sans-serif;margin:2rem auto;max-width:90rem;padding:0 1rem;
 color:#1d1d1f}
 table{border-collapse:collapse;margin:1rem 0}
 th,td{border-bottom:1px solid #ddd;padding:.35rem .7rem;text-align:right;vertical-align:top}
@@ -28,7 +28,9 @@ th.sortable::after{content:" \\2195";color:#aaa}
 th[aria-sort=ascending]::after{content:" \\25B2";color:#333}
 th[aria-sort=descending]::after{content:" \\25BC";color:#333}
 td.name,th.name,td.flags,th.flags{text-align:left}
-td.name small{color:#777;display:block;font-size:.75rem}
+td.name small{color:#777;display:block;font-size:.75rem;overflow-wrap:anywhere}
+#leaderboard td.name{min-width:14rem}
+.scroll{overflow-x:auto}
 .flag{background:#fde8e8;border:1px solid #e0a0a0;border-radius:3px;color:#b00020;display:inline-block;
 font-size:.8rem;margin:1px;padding:0 .3rem}
 .card{border:1px solid #ddd;border-radius:6px;margin:1rem 0;padding:.5rem 1rem}
@@ -140,7 +142,8 @@ def _price_html(lb: Leaderboard) -> str:
                    for r in rows)
     return ("<h2>The price of robustness</h2>\n<p>Per fine-tuned model against the model it was fine-tuned from: "
             "clean score lost, robust score gained (worst case over the protocols), and the clean points paid per "
-            "robust point. The frontier plots below show the same trade.</p>\n"
+            "robust point (0 when clean did not drop; – when robustness did not rise). The frontier plots below "
+            "show the same trade.</p>\n"
             '<table class="price"><thead><tr><th class="name">model</th><th class="name">task</th><th>ε</th>'
             "<th>clean lost</th><th>robust gained</th><th>clean per robust point</th></tr></thead>"
             f"<tbody>{body}</tbody></table>\n")
@@ -153,7 +156,8 @@ def _quoted_table(table: QuotedTable) -> str:
     return (f'<h3 id="quoted-{escape(table.key)}">{escape(table.title)}</h3>'
             f'<p>Source: <a href="{escape(table.source)}">{escape(table.source)}</a>. '
             f"Attack: {escape(table.attack)}{note}</p>"
-            f'<table class="quoted"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>')
+            f'<div class="scroll"><table class="quoted"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
+            "</div>")
 
 
 def quoted_section_html() -> str:

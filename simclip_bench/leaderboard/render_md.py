@@ -67,7 +67,8 @@ def _price_md(lb: Leaderboard) -> list[str]:
         return []
     out = ["## The price of robustness", "",
            "Per fine-tuned model against the model it was fine-tuned from: clean score lost, robust score gained "
-           "(worst case over the protocols), and the clean points paid per robust point.", "",
+           "(worst case over the protocols), and the clean points paid per robust point (0 when clean did not "
+           "drop; – when robustness did not rise).", "",
            "| model | task | ε | clean lost | robust gained | clean per robust point |", "|---|---|---|---:|---:|---:|"]
     for r in rows:
         ratio = r.clean_per_robust_point
