@@ -201,12 +201,17 @@ spec_texts = st.one_of(text, st.lists(st.sampled_from(SPEC_PIECES), max_size=4).
 def test_model_specs_split_into_one_form_that_parses_the_same_again(raw):
     parsed = outcome(parse_model_spec, raw)
     if parsed is None:
-        assert not raw.strip() or raw.strip().startswith("hf-hub:")  # empty, or a hub spec without a repo
+        base, _, weights = raw.strip().partition("=")
+        # empty, a hub spec without a repo, or BASE=FILE with a side missing
+        assert not raw.strip() or raw.strip().startswith("hf-hub:") or ("=" in raw and not (base.strip()
+                                                                                          and weights.strip()))
         return
     assert parsed.text == raw.strip() and parsed.kind in SPEC_KINDS
     assert (parsed.kind == "builtin") == (parsed.text in BUILTIN_MODELS)
     if parsed.kind == "arch-tag":
         assert f"{parsed.arch}:{parsed.tag}" == parsed.text
+    if parsed.kind == "vision-tower":
+        assert parsed.base and parsed.weights and parsed.text.startswith(parsed.base)
     assert parse_model_spec(parsed.text) == parsed
 
 

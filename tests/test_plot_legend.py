@@ -26,7 +26,7 @@ def _one_eps(directory, names):
 def test_clean_vs_robust_legend_fits_in_the_image_below_the_panel_with_one_eps(names, tmp_path):
     fig = figure_clean_vs_robust(_one_eps(tmp_path, names), "zeroshot")
     (legend,) = fig.legends
-    assert sorted(t.get_text() for t in legend.get_texts()) == sorted(["robust = clean", *names])
+    assert sorted(t.get_text() for t in legend.get_texts()) == sorted(["robust = clean", "frontier", *names])
     FigureCanvasAgg(fig)
     renderer = fig.canvas.get_renderer()
     box, page = legend.get_window_extent(renderer), fig.bbox
