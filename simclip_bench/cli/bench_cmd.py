@@ -14,7 +14,8 @@ from simclip_bench.errors import UserError
 
 @app.command(epilog="""[bold]Examples[/bold]
 
-  simclip bench --suite default --out results   # the committed leaderboard
+  simclip bench --suite showcase --out results  # the committed page (~1 h)
+  simclip bench --suite default --out /tmp/dflt # base vs Sim-CLIP, zero-shot
   simclip bench --suite smoke --out /tmp/smoke  # the pipeline in minutes
   simclip ls protocols                          # the suites""")
 def bench(
