@@ -28,9 +28,6 @@ if not (Path(CHROMIUM).exists() and Path(DRIVER).exists()):
 
 @pytest.fixture(scope="module")
 def page(tmp_path_factory):
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
     tmp = tmp_path_factory.mktemp("browser")
     rows = model_rows("tiny-clip", 0.90, 0.40, 0.10) + model_rows(EVIL, 0.80, 0.70, 0.55, checkpoint_hash=HASH_B)
     rows += model_rows("runs/middle", 0.88, 0.55, 0.30, checkpoint_hash="c" * 64)
@@ -39,15 +36,24 @@ def page(tmp_path_factory):
               "tag": "builtin", "source": "shipped with simclip-bench"}]
     directory = write_results(tmp / "results", rows, cards)
     render_leaderboard(directory, directory)
+    driver = _open(directory / "leaderboard.html", "1280,1000")
+    yield driver
+    driver.quit()
+
+
+def _open(page: Path, window_size: str):
+    """Headless Chromium showing ``page``."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
     for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
-                "--window-size=1280,1000"):
+                f"--window-size={window_size}"):
         options.add_argument(arg)
     driver = webdriver.Chrome(service=Service(DRIVER), options=options)
-    driver.get((directory / "leaderboard.html").resolve().as_uri())
-    yield driver
-    driver.quit()
+    driver.get(page.resolve().as_uri())
+    return driver
 
 
 def _names(driver) -> list[str]:
@@ -113,8 +119,6 @@ EVIL_QUOTE = "<img src=x onerror=window.pwnedQuote=1>FARE⁴"
 
 @pytest.fixture(scope="module")
 def showcase(tmp_path_factory):
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
     from test_showcase import _two_protocols
 
     from simclip_bench.leaderboard import render_html, render_md
@@ -128,13 +132,7 @@ def showcase(tmp_path_factory):
         mp.setattr(render_html, "QUOTED_TABLES", quoted)
         mp.setattr(render_md, "QUOTED_TABLES", quoted)
         render_leaderboard(directory, directory)
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
-                "--window-size=1400,1000"):
-        options.add_argument(arg)
-    driver = webdriver.Chrome(service=Service(DRIVER), options=options)
-    driver.get((directory / "leaderboard.html").resolve().as_uri())
+    driver = _open(directory / "leaderboard.html", "1400,1000")
     yield driver
     driver.quit()
 

@@ -82,3 +82,16 @@ def test_cards_are_recorded_for_every_model_in_fresh_result_rows(tmp_path):
 def test_a_card_slug_is_a_safe_anchor():
     card = card_for_spec("<b>weird name</b>", SHA)
     assert card.slug == f"b-weird-name-b-{SHA[:8]}"
+
+
+def test_a_run_card_shows_the_blend_its_training_attack_and_how_training_ended(tmp_path):
+    run = _run_dir(tmp_path)
+    config = json.loads((run / "config.json").read_text())
+    config.update(objective="simclip", anchor_weight=1.0, attack_momentum=0.9, attack_loss="cosine")
+    (run / "config.json").write_text(json.dumps(config))
+    (run / "metrics.jsonl").write_text('{"step": 10, "loss": -0.5}\n{"step": 250, "val_zero_shot_before": 0.9, '
+                                       '"val_zero_shot_after": 0.136, "collapse_warned_at_step": 30}\n')
+    card = card_for_spec(str(run), SHA)
+    assert card.objective == "simclip + anchor 1" and card.name == "tiny-clip + simclip + anchor 1 4/255"
+    assert card.training["attack_momentum"] == 0.9 and card.training["attack_loss"] == "cosine"
+    assert card.training["collapse_warned_at_step"] == 30 and card.training["val_zero_shot_after"] == 0.136

@@ -99,3 +99,19 @@ def test_latest_finished_run_is_the_default_second_model(tmp_path):
     (tmp_path / "unfinished").mkdir()
     assert latest_run(tmp_path) == tmp_path / "a"
     assert default_models(tmp_path) == ["tiny-clip", str(tmp_path / "a")]
+
+
+def test_the_collapse_watch_remembers_the_step_of_its_warning_across_a_resume():
+    from simclip_bench.train.collapse import CollapseWatch
+
+    watch = CollapseWatch(warn_ratio=0.5, stop_ratio=0.0)
+    for step, spread in ((10, 0.8), (20, 0.6), (30, 0.3), (40, 0.1)):
+        watch.check(step, spread, None, log=lambda _: None)
+    assert watch.warned_at_step == 30  # the first step below half the starting spread, kept after it
+    resumed = CollapseWatch()
+    resumed.load_state_dict(watch.state_dict())
+    assert resumed.warned_at_step == 30
+    old = {k: v for k, v in watch.state_dict().items() if k != "warned_at_step"}  # a checkpoint from before
+    before = CollapseWatch()
+    before.load_state_dict(old)
+    assert before.warned_at_step is None

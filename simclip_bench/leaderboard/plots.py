@@ -17,7 +17,7 @@ import matplotlib
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from simclip_bench.leaderboard.table import Leaderboard, eps_label
+from simclip_bench.leaderboard.table import FAST_PROTOCOL, Leaderboard, eps_label
 
 DPI = 100
 PANEL_INCHES = 4.5  # width and height of one clean-against-robust panel, before its legend
@@ -103,16 +103,16 @@ def figure_clean_vs_robust(lb: Leaderboard, task: str) -> Figure:
                 if clean is not None and adv is not None:
                     pairs.append((clean * h.scale, adv * h.scale))
                     ax.scatter(*pairs[-1], s=60, color=color, label=_text(entry.name), zorder=3)
-            if len(frontier(pairs)) > 1:
-                ax.plot(*zip(*frontier(pairs), strict=False), color="black", linewidth=1, zorder=2,
-                        label="frontier")
+            best = frontier(pairs)
+            if len(best) > 1:
+                ax.plot(*zip(*best, strict=False), color="black", linewidth=1, zorder=2, label="frontier")
             ax.set_xlim(0, top)
             ax.set_ylim(0, top)
             ax.set_aspect("equal")
             ax.set_xlabel(f"clean {_ylabel(lb, task)}")
             ax.set_ylabel(f"robust at ε = {label or '?'}" + (f" ({h.unit})" if h.unit else ""))
             ax.set_title(f"ε = {label}" if label else "no robust column")
-        several = len({c.protocol for c in lb.full_columns(task) if not c.is_clean}) > 1
+        several = len([p for p in lb.protocols_of(task) if p != FAST_PROTOCOL]) > 1
         fig.suptitle(_text(f"{task}: clean against robust {h.label}"
                            + (" (worst case over protocols)" if several else "")))
         _legend_below(fig, *axes[0].get_legend_handles_labels())

@@ -13,7 +13,7 @@ from html import escape
 from simclip_bench.leaderboard.price import prices
 from simclip_bench.leaderboard.protocol_docs import protocol_link, protocol_summary
 from simclip_bench.leaderboard.published import QUOTED_TABLES, QuotedTable
-from simclip_bench.leaderboard.render_md import cell_text, interval_text, sample_counts, task_protocols
+from simclip_bench.leaderboard.render_md import cell_text, interval_text, sample_counts
 from simclip_bench.leaderboard.table import Column, Entry, Leaderboard, eps_label
 from simclip_bench.results.model_cards import ModelCard
 
@@ -176,10 +176,10 @@ def render_html(lb: Leaderboard, plots: dict[str, bytes]) -> str:
                     "mean over datasets "
                     f"{escape(', '.join(lb.datasets[t]))}; robust columns are the worst case over "
                     f"{escape(', '.join(lb.attacks[t]) or 'no attack')} (ℓ∞ unless named)"
-                    + (f"; protocol{'s' * (len(task_protocols(lb, t)) > 1)} "
+                    + (f"; protocol{'s' * (len(lb.protocols_of(t)) > 1)} "
                        + "; ".join(_protocol_html(p) + (f" ({escape(protocol_summary(p))})" if protocol_summary(p)
-                                                        else "") for p in task_protocols(lb, t))
-                       if task_protocols(lb, t) else "")
+                                                        else "") for p in lb.protocols_of(t))
+                       if lb.protocols_of(t) else "")
                     + f"; {escape(sample_counts(lb, t))}.</li>" for t in lb.tasks)
     if any(interval_text(lb, e, c) for e in lb.entries for c in lb.columns):
         notes += "<li>Under each score: its 95 % interval, as its result rows give it.</li>"

@@ -47,14 +47,9 @@ def _header(lb: Leaderboard) -> list[str]:
     return ["#", "model"] + [f"{c.task} {c.label}" if multi else c.label for c in lb.columns] + ["flags"]
 
 
-def task_protocols(lb: Leaderboard, task: str) -> list[str]:
-    """The protocols of the task's robust columns, in column order."""
-    return list(dict.fromkeys(c.protocol for c in lb.columns_of(task) if not c.is_clean and c.protocol))
-
-
 def _protocols_md(lb: Leaderboard, task: str) -> str:
     parts = []
-    for protocol in task_protocols(lb, task):
+    for protocol in lb.protocols_of(task):
         link, summary = protocol_link(protocol), protocol_summary(protocol)
         name = f"[{md_escape(protocol)}]({link})" if link else md_escape(protocol)
         parts.append(f"{name} ({md_escape(summary)})" if summary else name)
@@ -121,7 +116,7 @@ def render_markdown(lb: Leaderboard) -> str:
                    f"{f' ({h.unit})' if h.unit else ''}, mean over "
                    f"datasets {md_escape(', '.join(lb.datasets[task]))}; robust columns are the worst case over "
                    f"the attacks {md_escape(attacks)} (ℓ∞ unless named)"
-                   + (f"; protocol{'s' * (len(task_protocols(lb, task)) > 1)} {protocols}" if protocols else "")
+                   + (f"; protocol{'s' * (len(lb.protocols_of(task)) > 1)} {protocols}" if protocols else "")
                    + f"; {md_escape(sample_counts(lb, task))}.")
     if any(interval_text(lb, e, c) for e in lb.entries for c in lb.columns):
         out.append("* In brackets: the 95 % interval of each cell, as its result rows give it "

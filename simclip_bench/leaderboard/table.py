@@ -101,6 +101,10 @@ class Leaderboard:
     def columns_of(self, task: str) -> list[Column]:
         return [c for c in self.columns if c.task == task]
 
+    def protocols_of(self, task: str) -> list[str]:
+        """The protocols of the task's robust columns, in column order."""
+        return list(dict.fromkeys(c.protocol for c in self.columns_of(task) if not c.is_clean and c.protocol))
+
     def full_columns(self, task: str) -> list[Column]:
         """The task's clean column and its l-inf columns of full protocols (not ``fast``)."""
         return [c for c in self.columns_of(task) if c.is_clean or (c.norm == LINF and not c.fast)]
