@@ -1,4 +1,4 @@
-"""The README's bad-input table is a specification: every row is run here, as written.
+"""The bad-input table of docs/reliability.md is a specification: every row is run here, as written.
 
 Each row runs in a fresh folder that holds only the fixture files below (as in a fresh clone:
 no runs/, no results). The command must exit with code 2, print exactly one line, starting with
@@ -19,12 +19,12 @@ from typer.testing import CliRunner
 
 from simclip_bench.cli import app
 
-README = Path(__file__).resolve().parents[1] / "README.md"
-TABLE_HEADING = "### Bad input"
+TABLE_FILE = Path(__file__).resolve().parents[1] / "docs" / "reliability.md"
+TABLE_HEADING = "## Bad input"
 runner = CliRunner()
 
 
-def bad_input_rows(readme: Path = README) -> list[tuple[str, str]]:
+def bad_input_rows(readme: Path = TABLE_FILE) -> list[tuple[str, str]]:
     """(command, answer) for each row of the table under ``TABLE_HEADING``: both cells in backticks."""
     text = readme.read_text(encoding="utf-8")
     start = text.index(TABLE_HEADING)
@@ -79,7 +79,7 @@ ROWS = bad_input_rows()
 
 
 def test_the_table_is_found_and_covers_every_command():
-    assert len(ROWS) >= 40, f"README table under {TABLE_HEADING!r} has only {len(ROWS)} rows"
+    assert len(ROWS) >= 40, f"{TABLE_FILE.name} table under {TABLE_HEADING!r} has only {len(ROWS)} rows"
     commands = {shlex.split(command)[1] for command, _ in ROWS}
     assert commands >= {"train", "eval", "attack", "export", "leaderboard", "bench", "ls", "pretrain-vlm"}
 

@@ -61,4 +61,4 @@ def test_attack_accepts_image_files(tmp_path):
     assert (tmp_path / "o" / "red_panel.png").is_file()
 
 
-# Bad input: the README's table, run row by row in tests/test_bad_input_table.py.
+# Bad input: the table in docs/reliability.md, run row by row in tests/test_bad_input_table.py.

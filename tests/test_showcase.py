@@ -152,10 +152,24 @@ def test_a_protocol_cell_holds_only_that_protocols_rows(tmp_path):
     assert lb.worst_case(robust, "zeroshot", 4 / 255) == 0.45  # the plots and the price use the worst case
 
 
-def test_every_protocol_links_to_a_section_of_the_readme_that_exists():
-    readme = (ROOT / "README.md").read_text()
+def test_every_protocol_names_a_section_of_docs_protocols_that_exists():
+    doc = (ROOT / "docs" / "protocols.md").read_text()
     for protocol, (anchor, _) in PROTOCOL_DOCS.items():
-        assert f'<a id="{anchor}"></a>' in readme, protocol
+        assert f'<a id="{anchor}"></a>' in doc, protocol
+
+
+def test_every_in_page_link_of_the_rendered_pages_resolves(tmp_path):
+    render_leaderboard(_two_protocols(tmp_path), tmp_path)
+    md = (tmp_path / "LEADERBOARD.md").read_text()
+    html = (tmp_path / "leaderboard.html").read_text()
+    md_targets = set(re.findall(r'<a id="([^"]+)"></a>', md))
+    html_targets = set(re.findall(r'id="([^"]+)"', html))
+    md_links = set(re.findall(r"\]\(#([^)]+)\)", md))
+    html_links = set(re.findall(r'href="#([^"]+)"', html))
+    assert {"protocol-robustvlm", "protocol-autoattack", "protocol-ensemble"} <= md_links & html_links
+    assert md_links <= md_targets and html_links <= html_targets
+    assert not re.search(r"\]\((?!#|https?:)[^)]+\)", md), "a relative link breaks once the page is copied"
+    assert not re.search(r'href="(?!#|https?:|data:)', html)
 
 
 def test_the_pages_name_and_link_each_columns_protocol_and_state_the_sample_counts(tmp_path):
@@ -164,8 +178,8 @@ def test_the_pages_name_and_link_each_columns_protocol_and_state_the_sample_coun
     html = (tmp_path / "leaderboard.html").read_text()
     header = next(line for line in md.splitlines() if line.startswith("| # | model |"))
     assert "| zeroshot 2/255 robustvlm | zeroshot 4/255 robustvlm | zeroshot 2/255 autoattack |" in header
-    assert "[robustvlm](../README.md#protocol-robustvlm)" in md and "[ensemble](../README.md#protocol-ensemble)" in md
-    assert '<a href="../README.md#protocol-autoattack"' in html
+    assert "[robustvlm](#protocol-robustvlm)" in md and "[ensemble](#protocol-ensemble)" in md
+    assert '<a href="#protocol-autoattack"' in html
     assert "n = 200 samples per cell" in md and "n = 200 samples per cell" in html
 
 

@@ -1,7 +1,7 @@
 """``--model BASE=FILE``: a released vision-tower state dict (Sim-CLIP's simclip4.pt) on its base model.
 
 The files are built offline from random-init ViT-B-32 models, laid out as the releases are (the
-``model.visual`` state dict, ``torch.save``d); nothing is downloaded. Bad files are in the README's
+``model.visual`` state dict, ``torch.save``d); nothing is downloaded. Bad files are in docs/reliability.md's
 bad-input table (``tests/test_bad_input_table.py``).
 """
 from __future__ import annotations

@@ -32,7 +32,7 @@ MAX_VLM_BATCH = 64  # captioning/VQA cap --batch-size here (its default, 500, is
   simclip eval --task captioning   # tiny VLM: base encoder vs. the latest run
   simclip eval --task vqa --vqa-metric robustvlm    # VQA accuracy as RobustVLM
 
-  # RobustVLM's zero-shot table on a GPU (see the README for the datasets)
+  # RobustVLM's zero-shot table on a GPU (see docs/commands.md for the datasets)
   simclip eval --protocol robustvlm --dataset robustvlm --device cuda
   # LLaVA-1.5 with its own vision tower, then with your run's encoder swapped in
   simclip eval --task vqa --vlm llava:llava-hf/llava-1.5-7b-hf --device cuda

@@ -65,7 +65,7 @@ def _first(root: Path, names: tuple[str, ...], what: str, dataset: str, director
         if _is(p, directory):
             return p
     raise UserError(f"{dataset}: no {what} in {root} (looked for {', '.join(names)}); put the files there "
-                    f"or pass --dataset-root (see 'Captioning and VQA' in the README)")
+                    f"or pass --dataset-root (see docs/vlm.md, 'Datasets')")
 
 
 def _read_json(path: Path, key: str, dataset: str):

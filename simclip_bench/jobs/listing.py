@@ -31,7 +31,7 @@ def _models() -> Listing:
     details = tuple(f"{c.spec}: {c.paper}; weights {c.source}; reported under {c.reported_attack}"
                     + (f" ({c.note})" if c.note else "") for c in known)
     note = ("Any open_clip ARCH:TAG (e.g. ViT-L-14:openai), hf-hub:org/repo, BASE=FILE (a vision-tower state dict "
-            "on a base model), run directory or encoder file also works; see README, 'Model specs'. "
+            "on a base model), run directory or encoder file also works; see docs/models.md, 'Model specs'. "
             "Listing downloads nothing.")
     return Listing("models", ("spec", "base", "objective", "eps", "from"), rows, note, details)
 

@@ -11,7 +11,7 @@ import math
 from html import escape
 
 from simclip_bench.leaderboard.price import prices
-from simclip_bench.leaderboard.protocol_docs import protocol_link, protocol_summary
+from simclip_bench.leaderboard.protocol_docs import protocol_anchor, protocol_link, protocol_reference, protocol_summary
 from simclip_bench.leaderboard.published import QUOTED_TABLES, QuotedTable
 from simclip_bench.leaderboard.render_md import cell_text, interval_text, sample_counts
 from simclip_bench.leaderboard.table import Column, Entry, Leaderboard, eps_label
@@ -94,7 +94,7 @@ def _protocol_html(protocol: str) -> str:
 
 
 def _head_label(col: Column) -> str:
-    """The column's eps and, for a robust column, its protocol (linked to the README's description)."""
+    """The column's eps and, for a robust column, its protocol (linked to its section of the page)."""
     if col.is_clean or not col.protocol:
         return escape(col.label)
     return f"{escape(eps_label(col.eps, col.norm))}<small>{_protocol_html(col.protocol)}</small>"
@@ -169,6 +169,17 @@ def quoted_section_html() -> str:
             f"{tables}</section>\n")
 
 
+def _protocols_html(lb: Leaderboard) -> str:
+    """One short section per linked protocol, the target of the links in the headers and notes."""
+    protocols = sorted({p for t in lb.tasks for p in lb.protocols_of(t) if protocol_anchor(p)})
+    if not protocols:
+        return ""
+    items = "".join(f'<li id="{escape(protocol_anchor(p))}"><b>{escape(p)}</b>: {escape(protocol_summary(p))}. '
+                    f"Field by field, beside its reference: simclip-bench's <code>{escape(protocol_reference(p))}"
+                    "</code>.</li>" for p in protocols)
+    return f"<h2>Protocols</h2>\n<ul class=\"protocols\">{items}</ul>\n"
+
+
 def render_html(lb: Leaderboard, plots: dict[str, bytes]) -> str:
     """The whole page; ``plots`` (name -> PNG bytes) are embedded as data URIs, in name order."""
     notes = "".join(f"<li><b>{escape(t)}</b>{' ' * bool(lb.vlm_note(t))}{escape(lb.vlm_note(t))}: "
@@ -199,7 +210,7 @@ def render_html(lb: Leaderboard, plots: dict[str, bytes]) -> str:
             "<h1>simclip-bench leaderboard</h1>\n"
             "<p>Rendered by <code>simclip leaderboard</code> from result files only. Click a column header to "
             "sort. Hover a score for its interval, sample count and attacks.</p>\n"
-            f"{_table(lb)}\n<ul class=\"notes\">{notes}</ul>\n{_price_html(lb)}<h2>Plots</h2>\n{images}\n"
+            f"{_table(lb)}\n<ul class=\"notes\">{notes}</ul>\n{_protocols_html(lb)}{_price_html(lb)}<h2>Plots</h2>\n{images}\n"
             f"{quoted_section_html()}"
             f"<h2>Model cards</h2>\n{cards or '<p>No model cards in the results directory.</p>'}\n"
             f"<script>{_SORT_JS}</script>\n</body></html>\n")

@@ -4,7 +4,7 @@ from __future__ import annotations
 import math
 
 from simclip_bench.leaderboard.price import prices
-from simclip_bench.leaderboard.protocol_docs import protocol_link, protocol_summary
+from simclip_bench.leaderboard.protocol_docs import protocol_anchor, protocol_link, protocol_reference, protocol_summary
 from simclip_bench.leaderboard.published import QUOTED_TABLES, QuotedTable
 from simclip_bench.leaderboard.table import Column, Entry, Leaderboard, eps_label
 from simclip_bench.results.model_cards import ModelCard
@@ -54,6 +54,19 @@ def _protocols_md(lb: Leaderboard, task: str) -> str:
         name = f"[{md_escape(protocol)}]({link})" if link else md_escape(protocol)
         parts.append(f"{name} ({md_escape(summary)})" if summary else name)
     return "; ".join(parts)
+
+
+def _protocol_sections_md(lb: Leaderboard) -> list[str]:
+    """One short section per linked protocol, the target of the links in the headers and notes."""
+    protocols = sorted({p for t in lb.tasks for p in lb.protocols_of(t) if protocol_anchor(p)})
+    if not protocols:
+        return []
+    out = ["## Protocols", ""]
+    for p in protocols:
+        out += [f'<a id="{protocol_anchor(p)}"></a>', "",
+                f"* **{md_escape(p)}**: {md_escape(protocol_summary(p))}. Field by field, beside its reference: "
+                f"simclip-bench's `{protocol_reference(p)}`.", ""]
+    return out
 
 
 def _price_md(lb: Leaderboard) -> list[str]:
@@ -120,7 +133,7 @@ def render_markdown(lb: Leaderboard) -> str:
                    + f"; {md_escape(sample_counts(lb, task))}.")
     if any(interval_text(lb, e, c) for e in lb.entries for c in lb.columns):
         out.append("* In brackets: the 95 % interval of each cell, as its result rows give it "
-                   "(README, 'Result files').")
+                   "(simclip-bench's docs/results.md, 'Intervals').")
     out += ["", "| " + " | ".join(_header(lb)) + " |",
             "|" + "|".join(["---:", "---"] + ["---:"] * len(lb.columns) + ["---"]) + "|"]
     for rank, e in enumerate(lb.entries, 1):
@@ -134,6 +147,7 @@ def render_markdown(lb: Leaderboard) -> str:
         out += [f"Not shown (no headline metric declared in simclip_bench/leaderboard/headline.py): "
                 f"{md_escape(', '.join(lb.skipped_tasks))}.", ""]
     out += ["Evaluations: " + ", ".join(f"{k} {md_escape(' '.join(v))}" for k, v in lb.provenance.items()) + ".", ""]
+    out += _protocol_sections_md(lb)
     out += _price_md(lb)
     out += quoted_section_md()
     cards = [e.card for e in lb.entries if e.card]

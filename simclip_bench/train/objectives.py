@@ -276,7 +276,7 @@ class TecoaObjective(_Base):
 
 OBJECTIVES: dict[str, type] = {o.name: o for o in (SimClipObjective, SimClipAnchoredObjective, FareObjective,
                                                    TecoaObjective)}
-# What 'simclip train' fine-tunes with unless told (README, "Which objective is the default, and why"), and
+# What 'simclip train' fine-tunes with unless told (docs/training.md, "Which objective is the default, and why"), and
 # what a saved run that names no objective was trained with.
 DEFAULT_OBJECTIVE = "simclip-anchored"
 

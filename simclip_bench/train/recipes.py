@@ -1,7 +1,7 @@
 """Default training recipes: what ``simclip train`` uses for options the user leaves out.
 
 * ``builtin``: the tiny CLIP was pretrained from scratch at lr 1e-3, and fine-tunes at that rate;
-  measured on the built-in data (README, "Which objective is the default").
+  measured on the built-in data (docs/training.md, "Which objective is the default").
 * ``builtin-tecoa``: the same with lr 1e-4 for TeCoA, whose cross-entropy at lr 1e-3 wrecks the tiny
   model (measured: 26.6 % clean, 12.6 % at 4/255, collapse warning at step 40; at 1e-4: 74.6 % clean,
   24.8 % at 4/255 against the base's 88.4 % / 11.2 %, APGD-CE 20 iterations, 500 images).
