@@ -36,13 +36,20 @@ class VLMSample:
 
 @dataclass
 class VLMDataset:
-    """An evaluation set of one task. ``stop_below``: the ensemble stops attacking a sample scoring below it (or 0)."""
+    """An evaluation set of one task. ``stop_below``: the ensemble stops attacking a sample scoring below it (or 0).
+
+    ``source`` says where the samples were read (the resolved folder, or ``generated``) and ``fingerprint``
+    is a hash of what was read there (annotation files' contents, the image listing): both enter the
+    identity of every stored row, so two folders with one name never share rows.
+    """
 
     name: str
     split: str
     task: str
     samples: list[VLMSample]
     stop_below: float
+    source: str = "generated"
+    fingerprint: str = ""
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -56,7 +63,8 @@ class VLMDataset:
             chosen = list(range(n))
         else:
             chosen = sorted(np.random.default_rng(seed).choice(len(self.samples), size=n, replace=False).tolist())
-        return VLMDataset(self.name, self.split, self.task, [self.samples[i] for i in chosen], self.stop_below)
+        return VLMDataset(self.name, self.split, self.task, [self.samples[i] for i in chosen], self.stop_below,
+                          self.source, self.fingerprint)
 
     def images(self, size: int, positions: Sequence[int] | None = None) -> torch.Tensor:
         """The images (all, or those at ``positions``) as (N, 3, size, size) in [0,1]: shorter side resized to

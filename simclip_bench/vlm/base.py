@@ -66,10 +66,17 @@ class VisionLanguageModel(ABC):
 
 @dataclass
 class LoadedVLM:
-    """A VLM ready for evaluation; ``model_id`` names VLM and encoder in result tables, e.g. ``tiny-vlm[tiny-clip]``."""
+    """A VLM ready for evaluation; ``model_id`` names VLM and encoder in result tables, e.g. ``tiny-vlm[tiny-clip]``.
+
+    ``checkpoint_hash`` identifies the vision encoder; ``vlm_hash`` the rest of the VLM (language model,
+    projector, cross-attention: everything but the swapped tower, :func:`~simclip_bench.models.checkpoint.
+    weights_sha256`, plus anything else that decides its outputs, such as its prompt format version). Both are
+    part of every stored row's identity: two VLM folders with one name never share rows.
+    """
 
     vlm: VisionLanguageModel
     vlm_spec: str
     encoder_spec: str
     model_id: str
     checkpoint_hash: str
+    vlm_hash: str = ""
