@@ -1,34 +1,39 @@
 """Strength of a reduced-precision search, side by side on the same model and samples.
 
-For each model and eps, on the same test images, ``apgd-ce+apgd-t`` (RobustVLM's zero-shot protocol) as:
+For each model, eps and attack, on the same test images:
 
 * ``fp32``: ours, float32 search;
-* ``bf16``: ours, bf16 autocast search (what CUDA runs by default), every success confirmed in float32
-  before the sample leaves the search;
-* ``bf16-old``: the same bf16 search with the search's own success flag taken at its word, as before the
-  confirmation existed (emulated: the objective's ``confirm`` is removed); the ensemble's float32 check
-  then counts such a sample robust. ``lost`` = samples the old stopping counted robust that the confirmed
-  bf16 search fools;
-* ``ref``: ``ref:apgd-ce+apgd-t`` through pyautoattack (float32).
+* ``bf16``: ours, bf16 autocast search (what CUDA runs by default): every iterate within bf16's rounding of
+  the decision boundary is judged in exact float32, a sample leaves only on a float32 FOOLED verdict, and
+  the verdict is decided once, on the point that is kept (``simclip_bench.attacks.base``);
+* ``bf16-flag``: the same bf16 search flagging only iterates its own bf16 argmax calls fooled (the
+  near-boundary check off: ``NEAR_BOUNDARY_ULPS = 0``). ``recovered`` = samples the bf16 search fools that
+  this one leaves robust: the verdicts the near-boundary check recovered;
+* ``ref`` (``--reference``): ``ref:apgd-ce+apgd-t`` through pyautoattack (float32).
 
-It prints robust accuracy, wall time, how many bf16 flags the float32 confirmation rejected, and checks
-that no sample counted fooled fails its float32 check. The claim it checks: bf16 robust accuracy <= fp32
-+ 0.5 points and <= ref + 0.5 points. Runs on a CPU (bf16 autocast on the CPU); on CUDA pass --device cuda.
+Attacks: ``apgd-ce+apgd-t`` (RobustVLM's zero-shot protocol without restarts) and a user ensemble with
+Square, ``apgd-ce+square`` (``--square-queries`` queries; AutoAttack's is 5 000). It also counts ``flips``:
+kept points whose verdict changes when they are evaluated again in float32 in another batch composition
+(reversed order, batches of 7; must be 0), ``borderline``: successes counted at a point fooled by less than
+the float32 tolerance, and ``bad``: samples counted fooled whose float32 check fails (must be 0). The
+claim it checks: bf16 robust accuracy <= fp32 + 0.5 points. Runs on a CPU (bf16 autocast on the CPU); on
+CUDA pass --device cuda.
 
     pip install -e ".[dev]"
     OMP_NUM_THREADS=1 python benchmarks/precision_strength.py --model tiny-clip --model runs/<a simclip train run> \\
-        --n-samples 500 --eps 2/255 --eps 4/255
+        --n-samples 500 --eps 2/255 --eps 4/255 --json precision.jsonl
 """
 from __future__ import annotations
 
 import argparse
+import json
 import time
+from dataclasses import replace
 from unittest import mock
 
 import torch
 
-from simclip_bench.attacks import ensemble
-from simclip_bench.attacks.base import ClassifierObjective
+from simclip_bench.attacks import base
 from simclip_bench.attacks.ensemble import predict, run_ensemble
 from simclip_bench.attacks.reference import run_reference
 from simclip_bench.attacks.registry import resolve_attack
@@ -39,28 +44,28 @@ from simclip_bench.models.spec import load_model
 from simclip_bench.tasks.zeroshot_head import ZeroShotClassifier, build_text_classifier
 
 
-class UnconfirmedObjective(ClassifierObjective):
-    """The old behaviour: the search's (bf16) success flag ends the search; nothing confirms it."""
+def _spec(name: str, square_queries: int):
+    spec = resolve_attack(name)
+    return replace(spec, attacks=tuple(replace(a, n_iter=square_queries) if a.kind == "square" else a
+                                       for a in spec.attacks))
 
-    confirm = None
 
-
-def _ours(head, x, y, eps, batch_size, precision, device, old_stopping=False):
-    spec = resolve_attack("apgd-ce+apgd-t")
+def _run(head, x, y, eps, spec, batch_size, precision, device, near_check=True) -> dict:
+    ulps = base.NEAR_BOUNDARY_ULPS if near_check else 0.0
     t0 = time.perf_counter()
-    patch = mock.patch.object(ensemble, "ClassifierObjective", UnconfirmedObjective) if old_stopping else None
-    if patch:
-        patch.start()
-    try:
+    with mock.patch.object(base, "NEAR_BOUNDARY_ULPS", ulps):
         out = run_ensemble(spec, head, x, y, eps, batch_size=batch_size,
                            autocast=lambda: autocast_for(precision, device))
-    finally:
-        if patch:
-            patch.stop()
     seconds = time.perf_counter() - t0
-    fooled = ~out.robust & (predict(head, x, batch_size) == y)
-    failing = int((predict(head, out.x_adv[fooled], batch_size) == y[fooled]).sum()) if fooled.any() else 0
-    return out.robust, seconds, out.unconfirmed, failing
+    attacked = predict(head, x, batch_size) == y
+    fooled = attacked & ~out.robust
+    bad = int((predict(head, out.x_adv[fooled], batch_size) == y[fooled]).sum()) if fooled.any() else 0
+    order = torch.arange(len(x) - 1, -1, -1)
+    again = torch.empty_like(y)
+    again[order] = predict(head, out.x_adv[order], 7)
+    flips = int(((again != y) != fooled)[attacked].sum())
+    return {"robust": out.robust.cpu(), "seconds": seconds, "bad": bad, "flips": flips, "borderline": out.borderline,
+            "rejected": out.unconfirmed}
 
 
 def main() -> None:
@@ -68,17 +73,21 @@ def main() -> None:
     parser.add_argument("--model", action="append", default=None)
     parser.add_argument("--n-samples", type=int, default=500)
     parser.add_argument("--eps", action="append", default=None)
+    parser.add_argument("--attack", action="append", default=None,
+                        help="ensembles to run (default: apgd-ce+apgd-t and apgd-ce+square)")
+    parser.add_argument("--square-queries", type=int, default=1000)
     parser.add_argument("--batch-size", type=int, default=500)
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--no-reference", action="store_true", help="skip ref:apgd-ce+apgd-t")
+    parser.add_argument("--reference", action="store_true", help="also ref:apgd-ce+apgd-t (pyautoattack)")
+    parser.add_argument("--json", default=None, help="append one JSON line per case to this file")
     args = parser.parse_args()
     device = resolve_device(args.device)
     print(f"torch threads {torch.get_num_threads()}, device {device}, {args.n_samples} test images, "
-          f"batch {args.batch_size}, apgd-ce+apgd-t")
-    print(f"{'model':<28} {'eps':>6} {'clean':>6} {'fp32':>6} {'bf16':>6} {'bf16-old':>8} {'ref':>6} {'lost':>5} "
-          f"{'rejected':>8} {'bad':>4} {'fp32 s':>7} {'bf16 s':>7} {'ref s':>7}")
-    for spec in args.model or ["tiny-clip"]:
-        loaded = load_model(spec, device)
+          f"batch {args.batch_size}, square {args.square_queries} queries")
+    print(f"{'model':<24} {'eps':>6} {'attack':<16} {'clean':>6} {'fp32':>6} {'bf16':>6} {'bf16-flag':>9} {'ref':>6} "
+          f"{'recovered':>9} {'borderline':>10} {'flips':>5} {'bad':>4} {'fp32 s':>7} {'bf16 s':>7}")
+    for model in args.model or ["tiny-clip"]:
+        loaded = load_model(model, device)
         data = ShapesDataset("test", size=args.n_samples, image_size=loaded.model.image_size)
         head = ZeroShotClassifier(loaded.model.encoder,
                                   build_text_classifier(loaded.model, data.classnames, data.templates)).eval()
@@ -86,20 +95,31 @@ def main() -> None:
         clean = (predict(head, x, args.batch_size) == y).float().mean().item()
         for text in args.eps or ["2/255", "4/255"]:
             eps = parse_eps(text).value
-            r32, t32, _, bad32 = _ours(head, x, y, eps, args.batch_size, "fp32", device)
-            r16, t16, rejected, bad16 = _ours(head, x, y, eps, args.batch_size, "bf16", device)
-            rold, _, _, _ = _ours(head, x, y, eps, args.batch_size, "bf16", device, old_stopping=True)
-            lost = int((rold & ~r16).sum())
-            ref, t_ref = float("nan"), float("nan")
-            if not args.no_reference:
-                t0 = time.perf_counter()
-                adv = run_reference(resolve_attack("ref:apgd-ce+apgd-t"), head, x, y, eps, batch_size=args.batch_size)
-                t_ref = time.perf_counter() - t0
-                ref = (predict(head, adv, args.batch_size) == y).float().mean().item()
-            name = spec if len(spec) <= 28 else "…" + spec[-27:]
-            print(f"{name:<28} {text:>6} {clean:>6.1%} {r32.float().mean().item():>6.1%} "
-                  f"{r16.float().mean().item():>6.1%} {rold.float().mean().item():>8.1%} {ref:>6.1%} {lost:>5} "
-                  f"{rejected:>8} {bad32 + bad16:>4} {t32:>7.1f} {t16:>7.1f} {t_ref:>7.1f}", flush=True)
+            for attack in args.attack or ["apgd-ce+apgd-t", "apgd-ce+square"]:
+                spec = _spec(attack, args.square_queries)
+                r32 = _run(head, x, y, eps, spec, args.batch_size, "fp32", device)
+                r16 = _run(head, x, y, eps, spec, args.batch_size, "bf16", device)
+                rflag = _run(head, x, y, eps, spec, args.batch_size, "bf16", device, near_check=False)
+                recovered = int((rflag["robust"] & ~r16["robust"]).sum())
+                ref = float("nan")
+                if args.reference and attack == "apgd-ce+apgd-t":
+                    adv = run_reference(resolve_attack("ref:apgd-ce+apgd-t"), head, x, y, eps,
+                                        batch_size=args.batch_size)
+                    ref = (predict(head, adv, args.batch_size) == y).float().mean().item()
+                row = {"model": model, "eps": text, "attack": attack, "n": args.n_samples, "clean": clean,
+                       "fp32": r32["robust"].float().mean().item(), "bf16": r16["robust"].float().mean().item(),
+                       "bf16_flag_only": rflag["robust"].float().mean().item(), "ref": ref, "recovered": recovered,
+                       "borderline": r32["borderline"] + r16["borderline"],
+                       "flips": r32["flips"] + r16["flips"] + rflag["flips"],
+                       "bad": r32["bad"] + r16["bad"] + rflag["bad"], "fp32_s": r32["seconds"],
+                       "bf16_s": r16["seconds"], "threads": torch.get_num_threads()}
+                name = model if len(model) <= 24 else "…" + model[-23:]
+                print(f"{name:<24} {text:>6} {attack:<16} {clean:>6.1%} {row['fp32']:>6.1%} {row['bf16']:>6.1%} "
+                      f"{row['bf16_flag_only']:>9.1%} {ref:>6.1%} {recovered:>9} {row['borderline']:>10} "
+                      f"{row['flips']:>5} {row['bad']:>4} {row['fp32_s']:>7.1f} {row['bf16_s']:>7.1f}", flush=True)
+                if args.json:
+                    with open(args.json, "a") as f:
+                        f.write(json.dumps(row) + "\n")
 
 
 if __name__ == "__main__":

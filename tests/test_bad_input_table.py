@@ -69,6 +69,15 @@ def _make_fixtures(folder: Path) -> None:
     torch.save({"visual.conv1.weight": torch.zeros(2), "token_embedding.weight": torch.zeros(2)},
                folder / "whole-clip.pt")
     torch.save([torch.zeros(2)], folder / "tensor-list.pt")
+    # stores --out cannot take: one written before measurement identities, one whose header line was cut
+    (folder / "old-store").mkdir()
+    (folder / "old-store" / "samples.csv").write_text(
+        "run_id,model,checkpoint_hash,task,dataset,sample_id,attack,setting\nr,tiny-clip,h,zeroshot,shapes,0,none,s\n")
+    (folder / "old-vlm-store").mkdir()
+    (folder / "old-vlm-store" / "vlm_samples.csv").write_text(
+        "run_id,model,checkpoint_hash,task,dataset,sample_id,setting\n")
+    (folder / "cut-store").mkdir()
+    (folder / "cut-store" / "samples.csv").write_text("run_id,model,checkpoint_ha")
 
 
 def _tree(folder: Path) -> dict[str, int]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import shutil
 
+import pandas as pd
 import pytest
 from _shapes_folder import write_shapes_folder
 from typer.testing import CliRunner
@@ -85,14 +86,18 @@ def test_a_skipped_image_does_not_shift_the_fixed_subset(folders, tmp_path):
     assert sorted(got.itertuples(index=False)) == sorted(expected.itertuples(index=False))
 
 
-def test_fixing_the_file_and_rerunning_fills_in_the_skipped_sample(folders, tmp_path):
+def test_fixing_the_file_and_rerunning_measures_the_fixed_data_and_replaces_the_row(folders, tmp_path):
+    """A file changed, so the folder's contents (its data_id) changed: every sample is measured again on the
+    data as it is now, and the new row replaces the one with the image left out."""
     good, bad, bad_id = folders
     out = tmp_path / "out"
     _eval(bad, out)
     shutil.copy(good / bad_id, bad / bad_id)
     again = _eval(bad, out)
-    assert again.computed == 1 and again.unreadable == []
+    assert again.computed == N_SAMPLES and again.reused == 0 and again.unreadable == []
     assert again.rows[0]["n_samples"] == N_SAMPLES and again.rows[0]["flags"] == ""
+    rows = pd.read_csv(out / "results.csv")
+    assert list(rows["n_samples"]) == [N_SAMPLES] and rows["data_id"].nunique() == 1
 
 
 def test_fail_stops_at_the_first_unreadable_image_and_names_it(folders, tmp_path):

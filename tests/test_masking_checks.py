@@ -91,7 +91,8 @@ def test_flags_land_in_the_result_rows(tiny, tmp_path):
     report = run_cell(masked, plan, tmp_path, "run", torch.device("cpu"), done=set())
     assert "zero-gradients(16/16)" in report.flags
     meta = CellMeta(run_id="run", created_at="now", git_sha="", package_version="", model=masked.model_id,
-                    checkpoint_hash=masked.checkpoint_hash, dataset=source.name, split="test", sample_seed=0,
+                    checkpoint_hash=masked.checkpoint_hash, text_hash=masked.text_hash, dataset=source.name,
+                    data_id=source.data_id, data_source=source.source_text, split="test", sample_seed=0,
                     sample_ids=[source.sample_id(i) for i in range(16)], attack="apgd-ce", attack_config={},
                     protocol="default", norm="linf", settings=plan.settings(), device="cpu", flags=report.flags)
     rows = cell_rows(read_samples(tmp_path), meta)

@@ -1,9 +1,12 @@
-"""A reduced-precision search never stops on, nor counts, a success that float32 does not confirm.
+"""A reduced-precision search never stops on, nor counts, a success that float32 does not confirm, and
+loses none that float32 would see.
 
-Under bf16 autocast the search's own success flag can be wrong at the decision boundary. APGD pauses a
-flagged sample, asks the objective's float32 ``confirm`` at the next refill, and lets it leave only if
-confirmed; a rejected sample resumes its trajectory exactly where it paused. The bf16 path runs on a CPU
-(``torch.autocast("cpu")``), so these tests cover the code users run on CUDA.
+Under bf16 autocast the search's own success flag can be wrong at the decision boundary, both ways. The
+classifier objective flags every iterate within bf16's rounding of the boundary; APGD and Square pause a
+flagged sample, ask the objective's float32 ``judge``, and let it leave only on FOOLED; a rejected sample
+resumes its trajectory exactly where it paused. The verdict and prediction of the kept point are the ones
+counted: re-evaluating the kept points in any batch composition gives every verdict again. The bf16 path
+runs on a CPU (``torch.autocast("cpu")``), so these tests cover the code users run on CUDA.
 """
 import pytest
 import torch
@@ -37,8 +40,8 @@ class FlagsNothing(ClassifierObjective):
 
 
 class NeverConfirmed(FlagsEverything):
-    def confirm(self, x_adv, idx):
-        return torch.zeros(len(idx), dtype=torch.bool)
+    def judge(self, x_adv, idx):
+        return torch.zeros(len(idx), dtype=torch.int8), torch.zeros(len(idx), dtype=torch.long)
 
 
 def test_a_rejected_flag_costs_nothing_the_trajectory_goes_on_as_if_never_flagged(data, zero_shot_head):
@@ -66,7 +69,7 @@ def test_without_the_confirmation_a_false_flag_would_end_the_search_and_lose_the
     idx = torch.arange(len(x))
 
     class TakenAtItsWord(FlagsEverything):
-        confirm = None  # no confirmation: the search's flag is final
+        confirm = judge = None  # no confirmation: the search's flag is final
 
     confirmed = APGD(EPS, n_iter=20, batch_size=8).run(FlagsEverything(zero_shot_head, y), x, idx)
     unchecked = APGD(EPS, n_iter=20, batch_size=8).run(TakenAtItsWord(zero_shot_head, y), x, idx)

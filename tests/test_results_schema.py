@@ -2,8 +2,9 @@
 import pandas as pd
 import pytest
 
+from simclip_bench.errors import UserError
 from simclip_bench.results.schema import RESULT_COLUMNS, RESULT_KEY, SAMPLE_COLUMNS, wilson_interval
-from simclip_bench.results.store import append_results, append_samples, read_samples, upsert_results
+from simclip_bench.results.store import append_results, append_samples, check_store, read_samples, upsert_results
 
 REQUIRED = {"run_id", "created_at", "git_sha", "package_version", "model", "checkpoint_hash", "task", "dataset",
             "n_samples", "attack", "norm", "eps", "eps_text", "metric", "value", "seconds", "device", "protocol"}
@@ -40,8 +41,23 @@ def test_a_row_with_the_same_key_replaces_the_old_one(tmp_path):
 
 def test_foreign_csv_is_not_silently_mixed(tmp_path):
     (tmp_path / "results.csv").write_text("a,b\n1,2\n")
-    with pytest.raises(ValueError, match="another version"):
+    with pytest.raises(UserError, match="not a simclip-bench store file"):
         append_results(tmp_path, [_row()], [])
+
+
+def test_a_store_written_before_measurement_identities_is_refused_not_appended_to(tmp_path):
+    old = "run_id,model,checkpoint_hash,task,dataset,sample_id,attack,setting\nr,m,h,zeroshot,shapes,0,none,s\n"
+    (tmp_path / "samples.csv").write_text(old)
+    with pytest.raises(UserError, match="before measurement identities"):
+        append_samples(tmp_path, [{c: "x" for c in SAMPLE_COLUMNS}])
+    assert (tmp_path / "samples.csv").read_text() == old
+
+
+def test_a_store_whose_header_line_was_cut_is_refused_and_left_as_it_is(tmp_path):
+    (tmp_path / "samples.csv").write_text("run_id,model,check")
+    with pytest.raises(UserError, match="header line was cut short"):
+        check_store(tmp_path, [("samples.csv", SAMPLE_COLUMNS)])
+    assert read_samples(tmp_path).empty  # reading it is no error: it holds no row
 
 
 def test_sample_rows_append_and_read_back(tmp_path):

@@ -256,3 +256,15 @@ def test_captioning_and_vqa_result_rows_carry_those_intervals():
     assert vqa["value"] == 1.0 and vqa["ci_low"] < 0.6 and vqa["ci_high"] == 1.0
     cider = vlm_eval._row({"metric": "cider"}, "none", {}, None, [0.0, 0.0, 3.0], 1.0, "")
     assert cider["ci_low"] == 0.0 and cider["ci_high"] > 1.0
+
+
+def test_a_protocol_name_with_markdown_in_it_is_escaped_in_the_header(tmp_path):
+    path = _two_protocols(tmp_path / "in")
+    rows = pd.read_csv(path / "results.csv", keep_default_na=False)
+    rows.loc[rows["protocol"] == "autoattack", "protocol"] = "auto|attack*x[y](z)"
+    rows.to_csv(path / "results.csv", index=False)
+    render_leaderboard(path, tmp_path / "out")
+    md = (tmp_path / "out" / "LEADERBOARD.md").read_text()
+    header = next(line for line in md.splitlines() if line.startswith("| # | model |"))
+    assert "auto\\|attack\\*x\\[y\\](z)" in header
+    assert len(header.split(" | ")) == len(next(line for line in md.splitlines() if line.startswith("|---")).split("|")) - 2

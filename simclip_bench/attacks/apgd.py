@@ -26,11 +26,15 @@ only on its own image, seed and objective, never on its batch mates or on ``refi
 the float rounding of differently sized batches).
 
 **Success is confirmed before a sample leaves.** Under bf16 autocast the search's success flag can
-be wrong at the decision boundary (bf16 logits have a resolution of 0.25 at values of 32-64). A
-flagged sample pauses (its iteration counter does not advance); at the next refill the objective's
-``confirm`` (float32, outside autocast) judges its point. A confirmed sample leaves with that point;
-a rejected one resumes its trajectory where it paused, as the reference, which never stops early,
-would have gone on. So a reduced-precision search never stops on, nor counts, an unconfirmed success.
+be wrong at the decision boundary (bf16 logits have a resolution of 0.25 at values of 32-64), both
+ways; a classifier objective therefore flags every iterate within bf16's rounding of the boundary
+(:mod:`simclip_bench.attacks.base`). A flagged sample pauses (its iteration counter does not advance);
+at the next refill the objective's ``judge`` (exact float32) decides on its point. A FOOLED sample
+leaves with that point and that verdict; any other resumes its trajectory where it paused, as the
+reference, which never stops early, would have gone on; a BORDERLINE point (fooled by less than the
+float32 tolerance) is kept and returned as the success only if the sample never gets a clearer one. So a
+reduced-precision search never stops on, nor counts, a success float32 does not confirm, and loses none
+that float32 would see.
 """
 from __future__ import annotations
 
@@ -40,9 +44,11 @@ import torch
 
 from simclip_bench.attacks.base import (
     AttackObjective,
+    BORDERLINE,
+    FOOLED,
     AttackResult,
     Norm,
-    confirmation_of,
+    judge_of,
     loss_and_grad,
     normalized_step,
     project,
@@ -92,6 +98,10 @@ class _Slots:
     found: torch.Tensor
     confirmed: torch.Tensor
     x_found: torch.Tensor
+    pred_found: torch.Tensor  # float32 prediction at x_found, once confirmed
+    weak: torch.Tensor  # a BORDERLINE point was seen: x_weak, with its prediction pred_weak
+    x_weak: torch.Tensor
+    pred_weak: torch.Tensor
     step: torch.Tensor
     it: torch.Tensor
     counter: torch.Tensor
@@ -154,7 +164,8 @@ class APGD:
         out_x, out_best = x.clone(), x.clone()
         out_success = torch.zeros(len(x), dtype=torch.bool, device=x.device)
         out_loss = torch.full((len(x),), float("-inf"), device=x.device)
-        unconfirmed = 0
+        out_pred = torch.full((len(x),), -1, dtype=torch.long, device=x.device)
+        unconfirmed = borderline = 0
         for restart in range(self.n_restarts):
             todo = torch.nonzero(~out_success).flatten()
             if len(todo) == 0:
@@ -165,14 +176,15 @@ class APGD:
             first = start[todo].detach() if start is not None and restart == 0 else None
             r = self._run_stream(objective, x[todo], idx[todo], seeds, first)
             unconfirmed += r.unconfirmed
+            borderline += r.borderline
             higher = r.loss > out_loss[todo]
             out_best[todo[higher]] = r.x_best[higher]
             better = r.success | (~out_success[todo] & higher)
             take = todo[better]
-            out_x[take], out_loss[take] = r.x_adv[better], r.loss[better]
+            out_x[take], out_loss[take], out_pred[take] = r.x_adv[better], r.loss[better], r.pred[better]
             out_success[todo] |= r.success
         return AttackResult(x_adv=out_x, success=out_success, loss=out_loss, x_best=out_best,
-                            unconfirmed=unconfirmed)
+                            unconfirmed=unconfirmed, pred=out_pred, borderline=borderline)
 
     def _enter(self, objective: AttackObjective, x: torch.Tensor, idx: torch.Tensor, seeds: torch.Tensor,
                positions: torch.Tensor, start: torch.Tensor | None) -> _Slots:
@@ -191,35 +203,46 @@ class APGD:
             grad_best=grad.clone(), loss_best=loss.clone(), loss_best_last_check=loss.clone(),
             reduced_last_check=torch.ones(n, dtype=torch.bool, device=x.device), found=success.clone(),
             confirmed=torch.zeros(n, dtype=torch.bool, device=x.device), x_found=x_adv.clone(),
+            pred_found=torch.full((n,), -1, dtype=torch.long, device=x.device),
+            weak=torch.zeros(n, dtype=torch.bool, device=x.device), x_weak=x_adv.clone(),
+            pred_weak=torch.full((n,), -1, dtype=torch.long, device=x.device),
             step=torch.full((n,), self.initial_step * self.eps, device=x.device, dtype=x.dtype),
             it=zeros.clone(), counter=zeros.clone(), k=zeros + self.k0,
             loss_steps=torch.zeros((self.n_iter, n), device=x.device, dtype=loss.dtype))
 
     def _confirm(self, objective: AttackObjective, idx: torch.Tensor, s: _Slots) -> int:
-        """Judge the points of newly flagged slots at the reported precision; a rejected slot resumes.
-
-        Returns how many flags were rejected. Without ``stop_on_success`` a slot is judged when it ends.
-        """
-        confirm = confirmation_of(objective)
+        """Judge the points of newly flagged slots in float32 (:func:`~simclip_bench.attacks.base.judge_of`):
+        a FOOLED slot is confirmed with its prediction; any other resumes, a BORDERLINE point kept in reserve
+        (the first one). Returns how many flags were not confirmed. Without ``stop_on_success`` a slot is
+        judged when it ends."""
+        judge = judge_of(objective)
         pending = s.found & ~s.confirmed
         if not self.stop_on_success:
             pending &= s.it >= self.n_iter
-        if confirm is None:
+        if judge is None:
             s.confirmed |= pending
             return 0
         rows = torch.nonzero(pending).flatten()
         if len(rows) == 0:
             return 0
-        ok = confirm(s.x_found[rows], idx[s.sample[rows]]).to(torch.bool)
-        s.confirmed[rows[ok]] = True
-        s.found[rows[~ok]] = False
-        return int((~ok).sum())
+        codes, preds = judge(s.x_found[rows], idx[s.sample[rows]])
+        preds = torch.full((len(rows),), -1, dtype=torch.long, device=rows.device) if preds is None else preds
+        fooled = codes == FOOLED
+        s.confirmed[rows[fooled]] = True
+        s.pred_found[rows[fooled]] = preds[fooled]
+        reserve = (codes == BORDERLINE) & ~s.weak[rows]
+        s.x_weak[rows[reserve]], s.pred_weak[rows[reserve]] = s.x_found[rows[reserve]], preds[reserve]
+        s.weak[rows[reserve]] = True
+        s.found[rows[~fooled]] = False
+        return int((~fooled).sum())
 
     def _run_stream(self, objective: AttackObjective, x: torch.Tensor, idx: torch.Tensor,
                     seeds: torch.Tensor, start: torch.Tensor | None = None) -> AttackResult:
         n = len(x)
         res_x, res_best, res_loss = x.clone(), x.clone(), torch.empty(n, device=x.device)
         res_success = torch.zeros(n, dtype=torch.bool, device=x.device)
+        res_pred = torch.full((n,), -1, dtype=torch.long, device=x.device)
+        borderline = torch.zeros((), dtype=torch.long, device=x.device)
         queue = torch.arange(n, device=x.device)
         head = min(self.batch_size, n)
         slots = self._enter(objective, x, idx, seeds, queue[:head], start)
@@ -232,10 +255,14 @@ class APGD:
                 done |= slots.found
             if bool(done.any()) or head < n:
                 fin = slots.select(done)
-                res_x[fin.sample] = torch.where(_v(fin.found, fin.x), fin.x_found, fin.x_best)
+                weak = ~fin.found & fin.weak  # no clearer success: the borderline point counts
+                res_x[fin.sample] = torch.where(_v(fin.found, fin.x), fin.x_found,
+                                                torch.where(_v(weak, fin.x), fin.x_weak, fin.x_best))
                 res_best[fin.sample] = fin.x_best
-                res_success[fin.sample] = fin.found
+                res_success[fin.sample] = fin.found | weak
+                res_pred[fin.sample] = torch.where(fin.found, fin.pred_found, torch.where(weak, fin.pred_weak, -1))
                 res_loss[fin.sample] = fin.loss_best
+                borderline += weak.sum()
                 slots = slots.select(~done)
                 free = min(self.batch_size - len(slots.sample), n - head)
                 if free > 0:
@@ -250,7 +277,7 @@ class APGD:
                 self._iterate(objective, idx, slots, offsets)
             unconfirmed += self._confirm(objective, idx, slots)
         return AttackResult(x_adv=res_x, success=res_success, loss=res_loss, x_best=res_best,
-                            unconfirmed=unconfirmed)
+                            unconfirmed=unconfirmed, pred=res_pred, borderline=int(borderline))
 
     @torch.no_grad()
     def _iterate(self, objective: AttackObjective, idx: torch.Tensor, s: _Slots, offsets: torch.Tensor) -> None:

@@ -11,9 +11,25 @@ The success flag comes from the search's own forward pass, which may run in redu
 (bf16 autocast). An objective whose flag can be wrong there also has ``confirm(x_adv, idx)``: the
 verdict at the precision that is reported (float32 logits, or the generated text). An attack stops
 a sample only on a confirmed success and keeps iterating otherwise (:class:`ConfirmedObjective`).
+
+**Verdicts are decided once, in float32, with a margin** (:meth:`ClassifierObjective.judge`). A
+classifier's search flag means "possibly fooled": in float32 the margin ``max_{i != y} z_i - z_y`` is
+positive; under reduced precision it is above ``-slack``, where ``slack`` is :data:`NEAR_BOUNDARY_ULPS`
+units in the last place of bf16 at the largest logit (bf16 keeps 8 significant bits: at logits of 64-128
+one unit is 0.5; measured bf16 margin errors on the built-in classifier were at most 0.82), so an iterate
+that float32 calls fooled is not lost to bf16 rounding. Each flagged point is judged in exact float32
+(autocast and TF32 off): ``FOOLED`` when the margin exceeds :data:`MARGIN_TOLERANCE` of the largest
+logit (1e-4: 0.008 at logits of 80, where float32 logits of one image in different batch compositions
+differed by at most 3e-5 on a CPU), ``BORDERLINE`` when it is positive but within that tolerance, else
+``NOT_FOOLED``. A FOOLED verdict ends the sample's search, and re-evaluating its point in any batch gives
+it again. A BORDERLINE point is remembered and the search goes on for a clearer one; only if none is
+found does the sample count fooled at the borderline point (never weaker than a reference that counts
+any iterate its own forward pass calls misclassified).
 """
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
@@ -25,6 +41,14 @@ from simclip_bench.attacks.rng import sample_normal, sample_uniform
 
 Norm = Literal["linf", "l2"]
 NORMS: tuple[str, ...] = ("linf", "l2")
+# Verdict codes of :meth:`ClassifierObjective.judge`.
+NOT_FOOLED, BORDERLINE, FOOLED = 0, 1, 2
+# A float32 margin counts as a clear success above this fraction of the largest |logit|.
+MARGIN_TOLERANCE = 1e-4
+# A reduced-precision search flags a sample whose margin is within this many bf16 units in the last place
+# (at the largest |logit|) of the boundary, or past it.
+NEAR_BOUNDARY_ULPS = 4.0
+BF16_SIGNIFICAND_BITS = 8
 # Float32 rounding of x + delta can exceed eps by about one ulp of a pixel value.
 BALL_TOLERANCE = 1e-5
 
@@ -46,6 +70,50 @@ def confirmation_of(objective: AttackObjective):
     return getattr(objective, "confirm", None)
 
 
+def judge_of(objective: AttackObjective):
+    """``judge(x_adv, idx) -> (codes, preds or None)``: the objective's own ``judge``, or one built from its
+    ``confirm`` (FOOLED or NOT_FOOLED), or None when the search's own success flag is final."""
+    judge = getattr(objective, "judge", None)
+    if judge is not None:
+        return judge
+    confirm = confirmation_of(objective)
+    if confirm is None:
+        return None
+
+    def from_confirm(x_adv: torch.Tensor, idx: torch.Tensor):
+        ok = confirm(x_adv, idx).to(torch.bool)
+        return torch.where(ok, FOOLED, NOT_FOOLED).to(torch.int8), None
+
+    return from_confirm
+
+
+@contextlib.contextmanager
+def exact_float32(device_type: str) -> Iterator[None]:
+    """Float32 as written: autocast off, and TF32 off on CUDA (cuDNN convolutions, such as a ViT's patch
+    embedding, default to TF32's 10-bit significand). Verdicts are computed inside it."""
+    cudnn_tf32, matmul_tf32 = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        with torch.autocast(device_type, enabled=False):
+            yield
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = cudnn_tf32, matmul_tf32
+
+
+def verdict_tolerance(logits: torch.Tensor) -> torch.Tensor:
+    """Per sample: the float32 margin a clear success must exceed (:data:`MARGIN_TOLERANCE` of the largest |logit|)."""
+    return MARGIN_TOLERANCE * logits.abs().amax(dim=1)
+
+
+def reduced_precision_slack(logits: torch.Tensor, ulps: float | None = None) -> torch.Tensor:
+    """Per sample: how far below 0 a reduced-precision margin may lie while float32 could still call the
+    sample fooled: ``ulps`` (default :data:`NEAR_BOUNDARY_ULPS`) bf16 units in the last place of the largest
+    |logit|."""
+    ulps = NEAR_BOUNDARY_ULPS if ulps is None else ulps
+    top = logits.abs().amax(dim=1).clamp_min(torch.finfo(torch.float32).tiny)
+    return ulps * torch.exp2(torch.floor(torch.log2(top)) - (BF16_SIGNIFICAND_BITS - 1))
+
+
 @dataclass
 class AttackResult:
     """Adversarial images and what the attack found, for the samples it was given.
@@ -54,6 +122,9 @@ class AttackResult:
     when it never was. ``success`` is the confirmed flag at ``x_adv``; ``loss`` the best loss and
     ``x_best`` the point where it was reached. ``unconfirmed``: how many times a success reported
     by the search was rejected by the objective's confirmation (the sample then kept iterating).
+    ``pred`` (where the objective judges, :func:`judge_of`): the float32 prediction at ``x_adv`` of each
+    successful sample, from the forward pass that decided it (-1 elsewhere). ``borderline``: how many
+    successes are BORDERLINE points (no clearer one was found).
     """
 
     x_adv: torch.Tensor
@@ -61,6 +132,8 @@ class AttackResult:
     loss: torch.Tensor
     x_best: torch.Tensor | None = None
     unconfirmed: int = 0
+    pred: torch.Tensor | None = None
+    borderline: int = 0
 
 
 def _dlr_denominator(z_sorted: torch.Tensor, targeted: bool) -> torch.Tensor:
@@ -99,6 +172,9 @@ CLASSIFIER_LOSSES: tuple[str, ...] = ("ce", "dlr", "dlr-targeted", "margin")
 class ClassifierObjective:
     """A classifier attack objective; success means the top class is not the label.
 
+    The search's flag (``__call__``) means "possibly fooled" (see the module docstring); :meth:`judge`
+    decides in exact float32.
+
     Args:
         classifier: maps images in [0,1] to logits (B, C).
         labels: true labels of all N samples (N,).
@@ -128,13 +204,25 @@ class ClassifierObjective:
             loss = margin_loss(logits, y)
         else:
             loss = dlr_targeted_loss(logits, y, self.targets[idx])
-        return loss, logits.argmax(dim=-1) != y
+        with torch.no_grad():
+            margin = margin_loss(logits.detach(), y)
+            if torch.is_autocast_enabled(x_adv.device.type):
+                return loss, margin > -reduced_precision_slack(logits.detach())
+        return loss, margin > 0
 
     @torch.no_grad()
+    def judge(self, x_adv: torch.Tensor, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(verdict codes, predictions) in exact float32 (:func:`exact_float32`): FOOLED when the margin
+        exceeds :func:`verdict_tolerance`, BORDERLINE when it is positive but within it, else NOT_FOOLED."""
+        with exact_float32(x_adv.device.type):
+            logits = self.classifier(x_adv).float()
+        margin = margin_loss(logits, self.labels[idx])
+        codes = torch.where(margin > verdict_tolerance(logits), FOOLED, torch.where(margin > 0, BORDERLINE, NOT_FOOLED))
+        return codes.to(torch.int8), logits.argmax(dim=-1)
+
     def confirm(self, x_adv: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
-        """Misclassified in float32, outside any autocast (what the result tables count)."""
-        with torch.autocast(x_adv.device.type, enabled=False):
-            return self.classifier(x_adv).float().argmax(dim=-1) != self.labels[idx]
+        """A clear float32 success (:meth:`judge` says FOOLED)."""
+        return self.judge(x_adv, idx)[0] == FOOLED
 
 
 def _view(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:

@@ -26,6 +26,12 @@ and signs (AutoAttack shares one window, and for l-inf one set of signs, across 
 :mod:`simclip_bench.attacks.rng` (stream 0 for the initialisation, stream ``1 + i`` for iteration
 ``i``), so a sample's trajectory depends only on its image, its seed and the objective: never on
 its batch mates or on the batch size. Fooled samples leave the working batch and cost nothing.
+
+**Success is decided in float32.** The search may run under bf16 autocast (the ensemble's search
+precision); a sample stops only when the objective's float32 ``judge`` says FOOLED
+(:mod:`simclip_bench.attacks.base`), as in APGD. A flagged proposal that float32 does not confirm is
+treated as any other proposal (kept only if its loss is higher); a BORDERLINE one is kept in reserve and
+returned as the success only if no clearer one is found within the query budget.
 """
 from __future__ import annotations
 
@@ -33,7 +39,7 @@ import math
 
 import torch
 
-from simclip_bench.attacks.base import NORMS, AttackObjective, AttackResult, Norm
+from simclip_bench.attacks.base import BORDERLINE, FOOLED, NORMS, AttackObjective, AttackResult, Norm, judge_of
 from simclip_bench.attacks.rng import sample_uniform
 
 P_INIT = 0.8
@@ -231,27 +237,71 @@ def square_attack(objective: AttackObjective, x: torch.Tensor, idx: torch.Tensor
         p_init: initial fraction of the image a square covers (default 0.8).
 
     Returns:
-        ``AttackResult``: per sample, the first point where the objective reported success, else
-        the point of highest loss; ``success`` at that point; ``loss`` the best loss seen.
+        ``AttackResult``: per sample, the first point where the objective's success was confirmed
+        (float32 FOOLED, for an objective that judges), else a BORDERLINE point if one was seen, else the
+        point of highest loss; ``success`` and ``pred`` at that point; ``loss`` the best loss seen.
     """
     _check_args(x, idx, eps, seeds, norm, n_queries, p_init)
     x = x.detach()
     if x.shape[0] == 0:
         return AttackResult(x.clone(), torch.zeros(0, dtype=torch.bool, device=x.device), x.new_zeros(0))
     seeds = seeds.to(x.device)
+    verdicts = _Verdicts(objective, x)
     x_best = _INIT[norm](x, eps, seeds)
-    best_loss, success = objective(x_best, idx)
-    best_loss, success = best_loss.detach().clone(), success.detach().clone().bool()
+    best_loss, flagged = objective(x_best, idx)
+    best_loss = best_loss.detach().clone()
+    success = verdicts.judge(x_best, idx, torch.arange(len(x), device=x.device), flagged.detach().bool())
     for it in range(n_queries - 1):
         active = (~success).nonzero().squeeze(1)
         if active.numel() == 0:
             break
         side = square_side(p_schedule(it, p_init), tuple(x.shape[1:]), norm)
         x_new = _PROPOSAL[norm](x[active], x_best[active], eps, seeds[active], INIT_STREAM + 1 + it, side)
-        loss, fooled = objective(x_new, idx[active.to(idx.device)])
+        loss, flagged = objective(x_new, idx[active.to(idx.device)])
+        fooled = verdicts.judge(x_new, idx[active.to(idx.device)], active, flagged.detach().bool())
         # A fooling proposal is kept even if its loss is lower: success is what the caller asked for.
         keep = (loss > best_loss[active]) | fooled
         x_best[active] = torch.where(keep[:, None, None, None], x_new, x_best[active])
         best_loss[active] = torch.maximum(loss, best_loss[active])
-        success[active] = fooled.bool()
-    return AttackResult(x_best, success, best_loss)
+        success[active] = fooled
+    return verdicts.result(x_best, success, best_loss)
+
+
+class _Verdicts:
+    """Square's successes, judged in float32 when the objective can (:func:`~simclip_bench.attacks.base.judge_of`):
+    per sample the confirmed flag and prediction, and a BORDERLINE point kept in reserve."""
+
+    def __init__(self, objective: AttackObjective, x: torch.Tensor) -> None:
+        self.judge_fn = judge_of(objective)
+        n = len(x)
+        self.pred = torch.full((n,), -1, dtype=torch.long, device=x.device)
+        self.weak = torch.zeros(n, dtype=torch.bool, device=x.device)
+        self.x_weak = x.clone()
+        self.pred_weak = self.pred.clone()
+        self.unconfirmed = 0
+
+    def judge(self, x_new: torch.Tensor, idx: torch.Tensor, rows: torch.Tensor, flagged: torch.Tensor) -> torch.Tensor:
+        """Which of ``x_new`` (the samples at positions ``rows``) are FOOLED in float32, of those ``flagged``."""
+        if self.judge_fn is None:
+            return flagged
+        fooled = torch.zeros_like(flagged)
+        asked = flagged.nonzero().squeeze(1)
+        if asked.numel() == 0:
+            return fooled
+        codes, preds = self.judge_fn(x_new[asked], idx[asked.to(idx.device)])
+        preds = torch.full((len(asked),), -1, dtype=torch.long, device=x_new.device) if preds is None else preds
+        yes = codes == FOOLED
+        fooled[asked[yes]] = True
+        self.pred[rows[asked[yes]]] = preds[yes]
+        self.unconfirmed += int((~yes).sum())
+        reserve = (codes == BORDERLINE) & ~self.weak[rows[asked]]
+        where = rows[asked[reserve]]
+        self.x_weak[where], self.pred_weak[where], self.weak[where] = x_new[asked[reserve]], preds[reserve], True
+        return fooled
+
+    def result(self, x_best: torch.Tensor, success: torch.Tensor, best_loss: torch.Tensor) -> AttackResult:
+        weak = ~success & self.weak  # no clearer success within the budget: the borderline point counts
+        x_out = torch.where(weak[:, None, None, None], self.x_weak, x_best)
+        pred = torch.where(success, self.pred, torch.where(weak, self.pred_weak, -1))
+        return AttackResult(x_out, success | weak, best_loss, unconfirmed=self.unconfirmed, pred=pred,
+                            borderline=int(weak.sum()))

@@ -262,12 +262,12 @@ def _print_summary(result) -> None:
     if summary.empty or len({r["dataset"] for r in result.rows}) < 2:
         return
     datasets = [c for c in summary.columns
-                if c not in ("model", "attack", "norm", "eps", "average", "ci_low", "ci_high")]
+                if c not in ("model", "protocol", "attack", "norm", "eps", "average", "ci_low", "ci_high")]
     table = Table(title="summary: average over datasets")
     for col in ("model", "attack", "eps", *datasets, "average", f"95% CI ({AVERAGE_CI})"):
         table.add_column(escape(col), justify="left" if col in ("model", "attack") else "right")
     for _, r in summary.iterrows():
-        table.add_row(escape(r["model"]), r["attack"], _eps_label(r["eps"], r["norm"]),
+        table.add_row(escape(r["model"]), escape(r["attack"]), _eps_label(r["eps"], r["norm"]),
                       *[f"{100 * r[d]:.1f}" for d in datasets], f"{100 * r['average']:.1f}",
                       _interval(r["ci_low"], r["ci_high"]))
     stdout.print(table)
@@ -286,6 +286,6 @@ def _print_paired(result) -> None:
     for col in ("model", "attack", "eps", "n", "difference", f"95% CI ({PAIRED_CI})"):
         table.add_column(col, justify="left" if col in ("model", "attack") else "right")
     for _, r in rows.iterrows():
-        table.add_row(escape(r["model"]), r["attack"], _eps_label(r["eps"], r["norm"]), str(r["n_paired"]),
+        table.add_row(escape(r["model"]), escape(r["attack"]), _eps_label(r["eps"], r["norm"]), str(r["n_paired"]),
                       f"{100 * r['difference']:+.1f}", _interval(r["ci_low"], r["ci_high"], signed=True))
     stdout.print(table)

@@ -156,4 +156,4 @@ def clip_benchmark_source(name: str, root: Path, workers: int = 0) -> TorchDatas
     if isinstance(templates, dict):  # class-specific prompts (CuPL-style) are not part of the protocol
         raise UserError(f"dataset {name}: class-specific templates are not supported; use plain templates")
     return TorchDatasetSource(name, build, probe.classes, templates, root=root.resolve(), workers=workers,
-                              index=probe)
+                              index=probe, builder={"kind": "clip_benchmark", "name": name})

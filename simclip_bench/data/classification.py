@@ -12,15 +12,21 @@ the eps-ball is in the pixels the model sees). Three kinds:
 
 :meth:`ClassificationSource.load_readable` returns the images that could be read and, for the others,
 one line naming the file and the reason; :meth:`ClassificationSource.load` raises on the first of those.
+
+Every source has an :meth:`~ClassificationSource.identity`: everything that decides its samples, labels and
+prompts (where it was read, a fingerprint of the files there, the split, class names and templates). Its
+hash, ``data_id``, is part of the key of every stored row (:mod:`simclip_bench.results.identity`).
 """
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import torch
 
+from simclip_bench.data.fingerprint import listing_fingerprint
 from simclip_bench.data.image_io import read_rgb
 from simclip_bench.data.shapes import ShapesDataset
 from simclip_bench.data.unreadable import describe, unreadable_error
@@ -63,6 +69,22 @@ class ClassificationSource:
     def sample_id(self, index: int) -> str:
         raise NotImplementedError
 
+    def identity(self) -> dict:
+        """Everything that decides the samples, labels and prompts (JSON-able)."""
+        raise NotImplementedError
+
+    @property
+    def source_text(self) -> str:
+        """Where the samples come from, readably (the resolved folder, or ``generated``)."""
+        raise NotImplementedError
+
+    @cached_property
+    def data_id(self) -> str:
+        """The hash of :meth:`identity`: the data part of every stored row's key."""
+        from simclip_bench.results.identity import data_id
+
+        return data_id(self.identity())
+
     def load(self, indices: Sequence[int], image_size: int,
              transform: ImageTransform | None) -> tuple[torch.Tensor, torch.Tensor]:
         """Images (n, 3, H, W) in [0,1] and labels (n,) int64 of the samples ``indices``."""
@@ -94,6 +116,14 @@ class ShapesSource(ClassificationSource):
         data = ShapesDataset(self.split, seed=self.dataset.seed, size=len(self.dataset), image_size=image_size)
         return data.tensors(list(indices))
 
+    def identity(self) -> dict:
+        return {"kind": "generated", "generator": self.name, "split": self.split, "seed": self.dataset.seed,
+                "size": len(self.dataset), "classnames": list(self.classnames), "templates": list(self.templates)}
+
+    @property
+    def source_text(self) -> str:
+        return f"generated:{self.name}/{self.split} (seed {self.dataset.seed})"
+
 
 class TorchDatasetSource(ClassificationSource):
     """Any indexable dataset of (PIL image, label) with ``classes`` (and ``templates``), built per transform.
@@ -102,14 +132,18 @@ class TorchDatasetSource(ClassificationSource):
         name: how the dataset is named in result rows.
         build: ``transform -> dataset``; called once per distinct model preprocessing.
         classnames, templates: the zero-shot prompts' class names and templates.
-        root: the folder that ImageFolder-style sample ids are relative to.
+        root: the folder that ImageFolder-style sample ids are relative to, and whose files (by relative path
+            and size) are part of the identity.
         workers: DataLoader worker processes for decoding (default 0: in-process).
         index: the dataset built without a transform, when the caller already has it.
+        builder: how the files are read, for the identity (e.g. ``{"kind": "clip_benchmark", "name": ...}``).
     """
 
     def __init__(self, name: str, build: Callable[[ImageTransform | None], object], classnames: Sequence[str],
-                 templates: Sequence[str], root: Path | None = None, workers: int = 0, index: object = None) -> None:
+                 templates: Sequence[str], root: Path | None = None, workers: int = 0, index: object = None,
+                 builder: dict | None = None) -> None:
         self.name = name
+        self.builder = dict(builder or {"kind": "dataset", "name": name})
         self._build = build
         self._built: dict[int, object] = {}
         self.classnames = list(classnames)
@@ -121,6 +155,15 @@ class TorchDatasetSource(ClassificationSource):
 
     def __len__(self) -> int:
         return self._size
+
+    def identity(self) -> dict:
+        return {**self.builder, "split": self.split, "root": str(self.root) if self.root else None,
+                "files": listing_fingerprint(self.root) if self.root else None, "size": self._size,
+                "classnames": list(self.classnames), "templates": list(self.templates)}
+
+    @property
+    def source_text(self) -> str:
+        return str(self.root) if self.root else self.name
 
     def sample_id(self, index: int) -> str:
         samples = getattr(self._index, "samples", None)
@@ -218,4 +261,4 @@ def image_folder_source(root: Path, workers: int = 0) -> TorchDatasetSource:
     if bad:
         raise UserError(f"{templates_file}: template {bad[0]!r} has no '{{c}}' placeholder for the class name")
     return TorchDatasetSource(root.resolve().name, build, classnames, templates, root=root.resolve(),
-                              workers=workers)
+                              workers=workers, builder={"kind": "imagefolder"})

@@ -143,7 +143,7 @@ def caption_dataset(name: str, root: Path, split: str = "test") -> VLMDataset:
         samples.append(VLMSample(f"{name}/{entry.get('cocoid', entry.get('imgid', filename))}", image, refs))
     if not samples:
         raise UserError(f"{name}: {path} has no images of split {split!r}")
-    return VLMDataset(name, split, "captioning", samples, spec["stop_below"])
+    return VLMDataset(name, split, "captioning", samples, spec["stop_below"], *_identity(root, [path], image_dir))
 
 
 def _vqa_image(image_dir: ManifestFolder, image_id, where: str) -> Path:
@@ -193,4 +193,13 @@ def vqa_dataset(name: str, root: Path, split: str = "val") -> VLMDataset:
         samples.append(VLMSample(f"{name}/{question_id}", image, refs, f.field(q, "question", str, where)))
     if not samples:
         raise UserError(f"{name}: no question of {q_path} has answers in {a_path}")
-    return VLMDataset(name, split, "vqa", samples, 0.0)
+    return VLMDataset(name, split, "vqa", samples, 0.0, *_identity(root, [q_path, a_path], image_dir))
+
+
+def _identity(root: Path, annotations: list[Path], images: ManifestFolder) -> tuple[str, str]:
+    """(source, fingerprint) of a dataset read from files: the resolved folder, and a hash of the annotation
+    files' contents and of the image folder's listing (:mod:`simclip_bench.data.fingerprint`)."""
+    from simclip_bench.data.fingerprint import files_fingerprint, listing_fingerprint
+
+    image_root = images.folder.resolve()
+    return str(Path(root).resolve()), f"{files_fingerprint(annotations)}:{listing_fingerprint(image_root)}"

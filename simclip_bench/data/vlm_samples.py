@@ -54,6 +54,15 @@ class VLMDataset:
     def __len__(self) -> int:
         return len(self.samples)
 
+    @property
+    def data_id(self) -> str:
+        """The data part of every stored row's key (:mod:`simclip_bench.results.identity`): the dataset as read,
+        before any subset is drawn (``subset`` keeps it)."""
+        from simclip_bench.results.identity import data_id
+
+        return data_id({"name": self.name, "split": self.split, "task": self.task, "source": self.source,
+                        "fingerprint": self.fingerprint})
+
     def subset(self, n: int, seed: int = 0) -> VLMDataset:
         """A fixed subset of ``n`` samples: the first n for the built-in data, a seeded draw (kept in
         dataset order) for files, so every model sees the same samples."""
@@ -99,7 +108,8 @@ def shapes_captioning(n: int, seed: int = 0) -> VLMDataset:
     data = ShapesDataset("test", seed=seed)
     _check_n(n, len(data))
     samples = [VLMSample(data.sample_id(i), data.sample(i).image, data.sample(i).captions) for i in range(n)]
-    return VLMDataset("shapes", "test", "captioning", samples, SHAPES_CAPTION_STOP_BELOW)
+    return VLMDataset("shapes", "test", "captioning", samples, SHAPES_CAPTION_STOP_BELOW,
+                      source=f"generated:shapes/test (seed {seed})")
 
 
 def shapes_vqa(n: int, seed: int = 0) -> VLMDataset:
@@ -112,7 +122,7 @@ def shapes_vqa(n: int, seed: int = 0) -> VLMDataset:
         question, answer = s.qa[i % len(s.qa)]
         samples.append(VLMSample(f"{data.sample_id(i)}/q{i % len(s.qa)}", s.image, (answer,) * HUMANS_PER_QUESTION,
                                  question))
-    return VLMDataset("shapes", "test", "vqa", samples, 0.0)
+    return VLMDataset("shapes", "test", "vqa", samples, 0.0, source=f"generated:shapes/test (seed {seed})")
 
 
 def _check_n(n: int, available: int) -> None:

@@ -31,12 +31,14 @@ from simclip_bench.models.builtin import BUILTIN_MODELS, DEFAULT_MODEL
 from simclip_bench.progress import SILENT, Reporter
 from simclip_bench.provenance import git_sha, new_run_id, package_version, utc_now
 from simclip_bench.results.intervals import mean_interval, unit_mean_interval
+from simclip_bench.results.identity import VLM_SAMPLE_KEY, subset_id
 from simclip_bench.results.schema import RESULT_COLUMNS, mean_grad_evals
 from simclip_bench.results.store import (
     RESULTS_FILE,
     VLM_SAMPLES_FILE,
     append_samples,
     check_merge_sources,
+    check_store,
     merge_samples,
     read_rows,
     upsert_results,
@@ -55,7 +57,8 @@ VLM_TASKS: tuple[str, ...] = ("captioning", "vqa")
 VLM_ATTACKS: dict[str, str] = {"ensemble": "ensemble", "robustvlm": "ensemble", "apgd": "single", "none": "none"}
 DEFAULT_N_SAMPLES = {"shapes": 200, "files": 500}
 VLM_SAMPLE_COLUMNS: tuple[str, ...] = (
-    "run_id", "model", "checkpoint_hash", "task", "dataset", "sample_id", "attack", "setting", "eps", "eps_text",
+    "run_id", "model", "checkpoint_hash", "vlm_hash", "task", "dataset", "data_id", "sample_id", "attack", "setting",
+    "eps", "eps_text",
     "prompt", "references", "clean_text", "clean_score", "adv_text", "adv_score", "fooled_by", "max_perturbation",
     "grad_evals",
 )
@@ -129,6 +132,9 @@ def validate(request: VLMEvalRequest) -> None:
     resolve_device(request.device)
     detect_shard(request.shard)
     check_merge_sources(request.merge_from, VLM_SAMPLES_FILE, request.out)
+    check_store(request.out, [(VLM_SAMPLES_FILE, VLM_SAMPLE_COLUMNS), (RESULTS_FILE, RESULT_COLUMNS)])
+    for source in request.merge_from:
+        check_store(source, [(VLM_SAMPLES_FILE, VLM_SAMPLE_COLUMNS)])
 
 
 def default_encoders(request: VLMEvalRequest) -> list[str]:
@@ -154,8 +160,6 @@ def load_dataset(request: VLMEvalRequest) -> VLMDataset:
 def _setting(config: dict) -> str:
     return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:12]
 
-
-VLM_SAMPLE_KEY: tuple[str, ...] = ("model", "checkpoint_hash", "task", "dataset", "setting", "sample_id")
 
 
 @dataclass
@@ -188,8 +192,12 @@ def evaluate_one(loaded: LoadedVLM, dataset: VLMDataset, request: VLMEvalRequest
     task = (CaptioningTask(dataset) if request.task == "captioning"
             else VQATask(dataset, metric_variant=request.vqa_metric))
     # How the texts are scored: part of every row's attack_config and setting, clean rows included, so rows
-    # scored by different VQA metric variants never replace or average with each other.
-    scoring = {"vqa_metric": request.vqa_metric} if request.task == "vqa" else {}
+    # scored by different VQA metric variants never replace or average with each other. CIDEr-D's document
+    # frequencies come from the whole evaluated subset, so a captioning score is only the same measurement on
+    # the same subset: the subset is part of the setting of every captioning row.
+    ids = [s.sample_id for s in dataset.samples]
+    scoring = ({"vqa_metric": request.vqa_metric} if request.task == "vqa"
+               else {"cider_subset": subset_id(ids)} if request.task == "captioning" else {})
     device = vlm.device
     precision = resolve_precision(request.precision, device)
     protocol = VLM_ATTACKS[request.attack]
@@ -205,8 +213,7 @@ def evaluate_one(loaded: LoadedVLM, dataset: VLMDataset, request: VLMEvalRequest
                                      described, eps, config))
     all_prompts = task.prompts(vlm)
     all_truth = task.ground_truth()
-    ids = [s.sample_id for s in dataset.samples]
-    done = _done(request.out, loaded, request.task, dataset.name)
+    done = _done(request.out, loaded, request.task, dataset)
     own = shard.take(list(range(len(dataset))))
     todo = [p for p in own if any((st.setting, ids[p]) not in done for st in settings)]
     n_runs = sum(len(planned_runs(st.config)) for st in settings if st.config)
@@ -214,7 +221,8 @@ def evaluate_one(loaded: LoadedVLM, dataset: VLMDataset, request: VLMEvalRequest
     reporter.advance(line, (len(own) - len(todo)) * (1 + n_runs))
     t0 = time.time()
     base_sample = {"run_id": run_id, "model": loaded.model_id, "checkpoint_hash": loaded.checkpoint_hash,
-                   "task": request.task, "dataset": dataset.name}
+                   "vlm_hash": loaded.vlm_hash, "task": request.task, "dataset": dataset.name,
+                   "data_id": dataset.data_id}
     computed: list[dict] = []
     for first in range(0, len(todo), request.batch_size):
         part = todo[first:first + request.batch_size]
@@ -254,13 +262,15 @@ def evaluate_one(loaded: LoadedVLM, dataset: VLMDataset, request: VLMEvalRequest
         append_samples(request.out, rows, VLM_SAMPLE_COLUMNS, VLM_SAMPLE_KEY, VLM_SAMPLES_FILE)
         computed += rows
     reporter.complete(line)
-    stored = _stored(request.out, loaded, request.task, dataset.name)
+    stored = _stored(request.out, loaded, request.task, dataset)
     if any(not set(ids) <= set(stored.get(st.setting, {})) for st in settings):
         return None, computed  # another shard still owes samples: it writes the rows when it finishes
     common = {"run_id": run_id, "created_at": utc_now(), "git_sha": git_sha(), "package_version": package_version(),
-              "model": loaded.model_id, "checkpoint_hash": loaded.checkpoint_hash, "task": request.task,
-              "dataset": dataset.name, "split": dataset.split, "n_samples": len(ids),
-              "sample_seed": request.sample_seed, "device": str(device), "metric": task.metric, "flags": ""}
+              "model": loaded.model_id, "checkpoint_hash": loaded.checkpoint_hash, "text_hash": "",
+              "vlm_hash": loaded.vlm_hash, "task": request.task, "dataset": dataset.name, "data_id": dataset.data_id,
+              "data_source": dataset.source, "split": dataset.split, "n_samples": len(ids), "n_requested": len(ids),
+              "sample_seed": request.sample_seed, "subset_id": subset_id(ids), "device": str(device),
+              "metric": task.metric, "flags": ""}
     seconds = time.time() - t0
     first_setting = stored[settings[0].setting]
     rows = [_row(common, "none", scoring, None, [float(first_setting[i]["clean_score"]) for i in ids], seconds,
@@ -273,20 +283,22 @@ def evaluate_one(loaded: LoadedVLM, dataset: VLMDataset, request: VLMEvalRequest
     return rows, computed
 
 
-def _stored(out: Path, loaded: LoadedVLM, task: str, dataset: str) -> dict[str, dict[str, dict]]:
-    """This encoder's stored per-sample rows: setting -> sample id -> row (the first row of a key)."""
+def _stored(out: Path, loaded: LoadedVLM, task: str, dataset: VLMDataset) -> dict[str, dict[str, dict]]:
+    """This VLM and encoder's stored per-sample rows on ``dataset``: setting -> sample id -> row (the first row of
+    a key). Every identity column but setting and sample is matched (:mod:`simclip_bench.results.identity`)."""
     frame = read_rows(out, VLM_SAMPLES_FILE)
     if frame is None:
         return {}
     mine = frame[(frame["model"] == loaded.model_id) & (frame["checkpoint_hash"] == loaded.checkpoint_hash)
-                 & (frame["task"] == task) & (frame["dataset"] == dataset)]
+                 & (frame["vlm_hash"] == loaded.vlm_hash) & (frame["task"] == task)
+                 & (frame["dataset"] == dataset.name) & (frame["data_id"] == dataset.data_id)]
     out_rows: dict[str, dict[str, dict]] = {}
     for row in mine.to_dict("records"):
         out_rows.setdefault(row["setting"], {}).setdefault(row["sample_id"], row)
     return out_rows
 
 
-def _done(out: Path, loaded: LoadedVLM, task: str, dataset: str) -> set[tuple[str, str]]:
+def _done(out: Path, loaded: LoadedVLM, task: str, dataset: VLMDataset) -> set[tuple[str, str]]:
     return {(setting, sid) for setting, rows in _stored(out, loaded, task, dataset).items() for sid in rows}
 
 

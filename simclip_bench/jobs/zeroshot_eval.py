@@ -42,11 +42,12 @@ from simclip_bench.provenance import git_sha, new_run_id, package_version, utc_n
 from simclip_bench.results.aggregate import CellMeta, cell_rows, paired_differences, summary_table
 from simclip_bench.results.audit import FLAG_FAST_MISSED, missed_flag
 from simclip_bench.results.intervals import MISS_BOUND
-from simclip_bench.results.schema import SAMPLE_COLUMNS, SAMPLE_KEY
+from simclip_bench.results.schema import RESULT_COLUMNS, SAMPLE_COLUMNS, SAMPLE_KEY
 from simclip_bench.results.store import (
     RESULTS_FILE,
     SAMPLES_FILE,
     check_merge_sources,
+    check_store,
     merge_samples,
     read_samples,
     upsert_results,
@@ -158,6 +159,9 @@ def validate(request: EvalRequest) -> Protocol:
     resolve_device(request.device)
     detect_shard(request.shard)
     check_merge_sources(request.merge_from, SAMPLES_FILE, request.out)
+    check_store(request.out, [(SAMPLES_FILE, SAMPLE_COLUMNS), (RESULTS_FILE, RESULT_COLUMNS)])
+    for source in request.merge_from:
+        check_store(source, [(SAMPLES_FILE, SAMPLE_COLUMNS)])
     return protocol
 
 
@@ -210,15 +214,16 @@ def run_eval(request: EvalRequest, reporter: Reporter = SILENT) -> EvalResult:
             name = model.model_id if len(model.model_id) <= 20 else "…" + model.model_id[-19:]
             line = reporter.start(f"{name} {source.name}", total=len(plan.own), info=spec.name)
             t0 = time.time()
-            done = done_keys(read_samples(request.out), model, source.name)
+            done = done_keys(read_samples(request.out), model, source)
             report = run_cell(model, plan, request.out, run_id, device, done,
                               on_batch=lambda k, line=line: reporter.advance(line, k),
                               on_status=lambda text, line=line, a=spec.name: reporter.set_info(line, f"{a} {text}"))
             computed, reused = computed + report.computed, reused + report.reused
             unreadable.update(dict.fromkeys(report.unreadable.values()))
             meta = CellMeta(run_id=run_id, created_at=utc_now(), git_sha=git_sha(), package_version=package_version(),
-                            model=model.model_id, checkpoint_hash=model.checkpoint_hash, dataset=source.name,
-                            split=source.split, sample_seed=protocol.sample_seed, sample_ids=ids, attack=spec.name,
+                            model=model.model_id, checkpoint_hash=model.checkpoint_hash,
+                            text_hash=model.text_hash, dataset=source.name, data_id=source.data_id,
+                            data_source=source.source_text, split=source.split, sample_seed=protocol.sample_seed, sample_ids=ids, attack=spec.name,
                             attack_config=spec.config() | {"seed": protocol.attack_seed, "resolved_protocol": record,
                                                            "search_precision": plan.search_precision},
                             protocol=protocol.name, norm=protocol.norm, settings=plan.settings(), device=str(device),
@@ -232,11 +237,13 @@ def run_eval(request: EvalRequest, reporter: Reporter = SILENT) -> EvalResult:
                 cell.rows = cell_rows(stored, meta)
                 upsert_results(request.out, cell.rows)
             cells.append(cell)
-    # Cells other shards completed after this one finished its part: their rows (already written) for the summary.
+    # Cells other shards completed after this one finished its part: their rows for the summary, written again
+    # (the same rows, by key) in case the shard that completed a cell was killed before it wrote them.
     samples = read_samples(request.out)
     for cell in cells:
         if cell.rows is None and _complete(cell, samples):
             cell.rows = cell_rows(samples, cell.meta)
+            upsert_results(request.out, cell.rows)
     rows = [r for cell in cells for r in cell.rows or []]
     for cell in cells:
         flags += [f"{cell.meta.model} / {cell.meta.dataset}: {f}" for f in _masking_flags(cell.rows or [])]

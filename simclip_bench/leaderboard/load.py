@@ -1,4 +1,11 @@
-"""Read the result files a leaderboard is rendered from, and keep the latest row per measurement."""
+"""Read the result files a leaderboard is rendered from, and keep the latest row per measurement.
+
+A measurement is a result row's full identity (:data:`~simclip_bench.results.identity.RESULT_KEY`: model and
+what reads it, data, subset, setting, eps, metric): a re-run of the identical measurement replaces the
+earlier row; a run of another setting or subset stands beside it, and the table gives it its own column
+(:mod:`simclip_bench.leaderboard.table`). A results file written before identities existed lacks some of
+the columns; they are read as empty.
+"""
 from __future__ import annotations
 
 from pathlib import Path
@@ -6,15 +13,23 @@ from pathlib import Path
 import pandas as pd
 
 from simclip_bench.errors import UserError
+from simclip_bench.results.identity import RESULT_KEY, TEXT_COLUMNS
 from simclip_bench.results.model_cards import ModelCard, read_cards
 from simclip_bench.results.store import RESULTS_FILE
 
 NEEDED = ("run_id", "created_at", "git_sha", "package_version", "model", "checkpoint_hash", "task", "dataset",
           "n_samples", "attack", "norm", "eps", "metric", "value", "ci_low", "ci_high", "flags")
-TEXT_COLUMNS = ("run_id", "created_at", "git_sha", "package_version", "model", "checkpoint_hash", "task",
-                "dataset", "attack", "norm", "metric", "flags")
-# One measurement: re-running an evaluation appends a new row for it, and the latest one counts.
-MEASUREMENT = ["model", "checkpoint_hash", "task", "dataset", "attack", "norm", "eps", "metric"]
+# Read as empty where a results file predates them.
+OPTIONAL_TEXT = ("text_hash", "vlm_hash", "data_id", "data_source", "subset_id", "split", "setting", "protocol",
+                 "attack_config", "eps_text", "sample_seed", "n_requested")
+# One measurement: re-running it writes a new row, and the latest one counts.
+MEASUREMENT = list(RESULT_KEY)
+
+
+def with_identity_columns(table: pd.DataFrame) -> pd.DataFrame:
+    """``table`` with every optional text column (identities, settings) present: empty where it predates them."""
+    missing = [c for c in OPTIONAL_TEXT if c not in table.columns]
+    return table.assign(**dict.fromkeys(missing, "")) if missing else table
 
 
 def check_results_dir(results_dir: Path) -> None:
@@ -36,7 +51,8 @@ def load_results(results_dir: Path) -> pd.DataFrame:
     if not path.is_file():
         raise UserError(f"no {RESULTS_FILE} in {results_dir}; write one with 'simclip eval --out {results_dir}'")
     try:
-        table = pd.read_csv(path, dtype={c: str for c in TEXT_COLUMNS}, keep_default_na=False)
+        table = pd.read_csv(path, dtype={c: str for c in (*TEXT_COLUMNS, "sample_seed", "n_requested")},
+                            keep_default_na=False)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
         raise UserError(f"{path} is not a readable CSV file: {str(e).splitlines()[0]}") from None
     missing = [c for c in NEEDED if c not in table.columns]
@@ -44,6 +60,7 @@ def load_results(results_dir: Path) -> pd.DataFrame:
         raise UserError(f"{path} lacks the result columns {', '.join(missing)}; is it a simclip-bench results.csv?")
     if table.empty:
         raise UserError(f"{path} has no result rows; run 'simclip eval --out {results_dir}' first")
+    table = with_identity_columns(table)
     for col in ("eps", "value", "ci_low", "ci_high", "n_samples"):
         table[col] = pd.to_numeric(table[col].replace("", float("nan")), errors="coerce")
     bad = table[table["value"].isna() | table["eps"].isna()]
@@ -51,7 +68,7 @@ def load_results(results_dir: Path) -> pd.DataFrame:
         raise UserError(f"{path} row {int(bad.index[0]) + 2} has no numeric value or eps; fix or remove it")
     table = table.sort_values(["created_at", "run_id"], kind="mergesort")
     table = table.drop_duplicates(MEASUREMENT, keep="last")
-    return table.sort_values(MEASUREMENT, kind="mergesort").reset_index(drop=True)
+    return table.sort_values([*MEASUREMENT, "eps"], kind="mergesort").reset_index(drop=True)
 
 
 def load_cards(results_dir: Path) -> dict[tuple[str, str], ModelCard]:

@@ -22,6 +22,15 @@ class Price:
     eps: float
     clean_drop: float  # base clean minus the entry's clean, displayed units (positive: it lost clean score)
     robust_gain: float  # the entry's robust minus the base's, displayed units
+    subset: str = ""  # the samples both were measured on (``n/sample seed``) when the task has several subsets
+
+    @property
+    def task_label(self) -> str:
+        """The task, with the subset's size when the task was measured on several (``zeroshot n=1000``)."""
+        if not self.subset:
+            return self.task
+        n, seed = self.subset.split("/")
+        return f"{self.task} n={n}" + (f" seed {seed}" if seed not in ("", "0") else "")
 
     @property
     def clean_per_robust_point(self) -> float:
@@ -37,19 +46,22 @@ def base_of(lb: Leaderboard, entry: Entry) -> Entry | None:
 
 
 def prices(lb: Leaderboard) -> list[Price]:
-    """Every (fine-tuned entry, task, eps) with its base on the board, in leaderboard order."""
+    """Every (fine-tuned entry, task, eps, subset) with its base on the board, in leaderboard order. Clean and
+    robust scores are paired on the same subset of samples (:meth:`~simclip_bench.leaderboard.table.Leaderboard.
+    subsets`), never a 200-sample clean score against a 1 000-sample robust one."""
     out = []
     for task in lb.tasks:
         h = lb.headlines[task]
-        eps_values = sorted({c.eps for c in lb.full_columns(task) if not c.is_clean})
-        for entry in lb.entries:
-            base = base_of(lb, entry)
-            if base is None:
-                continue
-            clean, base_clean = lb.worst_case(entry, task, 0.0), lb.worst_case(base, task, 0.0)
-            for eps in eps_values:
-                adv, base_adv = lb.worst_case(entry, task, eps), lb.worst_case(base, task, eps)
-                if None not in (clean, base_clean, adv, base_adv):
-                    out.append(Price(entry, base, task, eps, (base_clean - clean) * h.scale,
-                                     (adv - base_adv) * h.scale))
+        for subset in lb.subsets(task):
+            eps_values = sorted({c.eps for c in lb.full_columns(task) if not c.is_clean and c.subset == subset})
+            for entry in lb.entries:
+                base = base_of(lb, entry)
+                if base is None:
+                    continue
+                clean, base_clean = lb.worst_case(entry, task, 0.0, subset), lb.worst_case(base, task, 0.0, subset)
+                for eps in eps_values:
+                    adv, base_adv = lb.worst_case(entry, task, eps, subset), lb.worst_case(base, task, eps, subset)
+                    if None not in (clean, base_clean, adv, base_adv):
+                        out.append(Price(entry, base, task, eps, (base_clean - clean) * h.scale,
+                                         (adv - base_adv) * h.scale, subset))
     return out

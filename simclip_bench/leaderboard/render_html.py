@@ -136,7 +136,7 @@ def _price_html(lb: Leaderboard) -> str:
     rows = prices(lb)
     if not rows:
         return ""
-    body = "".join(f"<tr><td class=\"name\">{escape(r.entry.name)}</td><td class=\"name\">{escape(r.task)}</td>"
+    body = "".join(f"<tr><td class=\"name\">{escape(r.entry.name)}</td><td class=\"name\">{escape(r.task_label)}</td>"
                    f"<td>{escape(eps_label(r.eps))}</td><td>{r.clean_drop:+.1f}</td><td>{r.robust_gain:+.1f}</td>"
                    f"<td>{'–' if math.isnan(r.clean_per_robust_point) else f'{r.clean_per_robust_point:.2f}'}</td></tr>"
                    for r in rows)

@@ -44,7 +44,7 @@ def cell_text(lb: Leaderboard, entry: Entry, col: Column) -> str:
 
 def _header(lb: Leaderboard) -> list[str]:
     multi = len(lb.tasks) > 1
-    return ["#", "model"] + [f"{c.task} {c.label}" if multi else c.label for c in lb.columns] + ["flags"]
+    return ["#", "model"] + [md_escape(f"{c.task} {c.label}" if multi else c.label) for c in lb.columns] + ["flags"]
 
 
 def _protocols_md(lb: Leaderboard, task: str) -> str:
@@ -80,7 +80,7 @@ def _price_md(lb: Leaderboard) -> list[str]:
            "| model | task | ε | clean lost | robust gained | clean per robust point |", "|---|---|---|---:|---:|---:|"]
     for r in rows:
         ratio = r.clean_per_robust_point
-        out.append(f"| {md_escape(r.entry.name)} | {md_escape(r.task)} | {eps_label(r.eps)} | {r.clean_drop:+.1f} | "
+        out.append(f"| {md_escape(r.entry.name)} | {md_escape(r.task_label)} | {eps_label(r.eps)} | {r.clean_drop:+.1f} | "
                    f"{r.robust_gain:+.1f} | {'–' if math.isnan(ratio) else f'{ratio:.2f}'} |")
     return out + [""]
 

@@ -7,15 +7,24 @@ under one protocol has one robust column per eps; under several (zero-shot under
 ``autoattack``), one per protocol and eps, each naming its protocol; ``fast`` rows always stand apart.
 Entries are ordered by the first task's score at its largest eps, best first, then by name, so the
 order is stable.
+
+**Settings never mix.** Rows that differ in anything but the model (another attack setting, e.g. other
+iterations, or another subset of samples, e.g. 200 instead of 1 000 images) are other measurements: they
+stand in columns of their own, each labelled with what tells them apart (``clean n=200``,
+``4/255 robustvlm iterations=3``). A robust column's clean counterpart is the clean column of the same
+subset; the price of robustness and the plots pair them that way. A dataset name that stands for several
+datasets (two folders called ``val``) is shown with its source (``val@clean/val``).
 """
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass, field
 
 import pandas as pd
 
 from simclip_bench.leaderboard.headline import HEADLINES, Headline, headline_for
+from simclip_bench.leaderboard.load import with_identity_columns
 from simclip_bench.results.model_cards import ModelCard
 from simclip_bench.results.schema import split_vlm_model_id
 
@@ -47,6 +56,9 @@ class Column:
     eps: float
     protocol: str = ""
     named: bool = False
+    variant: str = ""  # what tells this column from others of the same task, protocol and eps ("n=200")
+    subset: str = ""  # the samples it is computed on (n and sample seed): pairs robust and clean columns
+    signature: tuple = ()  # the rows' (setting, n requested, sample seed)
 
     @property
     def fast(self) -> bool:
@@ -54,7 +66,8 @@ class Column:
 
     @property
     def label(self) -> str:
-        return eps_label(self.eps, self.norm) + (f" {self.protocol}" if self.named else "")
+        return (eps_label(self.eps, self.norm) + (f" {self.protocol}" if self.named else "")
+                + (f" {self.variant}" if self.variant else ""))
 
     @property
     def is_clean(self) -> bool:
@@ -109,10 +122,17 @@ class Leaderboard:
         """The task's clean column and its l-inf columns of full protocols (not ``fast``)."""
         return [c for c in self.columns_of(task) if c.is_clean or (c.norm == LINF and not c.fast)]
 
-    def worst_case(self, entry: Entry, task: str, eps: float) -> float | None:
-        """The entry's headline at l-inf ``eps`` (0: clean), the worst case over the full protocols it was
-        evaluated under; None when it was not."""
-        values = [entry.cells[c].value for c in self.full_columns(task) if c.eps == eps and c in entry.cells]
+    def subsets(self, task: str) -> list[str]:
+        """The subsets the task's full columns are computed on, the largest first (``[""]`` when one)."""
+        found = {c.subset for c in self.full_columns(task)}
+        return sorted(found, key=lambda s: (-_subset_size(s), s))
+
+    def worst_case(self, entry: Entry, task: str, eps: float, subset: str | None = None) -> float | None:
+        """The entry's headline at l-inf ``eps`` (0: clean) on ``subset`` (default: the task's largest), the
+        worst case over the full protocols it was evaluated under there; None when it was not."""
+        subset = self.subsets(task)[0] if subset is None else subset
+        values = [entry.cells[c].value for c in self.full_columns(task)
+                  if c.eps == eps and c.subset == subset and c in entry.cells]
         return min(values) if values else None
 
     def vlm_note(self, task: str) -> str:
@@ -136,6 +156,59 @@ def _cell(rows: pd.DataFrame) -> Cell:
                 n_samples=int(per_dataset["n_samples"].fillna(0).sum()))
 
 
+def _short(source: str) -> str:
+    """A data source, shortened for a column header: its last two path components."""
+    return "/".join(source.rstrip("/").split("/")[-2:]) or "?"
+
+
+def _subset_size(subset: str) -> int:
+    try:
+        return int(subset.split("/")[0])
+    except ValueError:
+        return 0
+
+
+def _flat(config: object, prefix: str = "") -> dict[str, str]:
+    """A result row's ``attack_config`` JSON as ``{dotted key: value}`` (scalars and lists as text)."""
+    if isinstance(config, dict):
+        out: dict[str, str] = {}
+        for k, v in config.items():
+            out |= _flat(v, f"{prefix}{k}." if not isinstance(v, dict) else f"{prefix}{k}.")
+        return {k.rstrip("."): v for k, v in out.items()}
+    return {prefix: json.dumps(config, sort_keys=True) if isinstance(config, list) else str(config)}
+
+
+def _readable(row: pd.Series) -> tuple[dict[str, str], dict[str, str]]:
+    """What a row's measurement is, readably: (its subset: n and sample seed; its attack setting, field by field
+    from ``attack_config``, the resolved protocol's fields last)."""
+    try:
+        config = _flat(json.loads(row["attack_config"])) if row["attack_config"] else {}
+    except (ValueError, TypeError):
+        config = {}
+    n = row["n_requested"] or (str(int(row["n_samples"])) if row["n_samples"] == row["n_samples"] else "")
+    own = {k: v for k, v in config.items() if not k.startswith("resolved_protocol.")}
+    protocol = {k.split(".")[-1]: v for k, v in config.items()
+                if k.startswith("resolved_protocol.") and not k.endswith(".overridden")}
+    return {"n": n, "sample seed": str(row["sample_seed"])}, {**protocol, **own}
+
+
+def _variants(rows: pd.DataFrame) -> dict[tuple, str]:
+    """Label of each signature among ``rows`` (one column group): empty when there is one, else the fields
+    whose values tell the signatures apart (the subset's when only subsets differ; at most three), or the
+    setting's hash when no field does."""
+    signatures = list(dict.fromkeys(rows["signature"]))
+    if len(signatures) == 1:
+        return {signatures[0]: ""}
+    described = {s: _readable(rows[rows["signature"] == s].iloc[0]) for s in signatures}
+    same_setting = len({s[0] for s in signatures}) == 1
+    parts = [0] if same_setting else [0, 1]
+    fields = {s: {k: v for i in parts for k, v in d[i].items()} for s, d in described.items()}
+    keys = list(dict.fromkeys(k for f in fields.values() for k in f))
+    differing = [k for k in keys if len({f.get(k, "") for f in fields.values()}) > 1][:3]
+    return {s: ", ".join(f"{k}={fields[s].get(k, '-')}" for k in differing) if differing else
+            f"setting {s[0][:6]}" for s in signatures}
+
+
 def _protocol_rank(protocol: str) -> tuple[int, str]:
     return (PROTOCOL_ORDER.index(protocol) if protocol in PROTOCOL_ORDER else len(PROTOCOL_ORDER), protocol)
 
@@ -151,6 +224,7 @@ def _sort_key(entry: Entry, first: list[Column]) -> tuple:
 
 def build_leaderboard(results: pd.DataFrame, cards: dict[tuple[str, str], ModelCard]) -> Leaderboard:
     """Reduce checked result rows (see :func:`simclip_bench.leaderboard.load.load_results`) to a leaderboard."""
+    results = with_identity_columns(results)
     headlines: dict[str, Headline] = {}
     skipped = []
     for task in _task_order(set(results["task"])):
@@ -164,6 +238,10 @@ def build_leaderboard(results: pd.DataFrame, cards: dict[tuple[str, str], ModelC
     rows.loc[rows["eps"] == 0, "norm"] = ""
     # Captioning/VQA rows name "vlm[encoder]": an entry is an encoder, whatever task or VLM scored it.
     rows["source_model"] = rows["model"]
+    # a dataset name that stands for several datasets is shown with the start of its data_id
+    ids = rows.groupby("dataset")["data_source"].nunique()
+    rows["dataset"] = [f"{d}@{_short(s)}" if ids[d] > 1 else d for d, s in zip(rows["dataset"], rows["data_source"],
+                                                                              strict=False)]
     split = [split_vlm_model_id(m) for m in rows["model"]]
     rows["model"] = [encoder for encoder, _ in split]
     rows["vlm"] = [vlm or "" for _, vlm in split]
@@ -174,10 +252,23 @@ def build_leaderboard(results: pd.DataFrame, cards: dict[tuple[str, str], ModelC
                                        - {FAST_PROTOCOL}) > 1}
     rows["named"] = [p == FAST_PROTOCOL or (t in several and p != "") for t, p in zip(rows["task"], rows["protocol"],
                                                                                      strict=False)]
-    columns = sorted({Column(t, n, float(e), p, bool(named)) for t, n, e, p, named
-                      in zip(rows["task"], rows["norm"], rows["eps"], rows["protocol"], rows["named"], strict=False)},
+    # the subset a row is computed on, and its full signature: rows of different signatures never share a column
+    n_req = [r if r else (str(int(n)) if n == n else "") for r, n in zip(rows["n_requested"], rows["n_samples"],
+                                                                         strict=False)]
+    rows["subset"] = [f"{n}/{s}" if n else "" for n, s in zip(n_req, rows["sample_seed"], strict=False)]
+    rows["signature"] = list(zip(rows["setting"], rows["subset"], strict=False))
+    group = ["task", "norm", "eps", "protocol"]
+    rows["variant"] = ""
+    for _, part in rows.groupby(group, sort=False):
+        labels = _variants(part)
+        rows.loc[part.index, "variant"] = [labels[s] for s in part["signature"]]
+    several_subsets = {t for t in tasks if rows.loc[rows["task"] == t, "subset"].nunique() > 1}
+    rows["subset"] = [s if t in several_subsets else "" for t, s in zip(rows["task"], rows["subset"], strict=False)]
+    columns = sorted({Column(t, n, float(e), p, bool(named), v, s, sig) for t, n, e, p, named, v, s, sig
+                      in zip(rows["task"], rows["norm"], rows["eps"], rows["protocol"], rows["named"], rows["variant"],
+                             rows["subset"], rows["signature"], strict=False)},
                      key=lambda c: (tasks.index(c.task), c.fast, _protocol_rank(c.protocol), c.norm != "",
-                                    c.norm != LINF, c.norm, c.eps))
+                                    c.norm != LINF, c.norm, -_subset_size(c.subset), c.subset, c.eps, c.variant))
     entries = []
     for (model, digest), mrows in rows.groupby(["model", "checkpoint_hash"], sort=True):
         card = next((cards[k] for k in [(model, digest)] + [(m, digest) for m in sorted(set(mrows["source_model"]))]
@@ -185,7 +276,7 @@ def build_leaderboard(results: pd.DataFrame, cards: dict[tuple[str, str], ModelC
         entry = Entry(model, digest, card.name if card else model, card.slug if card else "", card)
         for col in columns:
             sel = mrows[(mrows["task"] == col.task) & (mrows["norm"] == col.norm) & (mrows["eps"] == col.eps)
-                        & (mrows["protocol"] == col.protocol)]
+                        & (mrows["protocol"] == col.protocol) & (mrows["signature"] == col.signature)]
             if len(sel):
                 entry.cells[col] = _cell(sel)
         entry.flags = {t: _flags(mrows[mrows["task"] == t]) for t in tasks}

@@ -27,6 +27,7 @@ import logging
 import os
 import pickle
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import open_clip
@@ -108,7 +109,8 @@ class LoadedModel:
     """A model ready for evaluation, with its provenance.
 
     ``model_id`` is how the model is named in result tables; ``checkpoint_hash`` is the sha256 of
-    the vision tower's weights, so two rows with the same hash evaluated the same encoder.
+    the vision tower's weights, so two rows with the same hash evaluated the same encoder; ``text_hash``
+    (computed on first use) that of the rest (the text tower that builds a zero-shot classifier).
     """
 
     spec: str
@@ -116,6 +118,13 @@ class LoadedModel:
     arch: str
     model: PixelSpaceCLIP
     checkpoint_hash: str
+
+    @cached_property
+    def text_hash(self) -> str:
+        """Hash of every weight but the vision tower's (text tower, logit scale): part of a zero-shot row's key."""
+        from simclip_bench.models.checkpoint import weights_sha256
+
+        return weights_sha256(self.model.clip, exclude=("visual.",))
 
 
 def _preprocess_stats(clip) -> tuple[list[float], list[float]]:

@@ -24,6 +24,7 @@ import pandas as pd
 from simclip_bench.attacks.checks import FLAG_SQUARE_BEAT_WHITE_BOX, accuracy_flags
 from simclip_bench.data.unreadable import FLAG_UNREADABLE
 from simclip_bench.results.audit import AuditOutcome, audit_outcome
+from simclip_bench.results.identity import subset_id
 from simclip_bench.results.intervals import average_interval, effective_n, paired_difference_interval
 from simclip_bench.results.schema import mean_grad_evals, truthy, wilson_interval
 
@@ -38,10 +39,13 @@ class CellMeta:
     package_version: str
     model: str
     checkpoint_hash: str
+    text_hash: str
     dataset: str
+    data_id: str
+    data_source: str
     split: str
     sample_seed: int
-    sample_ids: list[str]
+    sample_ids: list[str]  # the fixed subset asked for (unreadable images included), in order
     attack: str
     attack_config: dict
     protocol: str
@@ -64,13 +68,17 @@ def cell_rows(samples: pd.DataFrame, meta: CellMeta, task: str = "zeroshot") -> 
     """
     ids = set(meta.sample_ids)
     mine = samples[(samples["model"] == meta.model) & (samples["checkpoint_hash"] == meta.checkpoint_hash)
-                   & (samples["task"] == task) & (samples["dataset"] == meta.dataset)
-                   & (samples["sample_id"].astype(str).isin(ids))]
+                   & (samples["text_hash"] == meta.text_hash) & (samples["task"] == task)
+                   & (samples["dataset"] == meta.dataset) & (samples["data_id"] == meta.data_id)
+                   & (samples["sample_id"].isin(ids))]
     mine = mine.drop_duplicates(subset=["setting", "sample_id"], keep="first")
     common = {"run_id": meta.run_id, "created_at": meta.created_at, "git_sha": meta.git_sha,
               "package_version": meta.package_version, "model": meta.model, "checkpoint_hash": meta.checkpoint_hash,
-              "task": task, "dataset": meta.dataset, "split": meta.split, "sample_seed": meta.sample_seed,
-              "protocol": meta.protocol, "device": meta.device, "seconds": round(meta.seconds, 2)}
+              "text_hash": meta.text_hash, "vlm_hash": "", "task": task, "dataset": meta.dataset,
+              "data_id": meta.data_id, "data_source": meta.data_source, "split": meta.split,
+              "n_requested": len(meta.sample_ids), "sample_seed": meta.sample_seed,
+              "subset_id": subset_id(meta.sample_ids), "protocol": meta.protocol, "device": meta.device,
+              "seconds": round(meta.seconds, 2)}
     per_setting = {s: mine[mine["setting"] == s] for s in meta.settings}
     skipped = {s: _left_out(meta, ids, set(part["sample_id"].astype(str)), s) for s, part in per_setting.items()}
     n = {s: len(part) for s, part in per_setting.items()}
@@ -128,17 +136,35 @@ def _row(common, attack, config, setting, norm, eps, correct, n, flags) -> dict:
             "metric": "accuracy", "value": correct / n, "ci_low": lo, "ci_high": hi, "flags": ";".join(flags)}
 
 
+def dataset_labels(rows: pd.DataFrame) -> list[str]:
+    """Each row's dataset as tables show it: its name, or ``name@<parent>/<name>`` where one name stands for several
+    sources (two folders called ``val``)."""
+    if "data_source" not in rows or not len(rows):
+        return list(rows["dataset"])
+    ids = rows.groupby("dataset")["data_source"].nunique()
+    return [f"{d}@{'/'.join(s.rstrip('/').split('/')[-2:])}" if ids[d] > 1 else d
+            for d, s in zip(rows["dataset"], rows["data_source"], strict=True)]
+
+
 def summary_table(rows: pd.DataFrame) -> pd.DataFrame:
-    """One row per (model, attack, norm, eps): accuracy per dataset (columns), ``average`` and its 95 % interval
-    (Wilson at the effective sample size: :func:`~simclip_bench.results.intervals.average_interval`)."""
+    """One row per (model, protocol, norm, eps): accuracy per dataset (columns), ``average`` and its 95 % interval
+    (Wilson at the effective sample size: :func:`~simclip_bench.results.intervals.average_interval`).
+
+    A dataset's value is the worst case over the attacks its rows ran at that eps, as on the leaderboard: under
+    ``--protocol robustvlm`` a 2-class dataset runs ``apgd-ce*5`` where the others run ``apgd-ce*5+apgd-t``, and
+    it still counts in the protocol's average. ``attack`` lists the attacks behind the row."""
     out = []
-    groups = rows.groupby(["model", "attack", "norm", "eps_text"], sort=False, dropna=False)
-    for (model, attack, norm, eps_text), part in groups:
-        record = {"model": model, "attack": attack, "norm": norm, "eps": eps_text}
-        for _, r in part.iterrows():
-            record[r["dataset"]] = r["value"]
+    rows = rows.assign(protocol=rows["protocol"].fillna("") if "protocol" in rows else "",
+                       dataset_label=dataset_labels(rows))
+    groups = rows.groupby(["model", "protocol", "norm", "eps_text"], sort=False, dropna=False)
+    for (model, protocol, norm, eps_text), part in groups:
+        worst = part.loc[part.groupby("dataset_label", sort=False)["value"].idxmin()]
+        record = {"model": model, "protocol": protocol, "attack": "; ".join(dict.fromkeys(part["attack"])),
+                  "norm": norm, "eps": eps_text}
+        for _, r in worst.iterrows():
+            record[r["dataset_label"]] = r["value"]
         record["average"], record["ci_low"], record["ci_high"] = average_interval(
-            list(part["value"]), list(part["n_samples"]))
+            list(worst["value"]), list(worst["n_samples"]))
         out.append(record)
     return pd.DataFrame(out)
 
@@ -153,7 +179,7 @@ def paired_differences(samples: pd.DataFrame, rows: pd.DataFrame, baseline: str,
     base_rows = rows[rows["model"] == baseline]
     for _, b in base_rows.iterrows():
         others = rows[(rows["model"] != baseline) & (rows["dataset"] == b["dataset"])
-                      & (rows["setting"] == b["setting"])]
+                      & (rows["data_id"] == b["data_id"]) & (rows["setting"] == b["setting"])]
         for _, o in others.iterrows():
             a = _outcomes(samples, b)
             c = _outcomes(samples, o)
@@ -162,7 +188,8 @@ def paired_differences(samples: pd.DataFrame, rows: pd.DataFrame, baseline: str,
                 continue
             a, c = a.loc[common], c.loc[common]
             table = [int((c & a).sum()), int((c & ~a).sum()), int((~c & a).sum()), int((~c & ~a).sum())]
-            out.append({"model": o["model"], "baseline": baseline, "attack": o["attack"], "norm": o["norm"],
+            out.append({"model": o["model"], "baseline": baseline, "protocol": o.get("protocol", ""),
+                        "attack": o["attack"], "norm": o["norm"],
                         "eps": o["eps_text"], "dataset": o["dataset"], "n_paired": len(common),
                         "difference": (table[1] - table[2]) / len(common),
                         **dict(zip(("ci_low", "ci_high"), paired_difference_interval(*table), strict=True)),
@@ -171,14 +198,15 @@ def paired_differences(samples: pd.DataFrame, rows: pd.DataFrame, baseline: str,
     if per_dataset.empty:
         return per_dataset
     averaged = []
-    groups = per_dataset.groupby(["model", "attack", "norm", "eps"], sort=False, dropna=False)
-    for (model, attack, norm, eps), part in groups:
+    groups = per_dataset.groupby(["model", "protocol", "norm", "eps"], sort=False, dropna=False)
+    for (model, protocol, norm, eps), part in groups:
         n = effective_n(list(part["n_paired"]))
         # the 2x2 table of the average: each dataset's shares, averaged, at the effective sample size
         shares = [sum(t[k] / len(part) / m for t, m in zip(part["_table"], part["n_paired"], strict=True))
                   for k in range(4)]
         low, high = paired_difference_interval(*(s * n for s in shares))
-        averaged.append({"model": model, "baseline": baseline, "attack": attack, "norm": norm, "eps": eps,
+        averaged.append({"model": model, "baseline": baseline, "protocol": protocol,
+                         "attack": "; ".join(dict.fromkeys(part["attack"])), "norm": norm, "eps": eps,
                          "dataset": "average", "n_paired": int(part["n_paired"].sum()),
                          "difference": float(part["difference"].mean()), "ci_low": low, "ci_high": high})
     return pd.concat([per_dataset.drop(columns=["_table"]), pd.DataFrame(averaged)], ignore_index=True)
@@ -187,7 +215,8 @@ def paired_differences(samples: pd.DataFrame, rows: pd.DataFrame, baseline: str,
 def _outcomes(samples: pd.DataFrame, row: pd.Series) -> pd.Series:
     """Per-sample correctness (indexed by sample id) behind one result row."""
     part = samples[(samples["model"] == row["model"]) & (samples["checkpoint_hash"] == row["checkpoint_hash"])
-                   & (samples["dataset"] == row["dataset"]) & (samples["setting"] == row["setting"])]
+                   & (samples["text_hash"] == row["text_hash"]) & (samples["dataset"] == row["dataset"])
+                   & (samples["data_id"] == row["data_id"]) & (samples["setting"] == row["setting"])]
     part = part.drop_duplicates(subset=["sample_id"], keep="first").set_index("sample_id")
     column = "clean_correct" if row["attack"] == "none" else "adv_correct"
     return truthy(part[column])

@@ -6,35 +6,31 @@ from __future__ import annotations
 
 import math
 
+from simclip_bench.results.identity import RESULT_KEY, SAMPLE_KEY, VLM_SAMPLE_KEY  # noqa: F401 - one place for keys
+
 RESULT_COLUMNS: tuple[str, ...] = (
     "run_id", "created_at", "git_sha", "package_version",
-    "model", "checkpoint_hash",
-    "task", "dataset", "split", "n_samples", "sample_seed",
+    "model", "checkpoint_hash", "text_hash", "vlm_hash",
+    "task", "dataset", "data_id", "data_source", "split", "n_samples", "n_requested", "sample_seed", "subset_id",
     "attack", "attack_config", "setting", "protocol", "norm", "eps", "eps_text",
     "metric", "value", "ci_low", "ci_high",
     "seconds", "device", "flags",
     "grad_evals", "audit_n", "audit_missed", "audit_miss_upper",
 )
-# A row with the same values in these columns replaces the earlier one (re-running never duplicates).
-RESULT_KEY: tuple[str, ...] = (
-    "model", "checkpoint_hash", "task", "dataset", "split", "n_samples", "sample_seed", "attack", "setting", "eps_text",
-    "metric",
-)
+# ``n_samples``: the samples a row is computed over (the readable ones); ``n_requested``: the size of the fixed
+# subset asked for. ``grad_evals``: gradient evaluations per sample (the mean over the row's samples; 0 clean;
+# empty where the samples predate the column). ``audit_*`` (fast protocol rows): samples audited against the full
+# protocol, how many it fooled that the fast one missed, and the 95 % upper bound of the miss rate.
+# The identity columns (data_id, data_source, text_hash, vlm_hash, subset_id) and the keys:
+# :mod:`simclip_bench.results.identity`.
 
-# ``grad_evals``: gradient evaluations per sample (the mean over the row's samples; 0 clean; empty where the
-# samples predate the column). ``audit_*`` (fast protocol rows): samples audited against the full protocol,
-# how many it fooled that the fast one missed, and the 95 % upper bound of the miss rate.
-
-# ``setting`` is a short hash of everything that decides a sample's outcome besides model, dataset
-# and sample (attack configuration, norm, eps, attack seed): the resume key.
 SAMPLE_COLUMNS: tuple[str, ...] = (
-    "run_id", "model", "checkpoint_hash", "task", "dataset", "sample_id",
+    "run_id", "model", "checkpoint_hash", "text_hash", "task", "dataset", "data_id", "sample_id",
     "attack", "setting", "norm", "eps", "eps_text", "label", "clean_pred", "clean_correct", "adv_pred", "adv_correct",
     "fooled_by", "max_perturbation", "grad_evals",
 )
-# One row per value of these columns: the zero-shot resume key (``tasks.zeroshot.done_keys``); a row
-# whose key is already in ``samples.csv`` is not appended again (two processes on one store).
-SAMPLE_KEY: tuple[str, ...] = ("model", "checkpoint_hash", "task", "dataset", "setting", "sample_id")
+# One row per SAMPLE_KEY: the zero-shot resume key (``tasks.zeroshot.done_keys``); a row whose key is already in
+# ``samples.csv`` is not appended again (two processes on one store).
 
 
 def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:

@@ -8,6 +8,10 @@ row exactly once. A line cut short by a crash is dropped the next time the file 
 ``results.csv`` holds the aggregate rows; it is read, merged and rewritten atomically (temp file +
 fsync + rename) under the same lock, and a row replaces an earlier one with the same key, so
 re-running a command never duplicates its table and concurrent writers never lose each other's rows.
+
+Keys are measurement identities (:mod:`simclip_bench.results.identity`) and every read takes the text
+columns as text. A store written before identities existed (no ``data_id`` column), or a file whose header
+line was cut, is refused with one line before any work (:func:`check_store`), never appended to.
 """
 from __future__ import annotations
 
@@ -22,7 +26,9 @@ from pathlib import Path
 
 import pandas as pd
 
+from simclip_bench.errors import UserError
 from simclip_bench.models.checkpoint import atomic_write_text
+from simclip_bench.results.identity import IDENTITY_COLUMNS, TEXT_COLUMNS, key_of
 from simclip_bench.results.schema import RESULT_COLUMNS, RESULT_KEY, SAMPLE_COLUMNS, SAMPLE_KEY
 
 RESULTS_FILE = "results.csv"
@@ -80,6 +86,37 @@ def _header(path: Path) -> list[str]:
         return next(csv.reader(f), [])
 
 
+def _header_problem(path: Path, columns: Sequence[str]) -> str | None:
+    """Why rows of ``columns`` cannot be appended to the store file ``path``, or None when they can."""
+    with open(path, "rb") as f:
+        first = f.readline()
+    if not first.endswith(b"\n"):
+        return "its header line was cut short (a crash while it was created)"
+    header = _header(path)
+    if "model" not in header or "setting" not in header:
+        return "it is not a simclip-bench store file (no column 'model' or 'setting')"
+    old = [c for c in IDENTITY_COLUMNS if c not in header]
+    if old:
+        return (f"it was written by an earlier simclip-bench, before measurement identities (no column {old[0]!r}), "
+                "so its rows cannot be matched to the data they came from")
+    missing = [c for c in columns if c not in header]
+    if missing:
+        return f"it was written by another version of simclip-bench (no column {missing[0]!r})"
+    return None
+
+
+def check_store(out_dir: Path, files: Sequence[tuple[str, Sequence[str]]]) -> None:
+    """Refuse, with one line, a store whose files (name, columns) cannot be written by this version."""
+    for filename, columns in files:
+        path = Path(out_dir) / filename
+        if not path.is_file() or path.stat().st_size == 0:
+            continue
+        problem = _header_problem(path, columns)
+        if problem:
+            raise UserError(f"{path}: {problem}; write to a new --out (or move the file away: "
+                            f"'simclip leaderboard {out_dir}' still renders what is there)")
+
+
 @dataclass
 class _Scanned:
     """What this process has read of one ``samples.csv``: its first ``offset`` bytes hold the rows ``keys``.
@@ -93,11 +130,6 @@ class _Scanned:
 
 
 _SCANNED: dict[Path, _Scanned] = {}  # per resolved samples.csv path, in this process
-
-
-def _text(value: object) -> str:
-    """A value as ``csv`` writes it (None is empty), for comparing keys with what the file holds."""
-    return "" if value is None else str(_clean(value))
 
 
 def _scanned(path: Path, header: list[str], key: Sequence[str], size: int) -> _Scanned:
@@ -147,17 +179,16 @@ def append_samples(out_dir: Path, rows: Sequence[dict], columns: Sequence[str] =
         new_file = not path.exists() or path.stat().st_size == 0
         stored: set[tuple[str, ...]] = set()
         if not new_file:
+            problem = _header_problem(path, columns)
+            if problem:
+                raise UserError(f"{path}: {problem}; write to a new --out")
             size = _drop_partial_line(path)
             header = _header(path)
-            missing = [c for c in columns if c not in header]
-            if missing:
-                raise ValueError(f"{path} was written by another version (no column {missing[0]!r}); "
-                                 "write to a new --out")
             columns = header
             stored = _scanned(path.resolve(), header, key, size).keys
         fresh: dict[tuple[str, ...], dict] = {}
         for row in rows:
-            row_key = tuple(_text(row.get(c)) for c in key)
+            row_key = key_of(row, key)
             if row_key not in stored:
                 fresh.setdefault(row_key, row)
         buffer = io.StringIO()
@@ -180,24 +211,33 @@ def append_samples(out_dir: Path, rows: Sequence[dict], columns: Sequence[str] =
     return path
 
 
-def read_samples(out_dir: Path) -> pd.DataFrame:
-    """Every complete per-sample row in the store (empty frame when there is none)."""
-    path = Path(out_dir) / SAMPLES_FILE
-    if not path.exists() or path.stat().st_size == 0:
-        return pd.DataFrame(columns=list(SAMPLE_COLUMNS))
+def _complete_lines(path: Path) -> bytes:
+    """The bytes of ``path`` up to its last complete line (a line cut by a crash is not a row)."""
     data = path.read_bytes()
-    data = data[:data.rfind(b"\n") + 1]
-    return pd.read_csv(io.BytesIO(data), dtype={"sample_id": str, "eps_text": str, "fooled_by": str,
-                                                "setting": str}, keep_default_na=False, na_values=[""])
+    return data[:data.rfind(b"\n") + 1]
+
+
+def _text_types(data: bytes) -> dict[str, type]:
+    """dtype of every text column in the CSV ``data`` (its header): keys and names stay strings."""
+    header = next(csv.reader(io.StringIO(data[:data.find(b"\n") + 1].decode("utf-8"))), [])
+    return {c: str for c in header if c in TEXT_COLUMNS or c in ("sample_id", "eps_text")}
+
+
+def read_samples(out_dir: Path) -> pd.DataFrame:
+    """Every complete per-sample row in the store (empty frame when there is none), text columns as text."""
+    path = Path(out_dir) / SAMPLES_FILE
+    data = _complete_lines(path) if path.exists() else b""
+    if not data:
+        return pd.DataFrame(columns=list(SAMPLE_COLUMNS))
+    return pd.read_csv(io.BytesIO(data), dtype=_text_types(data), keep_default_na=False, na_values=[""])
 
 
 def read_rows(out_dir: Path, filename: str) -> pd.DataFrame | None:
-    """Every complete row of ``out_dir/filename`` as text (None when there is no such file or it is empty)."""
+    """Every complete row of ``out_dir/filename`` as text (None when there is no such file or no complete row)."""
     path = Path(out_dir) / filename
-    if not path.exists() or path.stat().st_size == 0:
+    data = _complete_lines(path) if path.exists() else b""
+    if not data:
         return None
-    data = path.read_bytes()
-    data = data[:data.rfind(b"\n") + 1]
     return pd.read_csv(io.BytesIO(data), dtype=str, keep_default_na=False)
 
 
@@ -235,30 +275,17 @@ def upsert_results(out_dir: Path, rows: Sequence[dict], columns: Sequence[str] =
     path = out_dir / RESULTS_FILE
     with locked(out_dir):
         new = pd.DataFrame(list(rows), columns=list(columns))
-        if path.exists():
-            old = pd.read_csv(path, dtype={"eps_text": str}, keep_default_na=False, na_values=[""])
-            missing = [c for c in columns if c not in old.columns]
-            if missing:
-                raise ValueError(f"{path} was written by another version (no column {missing[0]!r}); "
-                                 "write to a new --out")
-            keys = {_key(r.get(k) for k in key) for r in rows}
-            keep = [_key(t) not in keys for t in old[list(key)].itertuples(index=False)]
+        if path.exists() and path.stat().st_size:
+            problem = _header_problem(path, columns)
+            if problem:
+                raise UserError(f"{path}: {problem}; write to a new --out")
+            data = path.read_bytes()
+            old = pd.read_csv(io.BytesIO(data), dtype=_text_types(data), keep_default_na=False, na_values=[""])
+            keys = {key_of(r, key) for r in rows}
+            keep = [key_of(r, key) not in keys for r in old[list(key)].to_dict("records")]
             new = pd.concat([old.loc[keep, list(columns)], new], ignore_index=True)
         atomic_write_text(path, new.to_csv(index=False))
     return path
-
-
-def _key(values) -> tuple[str, ...]:
-    """A row key as strings: missing and NaN are '', and 1.0 and 1 compare equal."""
-    out = []
-    for v in values:
-        if v is None or (isinstance(v, float) and v != v):
-            out.append("")
-        elif isinstance(v, float) and v.is_integer():
-            out.append(str(int(v)))
-        else:
-            out.append(str(v))
-    return tuple(out)
 
 
 def append_results(out_dir: Path, rows: Sequence[dict], sample_rows: Sequence[dict]) -> tuple[Path, Path]:
@@ -269,4 +296,6 @@ def append_results(out_dir: Path, rows: Sequence[dict], sample_rows: Sequence[di
 
 
 def read_results(out_dir: Path) -> pd.DataFrame:
-    return pd.read_csv(Path(out_dir) / RESULTS_FILE, dtype={"eps_text": str}, keep_default_na=False, na_values=[""])
+    """``results.csv`` of the store, text columns as text."""
+    data = (Path(out_dir) / RESULTS_FILE).read_bytes()
+    return pd.read_csv(io.BytesIO(data), dtype=_text_types(data), keep_default_na=False, na_values=[""])

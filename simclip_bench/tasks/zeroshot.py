@@ -7,14 +7,15 @@ box, and its prediction is recomputed in float32 before it counts. The search ru
 ``precision`` (bf16 autocast on CUDA by default); a success found there leaves the search only once
 float32 confirms it (:mod:`simclip_bench.attacks.apgd`).
 
-Per-sample outcomes go to the store a batch at a time; a sample whose (model, dataset, setting,
-sample id) key is already there is skipped, so re-running a killed command recomputes at most the
-batch it was in. Each sample's attack randomness is seeded by its dataset index, so the resumed
+Per-sample outcomes go to the store a batch at a time; a sample whose key (model and text tower,
+dataset identity, setting, sample id: :mod:`simclip_bench.results.identity`) is already there is skipped,
+so re-running a killed command recomputes at most the batch it was in. Each sample's attack randomness is seeded by its dataset index, so the resumed
 result equals the uninterrupted one.
 
 A sample whose image cannot be read keeps its place in the fixed subset but gets no row: it is
 reported, left out of every accuracy (the rows' ``n_samples`` counts only the evaluated samples) and
-tried again on the next run, so fixing the file and re-running fills it in.
+tried again on the next run. Fixing the file changes the folder's contents, and so its ``data_id``: the
+re-run measures every sample of the data as it now is and replaces the table row.
 
 Every sample row carries its gradient evaluations (``grad_evals``; for the reference backend the cell's
 mean). A plan with an audit (``--protocol fast``) also runs the full attack on its audited samples and
@@ -135,13 +136,21 @@ class CellReport:
     unreadable: dict[str, str] = field(default_factory=dict)
 
 
-def done_keys(samples, loaded: LoadedModel, dataset: str) -> set[tuple[str, str]]:
-    """(setting, sample_id) pairs already in the store for this model and dataset."""
+def cell_samples(samples, loaded: LoadedModel, source: ClassificationSource):
+    """The stored per-sample rows of one (model, dataset) cell: every identity column but setting and sample."""
     if samples.empty:
+        return samples
+    return samples[(samples["model"] == loaded.model_id) & (samples["checkpoint_hash"] == loaded.checkpoint_hash)
+                   & (samples["text_hash"] == loaded.text_hash) & (samples["task"] == TASK)
+                   & (samples["dataset"] == source.name) & (samples["data_id"] == source.data_id)]
+
+
+def done_keys(samples, loaded: LoadedModel, source: ClassificationSource) -> set[tuple[str, str]]:
+    """(setting, sample_id) pairs already in the store for this model and dataset."""
+    mine = cell_samples(samples, loaded, source)
+    if mine.empty:
         return set()
-    mine = samples[(samples["model"] == loaded.model_id) & (samples["checkpoint_hash"] == loaded.checkpoint_hash)
-                   & (samples["task"] == TASK) & (samples["dataset"] == dataset)]
-    return set(zip(mine["setting"].astype(str), mine["sample_id"].astype(str), strict=True))
+    return set(zip(mine["setting"], mine["sample_id"], strict=True))
 
 
 def run_cell(loaded: LoadedModel, plan: CellPlan, out_dir, run_id: str, device: torch.device, done: set,
@@ -251,7 +260,7 @@ def _outcomes(loaded: LoadedModel, plan: CellPlan, head, settings: dict, batch: 
         else:
             adv_pred, norms, fooled_by, grad_evals = _attack(spec, head, x[pos], y[pos], keys[pos.cpu()], eps, plan,
                                                              device)
-        rows += _rows(run_id, loaded, plan.source.name, spec.name, setting, plan.norm, eps,
+        rows += _rows(run_id, loaded, plan.source, spec.name, setting, plan.norm, eps,
                       [chunk_ids[j] for j in positions], y[pos], clean_pred[pos], adv_pred, norms, fooled_by,
                       grad_evals)
     return rows
@@ -275,12 +284,13 @@ def _attack(spec: EnsembleSpec, head, x, y, keys, eps: Eps, plan: CellPlan, devi
     return outcome.adv_pred, outcome.norms, outcome.fooled_by, outcome.grad_evals
 
 
-def _rows(run_id, loaded, dataset, attack, setting, norm, eps, sample_ids, labels, clean_pred, adv_pred, norms,
+def _rows(run_id, loaded, source, attack, setting, norm, eps, sample_ids, labels, clean_pred, adv_pred, norms,
           fooled_by, grad_evals) -> list[dict]:
     labels, clean_pred, adv_pred, norms = labels.tolist(), clean_pred.tolist(), adv_pred.tolist(), norms.tolist()
     grad_evals = [round(g, 2) for g in grad_evals.tolist()]
-    return [{"run_id": run_id, "model": loaded.model_id, "checkpoint_hash": loaded.checkpoint_hash, "task": TASK,
-             "dataset": dataset, "sample_id": sid, "attack": attack, "setting": setting,
+    return [{"run_id": run_id, "model": loaded.model_id, "checkpoint_hash": loaded.checkpoint_hash,
+             "text_hash": loaded.text_hash, "task": TASK, "dataset": source.name, "data_id": source.data_id,
+             "sample_id": sid, "attack": attack, "setting": setting,
              "norm": norm if eps else "", "eps": eps.value if eps else 0.0, "eps_text": eps.text if eps else "0",
              "label": lab, "clean_pred": cp, "clean_correct": cp == lab, "adv_pred": ap,
              "adv_correct": cp == lab and ap == lab, "fooled_by": fb, "max_perturbation": mp, "grad_evals": ge}
@@ -293,7 +303,7 @@ def missing_samples(samples, loaded: LoadedModel, plan: CellPlan) -> dict[str, i
     the audit's settings included for the audited samples."""
     settings, audit_settings = plan.settings(), plan.audit_settings()
     audited = {plan.source.sample_id(plan.indices[j]) for j in plan.audit_positions}
-    done = done_keys(samples, loaded, plan.source.name)
+    done = done_keys(samples, loaded, plan.source)
 
     def lacks(sid: str) -> bool:
         return any((s, sid) not in done for s in settings) or \

@@ -174,11 +174,12 @@ def load_llava(model_id: str, encoder_spec: str, device: torch.device, allow_uns
         raise UserError(f"could not load LLaVA {model_id!r}: {str(e).splitlines()[0][:200]} (a hub id needs network "
                         "access or the model in the HF cache; or pass a local folder)") from None
     name = model_id.rstrip("/").split("/")[-1]
+    vlm_hash = _llava_hash(model, tokenizer)  # on the CPU, before the swap: language model, projector, tokenizer
     if encoder_spec == NATIVE_ENCODER:
         model.to(device)
         vlm = LlavaVLM(model, tokenizer, name=name)
         return LoadedVLM(vlm, f"llava:{model_id}", encoder_spec, f"{name}[native]",
-                         state_dict_sha256(_vision_tower(model).state_dict()))
+                         state_dict_sha256(_vision_tower(model).state_dict()), vlm_hash=vlm_hash)
     from simclip_bench.models.hf_vision import open_clip_to_hf_vision
     from simclip_bench.models.spec import load_model
 
@@ -188,4 +189,18 @@ def load_llava(model_id: str, encoder_spec: str, device: torch.device, allow_uns
     enc = loaded.model.encoder
     vlm = LlavaVLM(model, tokenizer, name=name, mean=enc.mean.flatten().tolist(), std=enc.std.flatten().tolist())
     return LoadedVLM(vlm, f"llava:{model_id}", encoder_spec, vlm_model_id(name, loaded.model_id),
-                     loaded.checkpoint_hash)
+                     loaded.checkpoint_hash, vlm_hash=vlm_hash)
+
+
+def _llava_hash(model, tokenizer) -> str:
+    """The VLM part of a LLaVA's identity: every weight but its vision tower's (language model, projector), and
+    the tokenizer's vocabulary. Two folders with one name, or one folder re-saved after fine-tuning, differ."""
+    import hashlib
+    import json
+
+    from simclip_bench.models.checkpoint import weights_sha256
+
+    tower = _vision_tower(model)
+    prefix = next(name for name, module in model.named_modules() if module is tower)
+    vocab = hashlib.sha256(json.dumps(tokenizer.get_vocab(), sort_keys=True).encode()).hexdigest()
+    return f"{weights_sha256(model, exclude=(prefix + '.',))}:{vocab}"

@@ -13,11 +13,13 @@ The encoder spec is anything ``--model`` accepts (:func:`simclip_bench.models.sp
 """
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import torch
 
 from simclip_bench.errors import UserError
+from simclip_bench.models.checkpoint import weights_sha256
 from simclip_bench.models.spec import load_model
 from simclip_bench.results.schema import vlm_model_id
 from simclip_bench.vlm.base import NATIVE_ENCODER, LoadedVLM
@@ -59,5 +61,7 @@ def load_vlm(vlm_spec: str, encoder_spec: str, device: torch.device | str = "cpu
         raise UserError(f"the tiny VLM reads a {head.cfg.vision_arch!r} vision tower, but --model {encoder_spec} is "
                         f"{loaded.arch!r}; use tiny-clip or a run fine-tuned from it")
     name = "tiny-vlm" if vlm_spec == DEFAULT_VLM else Path(vlm_spec).stem
+    vlm_hash = weights_sha256(head)  # before moving it: the projector and decoder, as shipped or trained
     vlm = TinyVLM(loaded.model.encoder, head.to(device), vocab, loaded.model.image_size)
-    return LoadedVLM(vlm, vlm_spec, encoder_spec, vlm_model_id(name, loaded.model_id), loaded.checkpoint_hash)
+    return LoadedVLM(vlm, vlm_spec, encoder_spec, vlm_model_id(name, loaded.model_id), loaded.checkpoint_hash,
+                     vlm_hash=f"{vlm_hash}:{hashlib.sha256(' '.join(vocab.words).encode()).hexdigest()}")
