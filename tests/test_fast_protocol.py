@@ -192,3 +192,20 @@ def test_the_fast_protocol_spends_a_quarter_of_the_full_budget_on_a_robust_sampl
     cost = run_ensemble(fast.spec(), Unfoolable(), x, y, 4 / 255).grad_evals.max().item()
     assert cost == 51 + 7 + 2 * 51  # APGD-CE 50, MALT's ranking of 7 candidates, 2 targets x 50 iterations
     assert cost <= 0.25 * run_ensemble(full, Unfoolable(), x, y, 4 / 255).grad_evals.max().item()
+
+
+@pytest.mark.slow
+def test_a_fast_rows_cost_counts_its_audit(tmp_path):
+    """The audit is part of what the fast protocol costs: the row's grad_evals is the fast attack's mean per sample
+    plus the audit's evaluations spread over the same samples, so wall time follows the count."""
+    from simclip_bench.jobs.zeroshot_eval import EvalRequest, run_eval
+
+    result = run_eval(EvalRequest(models=["tiny-clip"], protocol="fast", n_samples=8, n_iter=2, eps=["4/255"],
+                                  audit_fraction=0.5, out=tmp_path, device="cpu"))
+    row = next(r for r in result.rows if r["attack"] != "none")
+    samples = pd.read_csv(tmp_path / "samples.csv")
+    fast = samples[samples["setting"] == row["setting"]]
+    audit = samples[(samples["attack"] == "apgd-ce+apgd-t") & samples["sample_id"].isin(fast["sample_id"])]
+    assert len(audit) == 4 and audit["grad_evals"].sum() > 0
+    expected = fast["grad_evals"].mean() + audit["grad_evals"].sum() / len(fast)
+    assert row["grad_evals"] == pytest.approx(expected, abs=0.01)

@@ -187,8 +187,9 @@ def _readable(row: pd.Series) -> tuple[dict[str, str], dict[str, str]]:
         config = {}
     n = row["n_requested"] or (str(int(row["n_samples"])) if row["n_samples"] == row["n_samples"] else "")
     own = {k: v for k, v in config.items() if not k.startswith("resolved_protocol.")}
-    protocol = {k.split(".")[-1]: v for k, v in config.items()
-                if k.startswith("resolved_protocol.") and not k.endswith(".overridden")}
+    protocol = {k.split(".")[-1]: v for k, v in config.items()  # the subset is told by n and sample seed
+                if k.startswith("resolved_protocol.") and k.split(".")[-1] not in ("overridden", "n_samples",
+                                                                                   "sample_seed")}
     return {"n": n, "sample seed": str(row["sample_seed"])}, {**protocol, **own}
 
 
@@ -204,7 +205,9 @@ def _variants(rows: pd.DataFrame) -> dict[tuple, str]:
     parts = [0] if same_setting else [0, 1]
     fields = {s: {k: v for i in parts for k, v in d[i].items()} for s, d in described.items()}
     keys = list(dict.fromkeys(k for f in fields.values() for k in f))
-    differing = [k for k in keys if len({f.get(k, "") for f in fields.values()}) > 1][:3]
+    differing = [k for k in keys if len({f.get(k, "") for f in fields.values()}) > 1]
+    plain = [k for k in differing if not any(str(f.get(k, "")).startswith(("[", "{")) for f in fields.values())]
+    differing = (plain or differing)[:3]  # scalars say it shortly; a whole attack list only when nothing else does
     return {s: ", ".join(f"{k}={fields[s].get(k, '-')}" for k in differing) if differing else
             f"setting {s[0][:6]}" for s in signatures}
 
