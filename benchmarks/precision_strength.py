@@ -6,9 +6,10 @@ For each model, eps and attack, on the same test images:
 * ``bf16``: ours, bf16 autocast search (what CUDA runs by default): every iterate within bf16's rounding of
   the decision boundary is judged in exact float32, a sample leaves only on a float32 FOOLED verdict, and
   the verdict is decided once, on the point that is kept (``simclip_bench.attacks.base``);
-* ``bf16-flag``: the same bf16 search flagging only iterates its own bf16 argmax calls fooled (the
-  near-boundary check off: ``NEAR_BOUNDARY_ULPS = 0``). ``recovered`` = samples the bf16 search fools that
-  this one leaves robust: the verdicts the near-boundary check recovered;
+* ``bf16-flag`` (for ``apgd-ce+apgd-t``; ``--flag-only-for`` names others): the same bf16 search flagging only
+  iterates its own bf16 argmax calls fooled (the near-boundary check off: ``NEAR_BOUNDARY_ULPS = 0``).
+  ``recovered`` = samples the bf16 search fools that this one leaves robust: the verdicts the near-boundary
+  check recovered;
 * ``ref`` (``--reference``): ``ref:apgd-ce+apgd-t`` through pyautoattack (float32).
 
 Attacks: ``apgd-ce+apgd-t`` (RobustVLM's zero-shot protocol without restarts) and a user ensemble with
@@ -79,6 +80,8 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=500)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--reference", action="store_true", help="also ref:apgd-ce+apgd-t (pyautoattack)")
+    parser.add_argument("--flag-only-for", action="append", default=None,
+                        help="attacks that also run bf16-flag (default: apgd-ce+apgd-t)")
     parser.add_argument("--json", default=None, help="append one JSON line per case to this file")
     args = parser.parse_args()
     device = resolve_device(args.device)
@@ -99,8 +102,11 @@ def main() -> None:
                 spec = _spec(attack, args.square_queries)
                 r32 = _run(head, x, y, eps, spec, args.batch_size, "fp32", device)
                 r16 = _run(head, x, y, eps, spec, args.batch_size, "bf16", device)
-                rflag = _run(head, x, y, eps, spec, args.batch_size, "bf16", device, near_check=False)
-                recovered = int((rflag["robust"] & ~r16["robust"]).sum())
+                flagged = attack in (args.flag_only_for or ["apgd-ce+apgd-t"])
+                rflag = (_run(head, x, y, eps, spec, args.batch_size, "bf16", device, near_check=False) if flagged
+                         else {"robust": torch.full_like(r16["robust"], float("nan"), dtype=torch.float),
+                               "flips": 0, "bad": 0})
+                recovered = int((rflag["robust"].bool() & ~r16["robust"]).sum()) if flagged else -1
                 ref = float("nan")
                 if args.reference and attack == "apgd-ce+apgd-t":
                     adv = run_reference(resolve_attack("ref:apgd-ce+apgd-t"), head, x, y, eps,
