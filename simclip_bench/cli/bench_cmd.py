@@ -35,7 +35,8 @@ def bench(
     """
     apply_threads(threads)
     from simclip_bench.devices import check_precision, resolve_device
-    from simclip_bench.jobs.bench import get_suite, run_suite, validate_suite
+    from simclip_bench.jobs.bench import run_suite
+    from simclip_bench.jobs.suites import get_suite, validate_suite
 
     chosen = get_suite(suite)
     validate_suite(chosen)

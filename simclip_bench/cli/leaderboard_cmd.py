@@ -23,7 +23,7 @@ def leaderboard(
 
     Nothing is recomputed: every number comes from results.csv.
     """
-    from simclip_bench.leaderboard import check_leaderboard, render_leaderboard
+    from simclip_bench.leaderboard.render import check_leaderboard, render_leaderboard
 
     out = out or results_dir
     if check:

@@ -19,8 +19,8 @@ from simclip_bench.errors import UserError, check_count, did_you_mean
 from simclip_bench.runs import run_config
 from simclip_bench.train.batches import Split
 from simclip_bench.train.inner_attack import DEFAULT_MOMENTUM, check_momentum
+from simclip_bench.train.objective_names import DEFAULT_OBJECTIVE
 from simclip_bench.train.objectives import (
-    DEFAULT_OBJECTIVE,
     OBJECTIVES,
     default_attack_loss,
     former_attack_loss,
