@@ -18,11 +18,11 @@ import pytest
 from _leaderboard_data import HASH_A, HASH_B, model_rows, row, write_results
 
 from simclip_bench.jobs import bench, suites
-from simclip_bench.leaderboard.render import render_leaderboard
 from simclip_bench.leaderboard.load import load_cards, load_results
 from simclip_bench.leaderboard.plots import frontier
 from simclip_bench.leaderboard.price import prices
 from simclip_bench.leaderboard.protocol_docs import PROTOCOL_DOCS
+from simclip_bench.leaderboard.render import render_leaderboard
 from simclip_bench.leaderboard.table import build_leaderboard
 from simclip_bench.results.store import upsert_results
 
