@@ -14,10 +14,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from _bomb_png import write_bomb_png
 from PIL import Image
+from safetensors.torch import save_file
 from typer.testing import CliRunner
 
 from simclip_bench.cli import app
+from simclip_bench.models.checkpoint import ENCODER_FILENAME, ENCODER_FORMAT
 
 TABLE_FILE = Path(__file__).resolve().parents[1] / "docs" / "reliability.md"
 TABLE_HEADING = "## Bad input"
@@ -69,6 +72,10 @@ def _make_fixtures(folder: Path) -> None:
     torch.save({"visual.conv1.weight": torch.zeros(2), "token_embedding.weight": torch.zeros(2)},
                folder / "whole-clip.pt")
     torch.save([torch.zeros(2)], folder / "tensor-list.pt")
+    (folder / "self-base").mkdir()  # an encoder whose metadata names its own run folder as its base model
+    save_file({"conv1.weight": torch.zeros(1)}, str(folder / "self-base" / ENCODER_FILENAME),
+              metadata={"format": ENCODER_FORMAT, "base_model": "self-base", "arch": "simclip-tiny"})
+    write_bomb_png(folder / "bomb.png")
 
 
 def _tree(folder: Path) -> dict[str, int]:

@@ -38,7 +38,7 @@ def test_ls_models_gives_each_public_checkpoint_its_provenance():
 
 
 def test_ls_models_spec_column_holds_only_what_model_accepts():
-    from simclip_bench.models.spec import parse_model_spec
+    from simclip_bench.models.spec_syntax import parse_model_spec
 
     specs = [row[0] for row in _plain("models") if len(row) == 5]
     assert specs and all(parse_model_spec(s).kind in ("builtin", "hf-hub", "arch-tag", "vision-tower") for s in specs)

@@ -29,7 +29,8 @@ from simclip_bench.data.vlm_files import caption_dataset, vqa_dataset
 from simclip_bench.eps import parse_eps
 from simclip_bench.errors import UserError
 from simclip_bench.models.builtin import BUILTIN_MODELS
-from simclip_bench.models.spec import SPEC_KINDS, load_model, parse_model_spec
+from simclip_bench.models.spec import load_model
+from simclip_bench.models.spec_syntax import SPEC_KINDS, parse_model_spec
 from simclip_bench.tasks.protocols import PROTOCOLS, get_protocol
 
 FUZZ = settings(max_examples=200, deadline=None, database=None)  # the whole file runs in about 15 s

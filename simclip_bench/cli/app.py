@@ -76,7 +76,7 @@ def eps_list(values: list[str], option: str = "--eps", norm: str = "linf") -> li
 
 def unsafe_pickle_option() -> Any:
     """``--allow-unsafe-pickle`` for every command that loads a ``--model`` (see :func:`warn_unsafe_pickle`)."""
-    # The flag's name is also spelled in simclip_bench.models.spec.UNSAFE_PICKLE_FLAG (the refusal names it);
+    # The flag's name is also spelled in simclip_bench.models.vision_tower.UNSAFE_PICKLE_FLAG (the refusal names it);
     # importing it here would load torch for every --help.
     return typer.Option(False, "--allow-unsafe-pickle",
                         help="Let ARCH:PATH .pt/.bin weights that hold more than tensors (e.g. a state dict saved "
