@@ -33,6 +33,7 @@ import math
 
 import torch
 
+from simclip_bench.attacks import progress as attack_progress
 from simclip_bench.attacks.base import NORMS, AttackObjective, AttackResult, Norm
 from simclip_bench.attacks.rng import sample_uniform
 
@@ -242,8 +243,10 @@ def square_attack(objective: AttackObjective, x: torch.Tensor, idx: torch.Tensor
     x_best = _INIT[norm](x, eps, seeds)
     best_loss, success = objective(x_best, idx)
     best_loss, success = best_loss.detach().clone(), success.detach().clone().bool()
+    attack_progress.stream(len(x), iterations=n_queries)
     for it in range(n_queries - 1):
         active = (~success).nonzero().squeeze(1)
+        attack_progress.advanced(1, active.numel())  # nonzero() has synchronised already
         if active.numel() == 0:
             break
         side = square_side(p_schedule(it, p_init), tuple(x.shape[1:]), norm)

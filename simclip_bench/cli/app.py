@@ -6,7 +6,8 @@ from typing import Any
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, Task, TextColumn
+from rich.text import Text
 from typer.core import TyperGroup
 
 try:  # typer >= 0.20 vendors click as typer._click and has its own Abort
@@ -16,7 +17,7 @@ except ImportError:  # pragma: no cover - older typer on real click
     from click import exceptions as click_exceptions
     from click.exceptions import Abort
 
-from simclip_bench.cli.plain_progress import PlainProgress
+from simclip_bench.cli.plain_progress import PlainProgress, duration_text, line_eta
 from simclip_bench.cli.threads import warn_if_oversubscribed
 from simclip_bench.eps import Eps, parse_eps, split_eps_hint
 from simclip_bench.errors import UserError
@@ -117,14 +118,33 @@ class LazyProgress(Progress):
             super().stop()
 
 
+class FieldColumn(ProgressColumn):
+    """A task's text field (rich markup, escaped by the reporter), empty when the task has none."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__()
+        self.name = name
+
+    def render(self, task: Task) -> Text:
+        return Text.from_markup(str(task.fields.get(self.name) or ""))
+
+
+class EtaColumn(ProgressColumn):
+    """The time left of a line as the plain lines give it (:func:`~simclip_bench.cli.plain_progress.line_eta`:
+    the attack phases left in the batch included)."""
+
+    def render(self, task: Task) -> Text:
+        return Text("" if task.finished else f"ETA {duration_text(line_eta(task))}")
+
+
 def progress_bar() -> Progress:
     """The progress display of long commands (on stderr): live bars on a terminal (:class:`LazyProgress`),
-    plain lines now and then in a log file (:class:`~simclip_bench.cli.plain_progress.PlainProgress`)."""
+    plain lines now and then in a log file (:class:`~simclip_bench.cli.plain_progress.PlainProgress`). Both
+    show a running attack's phase (``phase``) and an ETA that counts the phases left."""
     if not console.is_terminal:
         return PlainProgress(console, on_first_task=warn_if_oversubscribed)
     return LazyProgress(TextColumn("[bold]{task.description}"), BarColumn(bar_width=16), MofNCompleteColumn(),
-                        TextColumn("{task.fields[info]}"), TextColumn("ETA"), TimeRemainingColumn(compact=True),
-                        console=console, transient=False)
+                        FieldColumn("info"), FieldColumn("phase"), EtaColumn(), console=console, transient=False)
 
 
 def main() -> None:

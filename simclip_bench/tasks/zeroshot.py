@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from simclip_bench.attacks import progress as attack_progress
 from simclip_bench.attacks.base import check_perturbation
 from simclip_bench.attacks.checks import preflight_checks
 from simclip_bench.attacks.cost import CountedModule
@@ -240,10 +241,12 @@ def _outcomes(loaded: LoadedModel, plan: CellPlan, head, settings: dict, batch: 
     keys = torch.tensor(chunk, dtype=torch.int64)
     clean_pred = predict(head, x, plan.batch_size)
     rows: list[dict] = []
+    attack_progress.batch(len(chunk), [e.text for k, (_, e) in settings.items() if todo[k] and e])
     for setting, (spec, eps) in settings.items():
         positions = todo[setting]
         if not positions:
             continue
+        attack_progress.setting(eps.text if eps else "")
         pos = torch.tensor(positions, dtype=torch.long, device=device)
         if spec.is_clean:
             adv_pred, norms, fooled_by = clean_pred[pos], torch.zeros(len(pos)), [""] * len(pos)
