@@ -168,6 +168,7 @@ def _host_syncs(rec: Recorder, a: dict, device: torch.device) -> None:
     if device.type != "cuda":
         rec.put("host_syncs", "n/a (CPU dry run: sync debug mode is CUDA only)")
         return
+    from simclip_bench.attacks import progress as attack_progress
     from simclip_bench.attacks.apgd import APGD
     from simclip_bench.attacks.ensemble import run_ensemble
     from simclip_bench.attacks.registry import resolve_attack
@@ -183,7 +184,9 @@ def _host_syncs(rec: Recorder, a: dict, device: torch.device) -> None:
         return real(self, *args, **kwargs)
 
     run_ensemble(spec, head, x[:8], y[:8], EPS)  # warm-up, unwatched
-    with warnings.catch_warnings(record=True) as caught, mock.patch.object(APGD, "_iterate", counting):
+    # with a listener, as under the CLI, so that the progress reports (attacks/progress.py) are counted too
+    with warnings.catch_warnings(record=True) as caught, mock.patch.object(APGD, "_iterate", counting), \
+            attack_progress.listening(lambda status: status.describe()):
         warnings.simplefilter("always")
         torch.cuda.set_sync_debug_mode("warn")
         try:
