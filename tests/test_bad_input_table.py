@@ -76,6 +76,9 @@ def _make_fixtures(folder: Path) -> None:
     save_file({"conv1.weight": torch.zeros(1)}, str(folder / "self-base" / ENCODER_FILENAME),
               metadata={"format": ENCODER_FORMAT, "base_model": "self-base", "arch": "simclip-tiny"})
     write_bomb_png(folder / "bomb.png")
+    (folder / "llava-no-tokenizer").mkdir()  # what save_pretrained writes for the model, without its tokenizer
+    (folder / "llava-no-tokenizer" / "config.json").write_text('{"model_type": "llava"}')
+    (folder / "llava-no-tokenizer" / "model.safetensors").write_bytes(b"")
 
 
 def _tree(folder: Path) -> dict[str, int]:
