@@ -1,6 +1,7 @@
 """The Typer app every command registers on, its one-line error handling, and shared CLI helpers."""
 from __future__ import annotations
 
+import os
 import sys
 from typing import Any
 
@@ -22,8 +23,11 @@ from simclip_bench.cli.threads import warn_if_oversubscribed
 from simclip_bench.eps import Eps, parse_eps, split_eps_hint
 from simclip_bench.errors import UserError
 
+# Tables and lines on stdout; in a log (not a terminal: tee, nohup, Slurm) as wide as they are, where rich would
+# cut every table to 80 columns. COLUMNS, when set, still decides.
+LOG_WIDTH = 1000
 console = Console(stderr=True)
-stdout = Console()
+stdout = Console() if sys.stdout.isatty() or os.environ.get("COLUMNS") else Console(width=LOG_WIDTH)
 
 
 class OneLineErrors(TyperGroup):
@@ -66,6 +70,12 @@ def _fail(message: str) -> None:
 app = typer.Typer(cls=OneLineErrors, add_completion=True, no_args_is_help=True, pretty_exceptions_enable=False,
                   rich_markup_mode="rich",
                   help="Sim-CLIP adversarial fine-tuning and honest robustness evaluation of CLIP models.")
+
+
+def say(text: str) -> None:
+    """One line of a job's log on stderr, as plain text: the library's texts carry no markup, and what they
+    quote (paths, model specs) may hold brackets that rich would read as markup."""
+    console.print(text, markup=False, highlight=False, soft_wrap=True)
 
 
 def eps_list(values: list[str], option: str = "--eps", norm: str = "linf") -> list[Eps]:

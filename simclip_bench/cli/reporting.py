@@ -24,7 +24,7 @@ class RichReporter:
         self.working: TaskID | None = None  # the line the attacks work for: the last one started or advanced
 
     def notify(self, message: str) -> None:
-        self.notices.print(message)
+        self.notices.print(message, markup=False, highlight=False, soft_wrap=True)  # plain text (module docstring)
 
     def start(self, label: str, total: int, info: str = "") -> TaskID:
         self.working = self.bar.add_task(escape(label), total=total, info=escape(info), phase="", attack_status=None)
