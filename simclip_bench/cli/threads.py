@@ -52,7 +52,8 @@ def apply_threads(threads: int | None) -> None:
 
 
 SAMPLE_SECONDS = 0.25  # the window over which the other processes' CPU use is measured
-_BUSY_FIELDS = (0, 1, 2, 5, 6, 7)  # of a /proc/stat cpu line: user, nice, system, irq, softirq, steal (not idle, iowait)
+# The busy fields of a /proc/stat cpu line: user, nice, system, irq, softirq, steal (not idle, not iowait).
+_BUSY_FIELDS = (0, 1, 2, 5, 6, 7)
 
 
 def _busy_ticks(cpus: set[int]) -> int:
