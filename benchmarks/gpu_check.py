@@ -36,7 +36,7 @@ attack part's per-iteration rows use ViT-B-32 only); PGD-1; torch.compile throug
 backend (inductor's C++ code generation took 91 s for one ViT-B-32 on the 2-core CPU); FLOPs counted on the
 timed step; DDP with gloo; no sync debug (CUDA only). Its numbers only show that each path runs.
 
-    python benchmarks/gpu_check.py --out $OUT                 # on a CUDA machine (docs/gpu-check.md)
+    python benchmarks/gpu_check.py --out gpu-check-out        # on a CUDA machine (docs/gpu-check.md)
     OMP_NUM_THREADS=1 python benchmarks/gpu_check.py --dry-run --out /tmp/gpu-check
     python benchmarks/gpu_check.py --parts training,attacks   # a subset
 """
