@@ -25,10 +25,12 @@ def leaderboard(
 
     Nothing is recomputed: every number comes from results.csv.
     """
+    from simclip_bench.leaderboard.load import check_results_dir
     from simclip_bench.leaderboard.render import check_leaderboard, render_leaderboard
 
     out = out or results_dir
     if not check:
+        check_results_dir(results_dir)  # the input first: results.csv given for its folder gets the folder to pass
         check_out_dir(out)
     if check:
         problems = check_leaderboard(results_dir, out)
