@@ -1,7 +1,7 @@
 """Eps is written as people write it (4/255 or 0.0157) and anything else is refused clearly."""
 import pytest
 
-from simclip_bench.eps import parse_eps
+from simclip_bench.attacks.eps import parse_eps
 
 
 @pytest.mark.parametrize("text, value, shown", [

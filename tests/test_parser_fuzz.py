@@ -20,13 +20,13 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from simclip_bench.attacks.eps import parse_eps
 from simclip_bench.attacks.registry import ALIASES, NAMED_ENSEMBLES, SINGLE_ATTACKS, resolve_attack
 from simclip_bench.cli.app import eps_list
 from simclip_bench.cli.config_file import read_config_file, values_for_command
 from simclip_bench.data.catalog import BUILTIN, CLIP_BENCHMARK_DATASETS, COLLECTIONS, check_name
 from simclip_bench.data.files import list_file
 from simclip_bench.data.vlm_files import caption_dataset, vqa_dataset
-from simclip_bench.eps import parse_eps
 from simclip_bench.errors import UserError
 from simclip_bench.models.builtin import BUILTIN_MODELS
 from simclip_bench.models.spec import load_model

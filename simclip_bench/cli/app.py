@@ -18,9 +18,9 @@ except ImportError:  # pragma: no cover - older typer on real click
     from click import exceptions as click_exceptions
     from click.exceptions import Abort
 
+from simclip_bench.attacks.eps import Eps, parse_eps, split_eps_hint
 from simclip_bench.cli.plain_progress import PlainProgress, duration_text, line_eta
 from simclip_bench.cli.threads import warn_if_oversubscribed
-from simclip_bench.eps import Eps, parse_eps, split_eps_hint
 from simclip_bench.errors import UserError
 
 # Tables and lines on stdout; in a log (not a terminal: tee, nohup, Slurm) as wide as they are, where rich would

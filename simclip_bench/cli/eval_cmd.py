@@ -6,13 +6,13 @@ from pathlib import Path
 import typer
 from rich.markup import escape
 
+from simclip_bench.attacks.eps import Eps
 from simclip_bench.cli.app import app, eps_list, stdout, unsafe_pickle_option, warn_unsafe_pickle
 from simclip_bench.cli.config_file import config_option
 from simclip_bench.cli.eval_tables import print_paired, print_rows, print_summary, print_unreadable, print_vlm_rows
 from simclip_bench.cli.out_dirs import check_out_dir
 from simclip_bench.cli.reporting import rich_reporter
 from simclip_bench.cli.threads import apply_threads, threads_option
-from simclip_bench.eps import Eps
 from simclip_bench.errors import UserError
 
 MAX_VLM_BATCH = 64  # captioning/VQA cap --batch-size here (its default, 500, is the zero-shot attacks' batch)

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import asdict, replace
 from pathlib import Path
 
-from simclip_bench.eps import parse_eps
+from simclip_bench.attacks.eps import parse_eps
 from simclip_bench.errors import UserError
 from simclip_bench.jobs.suites import TASK_RUNNERS, FineTune, Suite, TaskContext, validate_suite
 from simclip_bench.models.checkpoint import ENCODER_FILENAME, atomic_write_text

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from simclip_bench.eps import parse_eps
+from simclip_bench.attacks.eps import parse_eps
 from simclip_bench.errors import UserError, did_you_mean
 from simclip_bench.progress import SILENT, Reporter
 

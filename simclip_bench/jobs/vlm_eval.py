@@ -19,10 +19,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from simclip_bench.attacks.eps import Eps, unique_eps
 from simclip_bench.data.vlm_files import CAPTION_DATASETS, VQA_DATASETS, caption_dataset, vqa_dataset
 from simclip_bench.data.vlm_samples import VLMDataset, shapes_captioning, shapes_vqa
 from simclip_bench.devices import check_precision, resolve_device, resolve_precision
-from simclip_bench.eps import Eps, unique_eps
 from simclip_bench.errors import UserError, did_you_mean
 from simclip_bench.grid import unique_values
 from simclip_bench.jobs.shards import SINGLE, Shard, detect_shard, shard_device

@@ -34,13 +34,13 @@ from simclip_bench.attacks.base import check_perturbation
 from simclip_bench.attacks.checks import preflight_checks
 from simclip_bench.attacks.cost import CountedModule
 from simclip_bench.attacks.ensemble import predict, run_ensemble
+from simclip_bench.attacks.eps import Eps
 from simclip_bench.attacks.reference import run_reference
 from simclip_bench.attacks.registry import EnsembleSpec
 from simclip_bench.data.classification import ClassificationSource, ImageBatch
 from simclip_bench.data.preprocess import pixel_transform
 from simclip_bench.data.unreadable import DEFAULT_ON_ERROR, FAIL, unreadable_error
 from simclip_bench.devices import autocast_for
-from simclip_bench.eps import Eps
 from simclip_bench.errors import UserError
 from simclip_bench.models.spec import LoadedModel
 from simclip_bench.results.store import append_samples
