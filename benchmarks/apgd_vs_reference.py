@@ -16,8 +16,8 @@ import torch
 
 from simclip_bench.attacks.apgd import apgd_attack
 from simclip_bench.attacks.base import ClassifierObjective, check_perturbation
+from simclip_bench.attacks.eps import parse_eps
 from simclip_bench.data.shapes import ShapesDataset
-from simclip_bench.eps import parse_eps
 from simclip_bench.models.spec import load_model
 from simclip_bench.tasks.zeroshot_head import ZeroShotClassifier, build_text_classifier
 

@@ -49,12 +49,13 @@ from torch import nn
 
 from simclip_bench.attacks.base import check_perturbation
 from simclip_bench.attacks.ensemble import predict, run_ensemble
+from simclip_bench.attacks.eps import parse_eps
 from simclip_bench.attacks.reference import run_reference
 from simclip_bench.attacks.registry import resolve_attack
 from simclip_bench.data.shapes import ShapesDataset
-from simclip_bench.eps import parse_eps
+from simclip_bench.models.open_clip_build import wrap_open_clip
 from simclip_bench.models.pixel_clip import PixelSpaceCLIP
-from simclip_bench.models.spec import load_model, wrap_open_clip
+from simclip_bench.models.spec import load_model
 from simclip_bench.tasks.zeroshot_head import ZeroShotClassifier, build_text_classifier
 
 TORCHATTACKS = "torchattacks==3.5.1"

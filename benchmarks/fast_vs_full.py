@@ -59,7 +59,7 @@ def per_evaluation_cost(arch: str = "ViT-B-32", px: int = 224, batch: int = 8, n
     import sys
 
     sys.path.insert(0, str(Path(__file__).parent))
-    from gpu_check_parts import random_model
+    from gpu_parts.random_models import random_model
 
     from simclip_bench.attacks.apgd import APGD
     from simclip_bench.attacks.base import ClassifierObjective

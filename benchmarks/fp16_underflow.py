@@ -17,9 +17,9 @@ import torch
 
 from simclip_bench.attacks.base import ClassifierObjective, loss_and_grad
 from simclip_bench.attacks.ensemble import run_ensemble
+from simclip_bench.attacks.eps import parse_eps
 from simclip_bench.attacks.registry import resolve_attack
 from simclip_bench.data.shapes import ShapesDataset
-from simclip_bench.eps import parse_eps
 from simclip_bench.models.spec import load_model
 from simclip_bench.tasks.zeroshot_head import ZeroShotClassifier, build_text_classifier
 

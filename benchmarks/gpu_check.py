@@ -1,12 +1,13 @@
-"""The CUDA path, measured in one call: a prepared device check for a lent H200, and a CPU dry run of it.
+"""The CUDA path, measured in one call on any CUDA machine (docs/gpu-check.md), and a CPU dry run of it.
 
 One command runs every part in its own process with its own time limit (one hang or CUDA error still
 returns the others) and writes ``gpu_check.json``, ``gpu_check.md`` and ``gpu_check.log`` to ``--out``
-(default ``$OUT``, the device tool's folder, else ``gpu-check-out``). Nothing is downloaded: the models are
+(default ``$OUT`` when set, else ``gpu-check-out``). Nothing is downloaded: the models are
 random-init open_clip ``ViT-B-32`` / ``ViT-L-14`` (no weights), the built-in ``tiny-clip`` / ``tiny-vlm`` and a
 tiny random LLaVA built from configs (``tests/test_vlm_llava.py``).
 
-Parts (``benchmarks/gpu_check_parts.py``), in this order, each with its limit in seconds (CUDA run):
+Parts (:data:`PARTS`, one module each under ``benchmarks/gpu_parts/``), in this order, each with its limit in
+seconds (CUDA run):
 
 * ``env`` (60): torch, CUDA, cuDNN, GPU, driver, open_clip, transformers, git sha, a digest of the sources;
 * ``ddp`` (50): ``torchrun --nproc_per_node 1 -m simclip_bench train`` (with one process the library runs
@@ -35,7 +36,7 @@ attack part's per-iteration rows use ViT-B-32 only); PGD-1; torch.compile throug
 backend (inductor's C++ code generation took 91 s for one ViT-B-32 on the 2-core CPU); FLOPs counted on the
 timed step; DDP with gloo; no sync debug (CUDA only). Its numbers only show that each path runs.
 
-    python benchmarks/gpu_check.py --out $OUT                 # on a CUDA machine (docs/gpu-check.md)
+    python benchmarks/gpu_check.py --out gpu-check-out        # on a CUDA machine (docs/gpu-check.md)
     OMP_NUM_THREADS=1 python benchmarks/gpu_check.py --dry-run --out /tmp/gpu-check
     python benchmarks/gpu_check.py --parts training,attacks   # a subset
 """
@@ -43,6 +44,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import importlib
 import json
 import os
 import shutil
@@ -50,14 +52,39 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # run as a script or imported: gpu_check_parts, attack_speed
-from gpu_check_parts import PARTS, Recorder, ddp_worker, error_line, stop_group  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # run as a script or imported: gpu_parts, attack_speed
+from gpu_parts.common import Recorder  # noqa: E402
+from gpu_parts.processes import error_line, stop_group  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
-ORDER = ("env", "ddp", "cli", "llava", "attacks", "training", "compile")
 SCHEMA = "simclip-bench gpu_check 1"
+
+
+@dataclass(frozen=True)
+class Part:
+    """A part: the module (importable from ``benchmarks/``) whose ``run(rec, settings)`` runs it, and its time
+    limits in seconds on CUDA and in the dry run. The module may also have ``markdown(report) -> list[str]``."""
+
+    module: str
+    cuda_s: int
+    dry_run_s: int
+
+
+# Every part, in the order they run. To add one: a module with run(rec, settings) (see gpu_parts/__init__.py),
+# one line here, and its sizes in SIZES below.
+PARTS: dict[str, Part] = {
+    "env": Part("gpu_parts.env", cuda_s=60, dry_run_s=60),
+    "ddp": Part("gpu_parts.ddp", cuda_s=50, dry_run_s=240),
+    "cli": Part("gpu_parts.cli", cuda_s=100, dry_run_s=300),
+    "llava": Part("gpu_parts.llava", cuda_s=40, dry_run_s=150),
+    "attacks": Part("gpu_parts.attacks", cuda_s=120, dry_run_s=300),
+    "training": Part("gpu_parts.training", cuda_s=110, dry_run_s=300),
+    "compile": Part("gpu_parts.compiled", cuda_s=150, dry_run_s=150),
+}
+ORDER = tuple(PARTS)
 
 _TRAIN_CUDA = [[arch, 224, batch, variant] for arch, batch in (("ViT-B-32", 128), ("ViT-L-14", 64))
                for variant in ("fp32", "bf16", "bf16+grad-ckpt")]
@@ -91,9 +118,8 @@ SIZES = {
         "ddp": {"steps": 2, "batch": 2, "attack_steps": 1, "timeout_each": 150},
     },
 }
-LIMITS = {"cuda": {"env": 60, "ddp": 50, "cli": 100, "llava": 40, "attacks": 120, "training": 110, "compile": 150},
-          "dry-run": {"env": 60, "ddp": 240, "cli": 300, "llava": 150, "attacks": 300, "training": 300,
-                      "compile": 150}}
+LIMITS = {"cuda": {name: part.cuda_s for name, part in PARTS.items()},
+          "dry-run": {name: part.dry_run_s for name, part in PARTS.items()}}
 BUDGET = {"cuda": 470, "dry-run": 1200}
 MIN_START_S = 10  # a part is not started with less than this left of the budget
 
@@ -141,111 +167,22 @@ def run_part(name: str, settings: dict, limit: float, log_path: Path) -> dict:
 # ------------------------------------------------------------------------------------------------ rendering
 
 
-def _pct(v) -> str:
-    return "" if v is None else f"{100 * v:.1f} %"
-
-
-def _num(v, digits: int = 1) -> str:
-    return "" if v is None else f"{v:,.{digits}f}"
-
-
-def _table(header: list[str], rows: list[list]) -> list[str]:
-    out = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    out += ["| " + " | ".join("" if c is None else str(c).replace("|", "/") for c in r) + " |" for r in rows]
-    return out
-
-
 def render_markdown(report: dict) -> str:
+    """``gpu_check.md``: the environment, a row per part, then each part's own section (its ``markdown``)."""
+    from gpu_parts.markdown import table
+
     env, parts = report.get("env") or {}, report["parts"]
     lines = [f"# GPU check: {report['mode']}, {report['created_at']}", "",
              f"torch {env.get('torch')}, CUDA {env.get('cuda_runtime')}, GPU {env.get('gpu_name') or 'none'} "
              f"(driver {env.get('driver')}), open_clip {env.get('open_clip')}, transformers {env.get('transformers')}, "
              f"git {str(env.get('git_sha'))[:12]}, sources {env.get('source_digest')}; "
              f"{report['total_seconds']} s of a {report['budget_s']} s budget.", ""]
-    lines += _table(["part", "status", "s", "limit s", "error"],
-                    [[n, p["status"], p["seconds"], p["limit_s"], p["error"]] for n, p in parts.items()])
-    tr = parts.get("training", {}).get("results", {}) or parts.get("compile", {}).get("results", {})
-    if _train_rows_of(report):
-        lines += ["", f"## Training: one step of {tr.get('objective')}", "",
-                  f"FLOPs: {tr.get('flop_counting')}.", ""]
-        lines += _table(["model", "px", "batch", "variant", "status", "images/s", "peak GiB", "TFLOP/step",
-                         "TFLOP/s", "MFU", "fwd-equiv./image", "attention"],
-                        [[r["model"], r.get("image_size"), r["batch"], r["variant"], r["status"],
-                          _num(r.get("images_per_s"), 2), _num(r.get("peak_mem_gib"), 2),
-                          _num(r.get("tflop_per_step"), 3), _num(r.get("achieved_tflops"), 2), _pct(r.get("mfu")),
-                          r.get("fwd_equivalents_per_image"), r.get("attention") or r.get("error")]
-                         for r in _train_rows_of(report)])
-    at = parts.get("attacks", {}).get("results", {})
-    if at.get("ensemble_rows"):
-        e = at.get("ensemble", {})
-        lines += ["", f"## Attacks: {e.get('attack')}, {e.get('model')}, {e.get('n_samples')} {e.get('split')} "
-                      f"images, eps {e.get('eps')}, batch {e.get('batch_size')}; clean {_pct(e.get('clean'))}", ""]
-        lines += _table(["implementation", "precision", "status", "robust", "s", "grad fwd", "backprop", "no-grad fwd",
-                         "time / ours fp32", "unconfirmed"],
-                        [[r["implementation"], r["precision"], r["status"], _pct(r.get("robust")), r.get("seconds"),
-                          r.get("grad_forward"), r.get("backprop"), r.get("nograd_forward"),
-                          r.get("time_vs_ours_fp32"), r.get("unconfirmed")] for r in at["ensemble_rows"]])
-    if at.get("precision"):
-        p = at["precision"]
-        lines += ["", f"bf16 vs fp32 search: robust {_pct(p['robust_bf16'])} vs {_pct(p['robust_fp32'])} "
-                      f"({p['bf16_minus_fp32_points']:+.2f} points); bf16 successes rejected by the float32 "
-                      f"confirmation: {p['unconfirmed_bf16']}."]
-    if at.get("per_iteration_rows"):
-        lines += ["", "## Per-iteration cost: APGD-CE on random-init zero-shot heads (every iteration run)", ""]
-        lines += _table(["model", "px", "batch", "implementation", "precision", "status", "ms / iteration",
-                         "ms / image-gradient", "vs ours fp32"],
-                        [[r["model"], r["image_size"], r["batch"], r["implementation"], r["precision"], r["status"],
-                          r.get("ms_per_iteration"), r.get("ms_per_image_gradient"), r.get("vs_ours_fp32")]
-                         for r in at["per_iteration_rows"]])
-    if "host_syncs" in at:
-        hs = at["host_syncs"]
-        lines += ["", "## Host syncs (torch.cuda.set_sync_debug_mode('warn'), ours bf16)", ""]
-        if isinstance(hs, dict):
-            lines += [f"{hs['warnings']} synchronising calls in {hs['apgd_iterations']} APGD iterations "
-                      f"({hs['per_iteration']} per iteration), {hs['n_samples']} images.", ""]
-            lines += _table(["where", "calls"], [[k, v] for k, v in hs["by_line"].items()])
-        else:
-            lines.append(str(hs))
-    cl = parts.get("cli", {}).get("results", {})
-    if cl.get("commands"):
-        lines += ["", "## CLI end to end", ""]
-        lines += _table(["command", "status", "s", "result"],
-                        [[c["command"], c["status"], c["seconds"], _cli_summary(c)] for c in cl["commands"]])
-    ll = parts.get("llava", {}).get("results", {}).get("llava")
-    if ll:
-        lines += ["", "## Tiny random LLaVA (tiny-clip tower)", ""]
-        lines += _table(["device", "load s", "generate s", "ensemble s", "runs", "texts changed", "targeted s",
-                         "targeted success"],
-                        [[ll.get("device"), ll.get("load_s"), ll.get("generate_s"), ll.get("ensemble_s"),
-                          " ".join(ll.get("ensemble_runs", [])), ll.get("texts_changed"), ll.get("targeted_s"),
-                          ll.get("targeted_success")]])
-    dd = parts.get("ddp", {}).get("results", {})
-    if dd:
-        lines += ["", "## DDP (torchrun, 1 process)", ""]
-        rows = []
-        for key, label in (("torchrun_cli", "torchrun -m simclip_bench train"), ("process_group", "1-rank group")):
-            r = dd.get(key) or {}
-            res = r.get("results") or {}
-            rows.append([label, r.get("status"), r.get("seconds"), res.get("backend"), res.get("world_size"),
-                         res.get("ranks_agree"), res.get("process_group") or r.get("error")])
-        lines += _table(["run", "status", "s", "backend", "world size", "ranks agree", "note"], rows)
+    lines += table(["part", "status", "s", "limit s", "error"],
+                   [[n, p["status"], p["seconds"], p["limit_s"], p["error"]] for n, p in parts.items()])
+    for part in PARTS.values():
+        section = getattr(importlib.import_module(part.module), "markdown", None)
+        lines += section(report) if section else []
     return "\n".join(lines) + "\n"
-
-
-def _train_rows_of(report: dict) -> list[dict]:
-    return [r for name in ("training", "compile")
-            for r in report["parts"].get(name, {}).get("results", {}).get("rows", [])]
-
-
-def _cli_summary(c: dict) -> str:
-    res = c.get("results")
-    if c["status"] != "ok" or not res:
-        return c.get("error") or ""
-    if isinstance(res, dict):
-        return (f"{res.get('device')}, {res.get('precision')}: held-out zero-shot "
-                f"{_pct(res.get('val_zero_shot_before'))} -> {_pct(res.get('val_zero_shot_after'))}")
-    return "; ".join(f"{r['model'].split('/')[-1]} {r['attack']} {r['eps'] if r['attack'] != 'none' else ''} "
-                     f"{r['value']:.3f}".replace("  ", " ") for r in res)
 
 
 # ------------------------------------------------------------------------------------------------ main
@@ -254,7 +191,7 @@ def _cli_summary(c: dict) -> str:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--dry-run", action="store_true", help="every part at toy size on the CPU")
-    ap.add_argument("--out", type=Path, default=None, help="output folder (default $OUT, else gpu-check-out)")
+    ap.add_argument("--out", type=Path, default=None, help="output folder (default $OUT when set, else gpu-check-out)")
     ap.add_argument("--device", default=None, help="default cuda; cpu with --dry-run")
     ap.add_argument("--parts", default=",".join(ORDER), help=f"comma-separated subset of {','.join(ORDER)}")
     ap.add_argument("--budget", type=float, default=None, help="seconds for the whole run (default 470 on CUDA)")
@@ -299,8 +236,10 @@ def main() -> int:
                 continue
             print(f"[gpu_check] part {name} (limit {min(LIMITS[mode][name], left):.0f} s)", flush=True)
             if name == "compile":  # the eager step's counted FLOPs, for the compiled step's MFU
+                from gpu_parts.training import train_rows_of
+
                 settings["known_flops"] = {f"{r['model']}|{r['image_size']}|{r['batch']}": [
-                    r["flops_per_step"], r["fwd_flops_per_image"]] for r in _train_rows_of(report)
+                    r["flops_per_step"], r["fwd_flops_per_image"]] for r in train_rows_of(report)
                     if r.get("flops_per_step") and r.get("fwd_flops_per_image")}
             report["parts"][name] = run_part(name, settings, min(LIMITS[mode][name], left), log_path)
             print(f"[gpu_check] part {name}: {report['parts'][name]['status']} in {report['parts'][name]['seconds']} s"
@@ -328,12 +267,14 @@ def _write(report: dict, out: Path, t0: float) -> None:
 
 def _child(args) -> int:
     if args.ddp_worker:
-        ddp_worker(args.ddp_worker)
+        from gpu_parts.ddp import worker
+
+        worker(args.ddp_worker)
         return 0
     settings = json.loads(Path(args.settings).read_text())
     rec = Recorder(Path(settings["result"]))
     try:
-        PARTS[args.child](rec, settings)
+        importlib.import_module(PARTS[args.child].module).run(rec, settings)
     except Exception as e:  # noqa: BLE001 - recorded for the report; the exit code says it failed
         rec.fail(args.child, e)
         return 1

@@ -36,11 +36,11 @@ import torch
 
 from simclip_bench.attacks import base
 from simclip_bench.attacks.ensemble import predict, run_ensemble
+from simclip_bench.attacks.eps import parse_eps
 from simclip_bench.attacks.reference import run_reference
 from simclip_bench.attacks.registry import resolve_attack
 from simclip_bench.data.shapes import ShapesDataset
 from simclip_bench.devices import autocast_for, resolve_device
-from simclip_bench.eps import parse_eps
 from simclip_bench.models.spec import load_model
 from simclip_bench.tasks.zeroshot_head import ZeroShotClassifier, build_text_classifier
 

@@ -25,6 +25,9 @@ COMMANDS: list[tuple[str, list[str]]] = [
     ("simclip --help", [*SIMCLIP, "--help"]),
     ("simclip eval --help", [*SIMCLIP, "eval", "--help"]),
     ("simclip ls attacks", [*SIMCLIP, "ls", "attacks"]),
+    ("simclip ls models", [*SIMCLIP, "ls", "models"]),
+    ("simclip ls objectives", [*SIMCLIP, "ls", "objectives"]),
+    ("simclip ls protocols", [*SIMCLIP, "ls", "protocols"]),
     ("simclip eval --eps banana", [*SIMCLIP, "eval", "--eps", "banana"]),
     ("simclip eval --no-such-flag", [*SIMCLIP, "eval", "--no-such-flag"]),
 ]

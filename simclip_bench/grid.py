@@ -4,7 +4,8 @@ A value given twice (by hand, or through a ``--config`` list) is evaluated once,
 under its first spelling. A value that names an existing file or folder is compared by that file or
 folder, so ``runs/a``, ``./runs/a/`` and its absolute path are one model; a registered name (``tiny-clip``,
 ``shapes``, ``cifar10``: the ``names`` the caller passes) is compared as written, as the loaders read it
-before any path, and so is anything else (``ViT-L-14:openai``). Eps values: :func:`simclip_bench.eps.unique_eps`.
+before any path, and so is anything else (``ViT-L-14:openai``).
+Eps values: :func:`simclip_bench.attacks.eps.unique_eps`.
 """
 from __future__ import annotations
 

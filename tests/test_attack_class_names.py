@@ -8,9 +8,9 @@ import torch
 from PIL import Image
 from typer.testing import CliRunner
 
+from simclip_bench.attacks.eps import parse_eps
 from simclip_bench.cli import app
 from simclip_bench.data.shapes import ShapesDataset
-from simclip_bench.eps import parse_eps
 from simclip_bench.errors import UserError
 from simclip_bench.jobs.attack_gallery import AttackRequest, load_image_file, run_attack_gallery
 from simclip_bench.tasks.zeroshot_head import ZeroShotClassifier, build_text_classifier

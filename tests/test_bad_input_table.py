@@ -14,10 +14,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from _bomb_png import write_bomb_png
 from PIL import Image
+from safetensors.torch import save_file
 from typer.testing import CliRunner
 
 from simclip_bench.cli import app
+from simclip_bench.models.checkpoint import ENCODER_FILENAME, ENCODER_FORMAT
 
 TABLE_FILE = Path(__file__).resolve().parents[1] / "docs" / "reliability.md"
 TABLE_HEADING = "## Bad input"
@@ -78,6 +81,13 @@ def _make_fixtures(folder: Path) -> None:
         "run_id,model,checkpoint_hash,task,dataset,sample_id,setting\n")
     (folder / "cut-store").mkdir()
     (folder / "cut-store" / "samples.csv").write_text("run_id,model,checkpoint_ha")
+    (folder / "self-base").mkdir()  # an encoder whose metadata names its own run folder as its base model
+    save_file({"conv1.weight": torch.zeros(1)}, str(folder / "self-base" / ENCODER_FILENAME),
+              metadata={"format": ENCODER_FORMAT, "base_model": "self-base", "arch": "simclip-tiny"})
+    write_bomb_png(folder / "bomb.png")
+    (folder / "llava-no-tokenizer").mkdir()  # what save_pretrained writes for the model, without its tokenizer
+    (folder / "llava-no-tokenizer" / "config.json").write_text('{"model_type": "llava"}')
+    (folder / "llava-no-tokenizer" / "model.safetensors").write_bytes(b"")
 
 
 def _tree(folder: Path) -> dict[str, int]:

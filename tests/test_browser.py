@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from _leaderboard_data import HASH_A, HASH_B, model_rows, write_results
 
-from simclip_bench.leaderboard import render_leaderboard
+from simclip_bench.leaderboard.render import render_leaderboard
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 DRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"

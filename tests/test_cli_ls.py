@@ -38,7 +38,7 @@ def test_ls_models_gives_each_public_checkpoint_its_provenance():
 
 
 def test_ls_models_spec_column_holds_only_what_model_accepts():
-    from simclip_bench.models.spec import parse_model_spec
+    from simclip_bench.models.spec_syntax import parse_model_spec
 
     specs = [row[0] for row in _plain("models") if len(row) == 5]
     assert specs and all(parse_model_spec(s).kind in ("builtin", "hf-hub", "arch-tag", "vision-tower") for s in specs)
@@ -46,7 +46,7 @@ def test_ls_models_spec_column_holds_only_what_model_accepts():
 
 
 def test_every_catalog_entry_has_paper_eps_reported_attack_and_a_unique_listed_spec():
-    from simclip_bench.eps import parse_eps
+    from simclip_bench.attacks.eps import parse_eps
     from simclip_bench.models.known_checkpoints import KNOWN_CHECKPOINTS
 
     listed = [row[0] for row in _plain("models") if len(row) == 5]

@@ -1,7 +1,7 @@
 """Eps is written as people write it (4/255 or 0.0157) and anything else is refused clearly."""
 import pytest
 
-from simclip_bench.eps import parse_eps
+from simclip_bench.attacks.eps import parse_eps
 
 
 @pytest.mark.parametrize("text, value, shown", [
@@ -53,3 +53,17 @@ def test_an_eps_split_by_the_shell_gets_the_hint_to_drop_the_spaces(args, fix):
     lines = [line for line in result.output.splitlines() if line.strip()]
     assert result.exit_code == 2 and len(lines) == 1, result.output
     assert lines[0].startswith("simclip: error: ") and fix in lines[0]
+
+
+@pytest.mark.parametrize("text, meant", [("4", "4/255"), ("8", "8/255"), ("2.5", "2.5/255"), ("255", "255/255")])
+def test_an_eps_in_pixel_levels_gets_asked_whether_it_meant_levels_over_255(text, meant):
+    with pytest.raises(ValueError, match=rf"is outside \(0, 1\] \(did you mean {meant}\?\)"):
+        parse_eps(text)
+
+
+@pytest.mark.parametrize("text, norm", [("300", "linf"), ("-4", "linf"), ("4", "l2")])
+def test_no_such_guess_where_levels_over_255_would_not_fit_or_the_norm_is_l2(text, norm):
+    try:
+        parse_eps(text, norm)
+    except ValueError as e:
+        assert "did you mean" not in str(e)

@@ -61,7 +61,7 @@ def test_each_printed_interval_is_the_one_in_the_result_files(other_encoder, tmp
     titles = [t for t, _, _ in tables]
     assert not any(t.startswith("summary") for t in titles), "one dataset: no summary (it would repeat the rows)"
     cells = next(t for t in tables if t[0].startswith("zero-shot accuracy"))
-    assert cells[1][-2:] == ["95% CI (Wilson)", "grad evals"]
+    assert cells[1][-2:] == ["95% CI (Wilson)", "grad evals / sample"]
     results = pd.read_csv(tmp_path / "out" / "results.csv", keep_default_na=False)
     expected = {(r["model"], r["attack"], eps_shown(r)): (shown(r["ci_low"], r["ci_high"]), f"{r['grad_evals']:.1f}")
                 for _, r in results.iterrows()}
@@ -110,3 +110,72 @@ def test_a_paired_difference_without_disagreement_still_has_an_interval():
     assert low < 0 < high and high - low > 0.3
     low, high = paired_difference_interval(both=14, only_first=5, only_second=0, neither=22)
     assert 0 < low < 5 / 41 < high
+
+
+def _vlm_result(attack_cost: float):
+    from types import SimpleNamespace
+
+    rows = [{"model": "tiny-vlm[tiny-clip]", "attack": attack, "eps_text": eps, "norm": norm, "value": 0.5,
+             "ci_low": 0.4, "ci_high": 0.6, "seconds": seconds, "grad_evals": cost, "n_samples": 10}
+            for attack, eps, norm, seconds, cost in (("none", "0", "", 3.0, 0.0),
+                                                     ("ensemble", "4/255", "linf", 0.0, attack_cost))]
+    return SimpleNamespace(rows=rows, results_path="out[/x]/results.csv", samples_path="out[/x]/vlm_samples.csv")
+
+
+def _printed(monkeypatch, print_table) -> list[str]:
+    import io
+
+    from rich.console import Console
+
+    from simclip_bench.cli import eval_tables
+
+    out = io.StringIO()
+    monkeypatch.setattr(eval_tables, "stdout", Console(file=out, width=300))
+    print_table()
+    return out.getvalue().splitlines()
+
+
+@pytest.mark.parametrize("task, method", [("vqa", "95% CI (Wilson of the mean)"), ("captioning", "95% CI (normal)")])
+def test_each_vlm_table_names_the_interval_its_rows_were_computed_with(task, method, monkeypatch):
+    from simclip_bench.cli.eval_tables import print_vlm_rows
+
+    lines = _printed(monkeypatch, lambda: print_vlm_rows(task, "shapes", "vqav2", _vlm_result(12.0)))
+    (_, header, _), = parse_tables("\n".join(lines))
+    assert header[-3:] == [method, "seconds", "grad evals / sample"]
+    assert lines[-1] == "results: out[/x]/results.csv  per-sample texts: out[/x]/vlm_samples.csv"  # as written
+
+
+def test_an_attack_row_that_attacked_nothing_says_why(monkeypatch):
+    from simclip_bench.cli.eval_tables import print_vlm_rows
+
+    lines = _printed(monkeypatch, lambda: print_vlm_rows("captioning", "shapes", "vqav2", _vlm_result(0.0)))
+    (_, _, rows), = parse_tables("\n".join(lines))
+    assert rows[0][-2:] == ["3", "0.0"] and rows[1][-2:] == ["0 *", "0.0 *"]  # the clean row needs no reason
+    assert any(line.startswith("* nothing to attack: every sample's clean score was already below") for line in lines)
+    lines = _printed(monkeypatch, lambda: print_vlm_rows("captioning", "shapes", "vqav2", _vlm_result(4.0)))
+    assert not any("nothing to attack" in line for line in lines)
+
+
+def test_tables_in_a_log_are_printed_whole_not_cut_to_80_columns(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "COLUMNS"}
+    done = subprocess.run([sys.executable, "-m", "simclip_bench", "ls", "models"], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=120)  # stdout is a pipe, as under tee or Slurm
+    row = next(line for line in done.stdout.splitlines() if "hf-hub:zw123/delta_clip_h14_336" in line)
+    assert "ViT-H-14 (336 px) (from scratch)" in row and "adversarial pre-training" in row and "4/255" in row
+    assert "…" not in done.stdout
+
+
+def test_an_out_folder_with_rich_markup_in_its_name_is_printed_as_written(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(app, ["eval", "--attack", "none", "--n-samples", "2", "--out", "res[/x]"])
+    assert result.exit_code == 0, result.output
+    assert "reused from res[/x]/" in result.output and "res[/x]/results.csv" in result.output
+    result = CliRunner().invoke(app, ["leaderboard", "res[/x]", "--out", "lb[/y]"])
+    assert result.exit_code == 0, result.output
+    assert "files to lb[/y]" in result.output
+    result = CliRunner().invoke(app, ["leaderboard", "res[/x]", "--out", "lb[/y]", "--check"])
+    assert result.exit_code == 0 and "lb[/y]: up to date with res[/x]" in result.output

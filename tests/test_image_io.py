@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from _bomb_png import write_bomb_png
 from _shapes_folder import write_shapes_folder
 from PIL import Image
 
@@ -284,3 +285,14 @@ def test_cmyk_and_one_bit_images_read_as_pil_converts_them(tmp_path):
     assert np.array_equal(np.asarray(read_rgb(tmp_path / "cmyk.tif")), rgb)
     Image.fromarray(rgb).convert("1").save(tmp_path / "bits.png")
     assert set(np.unique(np.asarray(read_rgb(tmp_path / "bits.png")))) <= {0, 255}
+
+
+@pytest.mark.parametrize("side", [10_000, 20_000])  # 100 M pixels: Pillow only warns; 400 M: Pillow refuses
+def test_a_decompression_bomb_is_refused_by_every_image_input_without_being_decoded(tmp_path, side):
+    bomb = write_bomb_png(tmp_path / "bomb.png", side, side)
+    with pytest.raises(ImageReadError, match=rf"decompression bomb \(Image size \({side * side} pixels\)"):
+        read_rgb(bomb)
+    with pytest.raises(UserError, match=r"bomb.png: refused as a possible decompression bomb"):
+        load_image(bomb, SIZE)  # the captioning/VQA files
+    with pytest.raises(UserError, match=r"--image .*bomb.png: refused as a possible decompression bomb"):
+        load_image_file(bomb, SIZE)  # simclip attack --image

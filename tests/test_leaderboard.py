@@ -8,9 +8,9 @@ from typer.testing import CliRunner
 
 from simclip_bench.cli import app
 from simclip_bench.errors import UserError
-from simclip_bench.leaderboard import check_leaderboard, render_leaderboard
 from simclip_bench.leaderboard.headline import HEADLINES
 from simclip_bench.leaderboard.load import load_results
+from simclip_bench.leaderboard.render import check_leaderboard, render_leaderboard
 from simclip_bench.leaderboard.table import build_leaderboard, eps_label
 
 runner = CliRunner()

@@ -9,13 +9,13 @@ import pytest
 from _leaderboard_data import model_rows, write_results
 
 from simclip_bench.errors import UserError
-from simclip_bench.jobs import bench
+from simclip_bench.jobs import bench, suites
 from simclip_bench.results.store import upsert_results
 
-SUITE = bench.Suite("test", "a test suite", objectives=(), tasks=("zeroshot",), protocol="default")
+SUITE = suites.Suite("test", "a test suite", objectives=(), tasks=("zeroshot",), protocol="default")
 
 
-def _fake_zeroshot(ctx: bench.TaskContext) -> None:
+def _fake_zeroshot(ctx: suites.TaskContext) -> None:
     """Stands in for the real evaluation: rows for each model, as run_eval would append them."""
     rows = [r for i, m in enumerate(ctx.models) for r in model_rows(m, 0.9 - i / 10, 0.5, 0.2 + i / 10)]
     upsert_results(ctx.out, rows)
@@ -24,7 +24,7 @@ def _fake_zeroshot(ctx: bench.TaskContext) -> None:
 
 @pytest.fixture
 def fake_runner(monkeypatch):
-    monkeypatch.setitem(bench.TASK_RUNNERS, "zeroshot", _fake_zeroshot)
+    monkeypatch.setitem(suites.TASK_RUNNERS, "zeroshot", _fake_zeroshot)
 
 
 def test_a_suite_writes_results_cards_its_config_and_the_leaderboard(tmp_path, fake_runner):
@@ -48,7 +48,7 @@ def test_a_failing_task_leaves_the_earlier_results_untouched(tmp_path, monkeypat
         upsert_results(ctx.out, model_rows("half", 0.5, 0.4, 0.3))
         raise UserError("dataset missing")
 
-    monkeypatch.setitem(bench.TASK_RUNNERS, "zeroshot", broken)
+    monkeypatch.setitem(suites.TASK_RUNNERS, "zeroshot", broken)
     before = write_results(tmp_path / "results", model_rows("old-model", 0.5, 0.4, 0.3))
     text = (before / "results.csv").read_text()
     with pytest.raises(UserError):
@@ -58,16 +58,16 @@ def test_a_failing_task_leaves_the_earlier_results_untouched(tmp_path, monkeypat
 
 
 def test_the_default_suite_is_zero_shot_and_the_full_suite_runs_every_task_at_clean_2_and_4_over_255():
-    default, full = bench.get_suite("default"), bench.get_suite("full")
+    default, full = suites.get_suite("default"), suites.get_suite("full")
     assert default.tasks == ("zeroshot",)
-    assert full.tasks == tuple(bench.TASK_RUNNERS) == ("zeroshot", "captioning", "vqa")
+    assert full.tasks == tuple(suites.TASK_RUNNERS) == ("zeroshot", "captioning", "vqa")
     for suite in (default, full):
         assert suite.eps == ("2/255", "4/255")
         assert suite.base_model == "tiny-clip" and suite.objectives == ("simclip-anchored",)
 
 
 def test_the_full_suite_writes_rows_and_samples_of_every_task_and_renders_them(tmp_path):
-    suite = replace(bench.get_suite("full"), objectives=(), eps=("4/255",), n_samples=4, iterations=2)
+    suite = replace(suites.get_suite("full"), objectives=(), eps=("4/255",), n_samples=4, iterations=2)
     write_results(tmp_path / "results", model_rows("old-model", 0.5, 0.4, 0.3))
     out = bench.run_suite(suite, tmp_path / "results", runs_dir=tmp_path / "runs", device="cpu", log=lambda _: None)
     rows = pd.read_csv(out / "results.csv")
@@ -92,12 +92,12 @@ def test_a_zero_shot_suite_leaves_no_stale_vlm_samples(tmp_path, fake_runner):
 
 def test_an_unknown_suite_suggests_the_closest():
     with pytest.raises(UserError, match="did you mean 'default'"):
-        bench.get_suite("defautl")
+        suites.get_suite("defautl")
 
 
 def test_a_suite_naming_a_task_without_a_runner_fails_before_any_work():
     with pytest.raises(UserError, match="without a runner: retrieval"):
-        bench.validate_suite(replace(SUITE, tasks=("zeroshot", "retrieval")))
+        suites.validate_suite(replace(SUITE, tasks=("zeroshot", "retrieval")))
 
 
 def test_a_finished_run_with_the_same_settings_is_reused_and_one_with_others_is_refused(tmp_path):

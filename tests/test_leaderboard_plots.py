@@ -3,11 +3,19 @@ from __future__ import annotations
 
 import io
 
-from _leaderboard_data import model_rows, two_models, write_results
+import numpy as np
+import pytest
+from _leaderboard_data import HASH_B, model_rows, two_models, write_results
 from PIL import Image
 
 from simclip_bench.leaderboard.load import load_results
-from simclip_bench.leaderboard.plots import figure_clean_vs_robust, figure_score_vs_eps, render_plots
+from simclip_bench.leaderboard.plots import (
+    MARKER_AREA,
+    figure_clean_vs_robust,
+    figure_score_vs_eps,
+    marker_places,
+    render_plots,
+)
 from simclip_bench.leaderboard.table import build_leaderboard
 
 
@@ -50,3 +58,33 @@ def test_plots_are_png_files_without_a_software_stamp_and_reproducible(tmp_path)
     image = Image.open(io.BytesIO(first["plots/zeroshot_score_vs_eps.png"]))
     assert image.format == "PNG" and image.size == (700, 450)
     assert "Software" not in image.info
+
+
+def _centres(fig) -> dict[str, np.ndarray]:
+    fig.canvas.draw()
+    ax = fig.axes[0]
+    return {c.get_label(): c.get_offset_transform().transform(c.get_offsets()[0]) for c in ax.collections}
+
+
+def test_models_with_equal_or_close_scores_stay_visible_each_with_its_own_marker(tmp_path):
+    # the committed showcase's case: two models at equal scores, a third 2.5 points below them
+    rows = model_rows("a", 0.875, 0.775, 0.30) + model_rows("b", 0.875, 0.775, 0.30, checkpoint_hash=HASH_B)
+    rows += model_rows("c", 0.875, 0.75, 0.30, checkpoint_hash="c" * 64)
+    rows += model_rows("d", 0.40, 0.20, 0.10, checkpoint_hash="d" * 64)
+    fig = figure_clean_vs_robust(_board(write_results(tmp_path, rows)), "zeroshot")
+    centres = _centres(fig)
+    diameter = MARKER_AREA ** 0.5 * fig.dpi / 72  # scatter's s is the area in points²; pixels here
+    for first, second in [("a", "b"), ("a", "c"), ("b", "c")]:
+        assert np.hypot(*(centres[first] - centres[second])) > diameter, (first, second)
+    assert np.allclose(centres["d"], fig.axes[0].transData.transform((40.0, 20.0)))  # alone: where it is
+    assert len({tuple(c.get_paths()[0].vertices.round(3).ravel()) for c in fig.axes[0].collections}) == 4  # shapes
+
+
+def test_marker_places_leave_a_lone_point_where_it_is_and_put_a_cluster_on_a_circle_around_its_mean():
+    places = marker_places([(10.0, 10.0), (80.0, 50.0), (10.0, 10.0), (10.0, 11.5)], scale=100.0)
+    assert places[1] == (80.0, 50.0, 0.0, 0.0)
+    cluster = [places[i] for i in (0, 2, 3)]
+    assert all(p[:2] == pytest.approx((10.0, 10.5)) for p in cluster)
+    assert places[3][3] > 0  # the highest point keeps the top of the circle
+    offsets = [np.array(p[2:]) for p in cluster]
+    assert all(np.hypot(*(a - b)) > MARKER_AREA ** 0.5 for i, a in enumerate(offsets) for b in offsets[i + 1:])

@@ -6,9 +6,9 @@ from torch import nn
 
 from simclip_bench.attacks.checks import accuracy_flags, preflight_checks
 from simclip_bench.attacks.ensemble import run_ensemble
+from simclip_bench.attacks.eps import parse_eps
 from simclip_bench.attacks.registry import SINGLE_ATTACKS, AttackSpec, EnsembleSpec, resolve_attack
 from simclip_bench.data.classification import ShapesSource
-from simclip_bench.eps import parse_eps
 from simclip_bench.results.aggregate import CellMeta, cell_rows
 from simclip_bench.results.store import read_samples
 from simclip_bench.tasks.zeroshot import CellPlan, run_cell

@@ -12,7 +12,8 @@ from safetensors.torch import save_file
 from simclip_bench.errors import UserError
 from simclip_bench.models.builtin import BUILTIN_MODELS
 from simclip_bench.models.checkpoint import ENCODER_FILENAME, save_encoder
-from simclip_bench.models.spec import UNSAFE_PICKLE_FLAG, load_model
+from simclip_bench.models.spec import load_model
+from simclip_bench.models.vision_tower import UNSAFE_PICKLE_FLAG
 
 
 def test_builtin_is_an_open_clip_architecture(tiny):
@@ -168,6 +169,31 @@ def test_bad_specs_get_a_clear_message(spec, message):
         load_model(spec)
 
 
+@pytest.mark.parametrize("spec, fix", [
+    ("ViT-B-32", "ViT-B-32:openai"),  # a pretrained tag of open_clip's registry
+    ("simclip-tiny", "the built-in tiny-clip"),  # no tag, but a built-in model of that architecture
+])
+def test_an_architecture_without_weights_says_how_to_give_them(spec, fix):
+    with pytest.raises(UserError) as refused:
+        load_model(spec)
+    message = str(refused.value)
+    assert "open_clip architecture without weights" in message and fix in message
+    assert f"{spec}:/path/to/weights.pt" in message and "did you mean" not in message
+
+
+def test_an_encoder_whose_metadata_names_itself_as_its_base_is_one_error_not_a_recursion(tmp_path, tiny):
+    visual = tiny.model.clip.visual
+    run = tmp_path / "run"
+    save_encoder(visual, run / ENCODER_FILENAME, base_model=str(run), arch="simclip-tiny")  # itself, as its folder
+    with pytest.raises(UserError, match="names itself as the base model"):
+        load_model(str(run))
+    a, b = tmp_path / "a.safetensors", tmp_path / "b.safetensors"  # a loop through a second file
+    save_encoder(visual, a, base_model=str(b), arch="simclip-tiny")
+    save_encoder(visual, b, base_model=str(a), arch="simclip-tiny")
+    with pytest.raises(UserError, match=r"names itself as the base model .*a\.safetensors -> .*b\.safetensors -> "):
+        load_model(str(a))
+
+
 def test_directory_without_checkpoint_is_refused(tmp_path):
     with pytest.raises(UserError, match="encoder.safetensors"):
         load_model(str(tmp_path))
@@ -198,7 +224,7 @@ def test_hub_download_failure_offline_is_one_clear_error(spec, monkeypatch):
 
 
 def test_openai_weights_get_the_quick_gelu_they_were_trained_with():
-    from simclip_bench.models.spec import needs_quick_gelu
+    from simclip_bench.models.open_clip_build import needs_quick_gelu
 
     assert needs_quick_gelu("ViT-L-14", "openai")
     assert not needs_quick_gelu("ViT-B-32", "laion2b_s34b_b79k")

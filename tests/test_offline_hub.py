@@ -77,3 +77,25 @@ def test_a_hub_that_refuses_the_connection_is_offline(variable, monkeypatch):
         assert hub.offline_reason().startswith("127.0.0.1:9 cannot be reached")
     finally:
         hub.offline_reason.cache_clear()
+
+
+def test_loading_a_llava_shows_no_loading_bar_and_no_load_report(tmp_path, capfd):
+    """transformers draws a "Loading weights" bar and logs a report of unexpected keys; neither reaches the
+    screen (the progress lines and one error line are the CLI's), and its bars are on again afterwards."""
+    import torch
+    from safetensors.torch import load_file, save_file
+    from test_vlm_llava import tiny_llava, tiny_tokenizer
+    from transformers.utils import logging as hf_logging
+
+    from simclip_bench.vlm.load import load_vlm
+
+    tiny_llava().save_pretrained(tmp_path)
+    tiny_tokenizer().save_pretrained(tmp_path)
+    weights = load_file(tmp_path / "model.safetensors")
+    weights["not_a_llava_key.weight"] = torch.zeros(2)  # an unexpected key: transformers reports it
+    save_file(weights, tmp_path / "model.safetensors", metadata={"format": "pt"})
+    capfd.readouterr()
+    load_vlm(f"llava:{tmp_path}", "native")
+    out, err = capfd.readouterr()
+    assert "Loading weights" not in err + out and "UNEXPECTED" not in err + out and "LOAD REPORT" not in err + out
+    assert hf_logging.is_progress_bar_enabled()

@@ -20,16 +20,17 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from simclip_bench.attacks.eps import parse_eps
 from simclip_bench.attacks.registry import ALIASES, NAMED_ENSEMBLES, SINGLE_ATTACKS, resolve_attack
 from simclip_bench.cli.app import eps_list
 from simclip_bench.cli.config_file import read_config_file, values_for_command
 from simclip_bench.data.catalog import BUILTIN, CLIP_BENCHMARK_DATASETS, COLLECTIONS, check_name
 from simclip_bench.data.files import list_file
 from simclip_bench.data.vlm_files import caption_dataset, vqa_dataset
-from simclip_bench.eps import parse_eps
 from simclip_bench.errors import UserError
 from simclip_bench.models.builtin import BUILTIN_MODELS
-from simclip_bench.models.spec import SPEC_KINDS, load_model, parse_model_spec
+from simclip_bench.models.spec import load_model
+from simclip_bench.models.spec_syntax import SPEC_KINDS, parse_model_spec
 from simclip_bench.tasks.protocols import PROTOCOLS, get_protocol
 
 FUZZ = settings(max_examples=200, deadline=None, database=None)  # the whole file runs in about 15 s

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from _shapes_folder import write_shapes_folder
 
-from simclip_bench.eps import parse_eps, unique_eps
+from simclip_bench.attacks.eps import parse_eps, unique_eps
 from simclip_bench.grid import unique_values
 from simclip_bench.jobs.vlm_eval import VLMEvalRequest, run_vlm_eval
 from simclip_bench.jobs.zeroshot_eval import EvalRequest, run_eval

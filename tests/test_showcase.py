@@ -17,12 +17,12 @@ import pandas as pd
 import pytest
 from _leaderboard_data import HASH_A, HASH_B, model_rows, row, write_results
 
-from simclip_bench.jobs import bench
-from simclip_bench.leaderboard import render_leaderboard
+from simclip_bench.jobs import bench, suites
 from simclip_bench.leaderboard.load import load_cards, load_results
 from simclip_bench.leaderboard.plots import frontier
 from simclip_bench.leaderboard.price import prices
 from simclip_bench.leaderboard.protocol_docs import PROTOCOL_DOCS
+from simclip_bench.leaderboard.render import render_leaderboard
 from simclip_bench.leaderboard.table import build_leaderboard
 from simclip_bench.results.store import upsert_results
 
@@ -33,7 +33,7 @@ HASH_C = "c" * 64
 # --- the suite ---------------------------------------------------------------------------------------------
 
 def test_the_showcase_trains_every_objective_at_4_over_255_and_sim_clip_at_2_over_255():
-    suite = bench.get_suite("showcase")
+    suite = suites.get_suite("showcase")
     tunes = {(t.label, t.eps) for t in suite.trained()}
     assert tunes == {("simclip", "4/255"), ("simclip-anchored", "4/255"), ("simclip-anchor1", "4/255"),
                      ("fare", "4/255"), ("tecoa", "4/255"), ("simclip-anchored", "2/255")}
@@ -43,7 +43,7 @@ def test_the_showcase_trains_every_objective_at_4_over_255_and_sim_clip_at_2_ove
 
 
 def test_the_showcase_runs_every_task_at_clean_2_and_4_over_255_with_robustvlm_and_autoattack_for_zero_shot():
-    suite = bench.get_suite("showcase")
+    suite = suites.get_suite("showcase")
     assert suite.tasks == ("zeroshot", "captioning", "vqa")
     assert suite.eps == ("2/255", "4/255")
     assert suite.zeroshot_protocols() == ("robustvlm", "autoattack")
@@ -54,7 +54,7 @@ def _recording_runners(monkeypatch) -> list[tuple[str, str, int]]:
     calls = []
 
     def runner(task):
-        def run(ctx: bench.TaskContext) -> None:
+        def run(ctx: suites.TaskContext) -> None:
             calls.append((task, ctx.protocol, ctx.n_samples))
             protocol = ctx.protocol if task == "zeroshot" else "ensemble"
             rows = [dict(r, protocol=protocol if r["eps"] else "", task=task, attack=protocol if r["eps"] else "none",
@@ -63,14 +63,14 @@ def _recording_runners(monkeypatch) -> list[tuple[str, str, int]]:
             upsert_results(ctx.out, rows)
         return run
 
-    for task in bench.TASK_RUNNERS:
-        monkeypatch.setitem(bench.TASK_RUNNERS, task, runner(task))
+    for task in suites.TASK_RUNNERS:
+        monkeypatch.setitem(suites.TASK_RUNNERS, task, runner(task))
     return calls
 
 
 def test_a_suite_runs_zero_shot_once_per_protocol_with_each_tasks_sample_count(tmp_path, monkeypatch):
     calls = _recording_runners(monkeypatch)
-    suite = replace(bench.get_suite("showcase"), fine_tunes=(), objectives=(),
+    suite = replace(suites.get_suite("showcase"), fine_tunes=(), objectives=(),
                     task_samples=(("zeroshot", 30), ("captioning", 7), ("vqa", 9)))
     out = bench.run_suite(suite, tmp_path / "results", runs_dir=tmp_path / "runs", device="cpu", log=lambda _: None)
     assert calls == [("zeroshot", "robustvlm", 30), ("zeroshot", "autoattack", 30), ("captioning", "robustvlm", 7),
@@ -89,15 +89,15 @@ def test_the_blend_and_the_paper_form_train_with_their_own_options_into_their_ow
         return Path(cfg.out)
 
     monkeypatch.setattr("simclip_bench.train.loop.train", fake_train)
-    suite = replace(bench.get_suite("showcase"), fine_tunes=(
-        bench.FineTune("simclip", collapse_stop=0.0), bench.FineTune("simclip", anchor_weight=1.0)))
+    suite = replace(suites.get_suite("showcase"), fine_tunes=(
+        suites.FineTune("simclip", collapse_stop=0.0), suites.FineTune("simclip", anchor_weight=1.0)))
     bench.ensure_trained(suite, tmp_path, "cpu", log=lambda _: None)
     assert seen == [("tiny-clip-simclip-eps4-250steps", "simclip", 0.0, 0.0, "4/255"),
                     ("tiny-clip-simclip-anchor1-eps4-250steps", "simclip", 1.0, 0.2, "4/255")]
 
 
 def test_a_finished_run_trained_without_the_anchor_is_not_taken_for_the_blend(tmp_path):
-    suite = replace(bench.get_suite("showcase"), fine_tunes=(bench.FineTune("simclip", anchor_weight=1.0),),
+    suite = replace(suites.get_suite("showcase"), fine_tunes=(suites.FineTune("simclip", anchor_weight=1.0),),
                     train_steps=3, train_batch_size=8, train_size=64, train_warmup_steps=1)
     run = tmp_path / bench.run_name("tiny-clip", "simclip-anchor1", "4/255", 3)
     run.mkdir()

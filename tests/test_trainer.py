@@ -7,10 +7,10 @@ import torch
 
 from simclip_bench.errors import UserError
 from simclip_bench.jobs.zeroshot_eval import default_models
+from simclip_bench.lr_schedule import warmup_cosine
 from simclip_bench.runs import latest_run
 from simclip_bench.train.collapse import embedding_spread
 from simclip_bench.train.config import TrainConfig, config_from_run
-from simclip_bench.train.schedule import warmup_cosine
 
 
 def test_builtin_model_gets_builtin_recipe_and_others_the_robustvlm_one():

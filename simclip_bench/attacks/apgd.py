@@ -42,6 +42,7 @@ from dataclasses import dataclass
 
 import torch
 
+from simclip_bench.attacks import progress as attack_progress
 from simclip_bench.attacks.base import (
     AttackObjective,
     BORDERLINE,
@@ -173,6 +174,7 @@ class APGD:
             # seed_ids may live on the CPU (the ensemble's keys) and sample_seeds returns CPU seeds, while
             # todo and the stream's positions live on x's device: a CPU tensor indexed by CUDA indices raises.
             seeds = sample_seeds(self.seed, seed_ids[todo.to(seed_ids.device)], salt=restart).to(x.device)
+            attack_progress.stream(len(todo), restart, self.n_restarts, self.n_iter)
             first = start[todo].detach() if start is not None and restart == 0 else None
             r = self._run_stream(objective, x[todo], idx[todo], seeds, first)
             unconfirmed += r.unconfirmed
@@ -276,6 +278,7 @@ class APGD:
             for _ in range(refill_every):
                 self._iterate(objective, idx, slots, offsets)
             unconfirmed += self._confirm(objective, idx, slots)
+            attack_progress.advanced(refill_every, len(slots.sample), n - head)  # shapes: no host sync
         return AttackResult(x_adv=res_x, success=res_success, loss=res_loss, x_best=res_best,
                             unconfirmed=unconfirmed, pred=res_pred, borderline=int(borderline))
 

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from simclip_bench.attacks import progress as attack_progress
 from simclip_bench.attacks.apgd import APGD
 from simclip_bench.attacks.base import ClassifierObjective, Norm, check_perturbation, exact_float32
 from simclip_bench.attacks.checks import FLAG_SQUARE_BEAT_WHITE_BOX
@@ -143,6 +144,7 @@ def run_ensemble(spec: EnsembleSpec, classifier: nn.Module, x: torch.Tensor, lab
     norms = torch.zeros(n, device=x.device)
     flags: list[str] = []
     n_classes = clean_logits.shape[1]
+    attack_progress.plan(attack_progress.ensemble_runs(spec, n_classes))
     white_box_ran = False
     unconfirmed = borderline = 0
     counts = torch.zeros(n, dtype=torch.float64, device=x.device)
@@ -161,6 +163,7 @@ def run_ensemble(spec: EnsembleSpec, classifier: nn.Module, x: torch.Tensor, lab
             targets = None
             if attack.loss == "dlr-targeted":
                 targets = apgd_t_targets(clean_logits, rank) if ranked is None else ranked[:, rank - 2]
+            attack_progress.run(attack_progress.run_label(attack, rank, n_classes), len(todo))
             with autocast():
                 single = _run_single(attack, classifier, x[todo], labels, todo, keys[todo.cpu()], eps, norm,
                                      seed, batch_size, counts, targets, rank)
@@ -177,6 +180,7 @@ def run_ensemble(spec: EnsembleSpec, classifier: nn.Module, x: torch.Tensor, lab
             if attack.kind == "square" and white_box_ran and len(hit):
                 flags.append(f"{FLAG_SQUARE_BEAT_WHITE_BOX}({len(hit)})")
         white_box_ran |= attack.kind != "square"
+    attack_progress.finished()
     return EnsembleOutcome(robust=robust, x_adv=x_adv, adv_pred=adv_pred, fooled_by=fooled_by, norms=norms,
                            flags=flags, unconfirmed=unconfirmed, grad_evals=counts.cpu(), borderline=borderline)
 

@@ -39,6 +39,7 @@ import math
 
 import torch
 
+from simclip_bench.attacks import progress as attack_progress
 from simclip_bench.attacks.base import BORDERLINE, FOOLED, NORMS, AttackObjective, AttackResult, Norm, judge_of
 from simclip_bench.attacks.rng import sample_uniform
 
@@ -251,8 +252,10 @@ def square_attack(objective: AttackObjective, x: torch.Tensor, idx: torch.Tensor
     best_loss, flagged = objective(x_best, idx)
     best_loss = best_loss.detach().clone()
     success = verdicts.judge(x_best, idx, torch.arange(len(x), device=x.device), flagged.detach().bool())
+    attack_progress.stream(len(x), iterations=n_queries)
     for it in range(n_queries - 1):
         active = (~success).nonzero().squeeze(1)
+        attack_progress.advanced(1, active.numel())  # nonzero() has synchronised already
         if active.numel() == 0:
             break
         side = square_side(p_schedule(it, p_init), tuple(x.shape[1:]), norm)

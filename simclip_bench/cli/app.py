@@ -1,12 +1,14 @@
 """The Typer app every command registers on, its one-line error handling, and shared CLI helpers."""
 from __future__ import annotations
 
+import os
 import sys
 from typing import Any
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, Task, TextColumn
+from rich.text import Text
 from typer.core import TyperGroup
 
 try:  # typer >= 0.20 vendors click as typer._click and has its own Abort
@@ -16,13 +18,16 @@ except ImportError:  # pragma: no cover - older typer on real click
     from click import exceptions as click_exceptions
     from click.exceptions import Abort
 
-from simclip_bench.cli.plain_progress import PlainProgress
+from simclip_bench.attacks.eps import Eps, parse_eps, split_eps_hint
+from simclip_bench.cli.plain_progress import PlainProgress, duration_text, line_eta
 from simclip_bench.cli.threads import warn_if_oversubscribed
-from simclip_bench.eps import Eps, parse_eps, split_eps_hint
 from simclip_bench.errors import UserError
 
+# Tables and lines on stdout; in a log (not a terminal: tee, nohup, Slurm) as wide as they are, where rich would
+# cut every table to 80 columns. COLUMNS, when set, still decides.
+LOG_WIDTH = 1000
 console = Console(stderr=True)
-stdout = Console()
+stdout = Console() if sys.stdout.isatty() or os.environ.get("COLUMNS") else Console(width=LOG_WIDTH)
 
 
 class OneLineErrors(TyperGroup):
@@ -67,6 +72,12 @@ app = typer.Typer(cls=OneLineErrors, add_completion=True, no_args_is_help=True, 
                   help="Sim-CLIP adversarial fine-tuning and honest robustness evaluation of CLIP models.")
 
 
+def say(text: str) -> None:
+    """One line of a job's log on stderr, as plain text: the library's texts carry no markup, and what they
+    quote (paths, model specs) may hold brackets that rich would read as markup."""
+    console.print(text, markup=False, highlight=False, soft_wrap=True)
+
+
 def eps_list(values: list[str], option: str = "--eps", norm: str = "linf") -> list[Eps]:
     try:
         return [parse_eps(v, norm) for v in values]
@@ -76,7 +87,7 @@ def eps_list(values: list[str], option: str = "--eps", norm: str = "linf") -> li
 
 def unsafe_pickle_option() -> Any:
     """``--allow-unsafe-pickle`` for every command that loads a ``--model`` (see :func:`warn_unsafe_pickle`)."""
-    # The flag's name is also spelled in simclip_bench.models.spec.UNSAFE_PICKLE_FLAG (the refusal names it);
+    # The flag's name is also spelled in simclip_bench.models.vision_tower.UNSAFE_PICKLE_FLAG (the refusal names it);
     # importing it here would load torch for every --help.
     return typer.Option(False, "--allow-unsafe-pickle",
                         help="Let ARCH:PATH .pt/.bin weights that hold more than tensors (e.g. a state dict saved "
@@ -117,14 +128,33 @@ class LazyProgress(Progress):
             super().stop()
 
 
+class FieldColumn(ProgressColumn):
+    """A task's text field (rich markup, escaped by the reporter), empty when the task has none."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__()
+        self.name = name
+
+    def render(self, task: Task) -> Text:
+        return Text.from_markup(str(task.fields.get(self.name) or ""))
+
+
+class EtaColumn(ProgressColumn):
+    """The time left of a line as the plain lines give it (:func:`~simclip_bench.cli.plain_progress.line_eta`:
+    the attack phases left in the batch included)."""
+
+    def render(self, task: Task) -> Text:
+        return Text("" if task.finished else f"ETA {duration_text(line_eta(task))}")
+
+
 def progress_bar() -> Progress:
     """The progress display of long commands (on stderr): live bars on a terminal (:class:`LazyProgress`),
-    plain lines now and then in a log file (:class:`~simclip_bench.cli.plain_progress.PlainProgress`)."""
+    plain lines now and then in a log file (:class:`~simclip_bench.cli.plain_progress.PlainProgress`). Both
+    show a running attack's phase (``phase``) and an ETA that counts the phases left."""
     if not console.is_terminal:
         return PlainProgress(console, on_first_task=warn_if_oversubscribed)
     return LazyProgress(TextColumn("[bold]{task.description}"), BarColumn(bar_width=16), MofNCompleteColumn(),
-                        TextColumn("{task.fields[info]}"), TextColumn("ETA"), TimeRemainingColumn(compact=True),
-                        console=console, transient=False)
+                        FieldColumn("info"), FieldColumn("phase"), EtaColumn(), console=console, transient=False)
 
 
 def main() -> None:

@@ -6,6 +6,7 @@ from pathlib import Path
 import typer
 
 from simclip_bench.cli.app import app, eps_list, stdout, unsafe_pickle_option, warn_unsafe_pickle
+from simclip_bench.cli.out_dirs import check_out_dir
 from simclip_bench.cli.threads import apply_threads, threads_option, warn_if_oversubscribed
 from simclip_bench.errors import UserError
 
@@ -52,6 +53,7 @@ def attack(
     """Craft adversarial examples (APGD-CE) and save them as PNG with a before/after picture each."""
     warn_unsafe_pickle(allow_unsafe_pickle)
     apply_threads(threads)
+    check_out_dir(out)
     eps = eps or ("2/255" if target is not None else "4/255")
     if vlm or target:  # captions of a VLM: simclip_bench.jobs.vlm_attack_gallery
         if class_names is not None or template or label:

@@ -5,11 +5,11 @@ from pathlib import Path
 
 import typer
 
-from simclip_bench.cli.app import app, console, stdout
+from simclip_bench.cli.app import app, say, stdout
 from simclip_bench.cli.config_file import config_option
+from simclip_bench.cli.out_dirs import check_out_dir
 from simclip_bench.cli.reporting import rich_reporter
 from simclip_bench.cli.threads import apply_threads, threads_option
-from simclip_bench.errors import UserError
 
 
 @app.command(epilog="""[bold]Examples[/bold]
@@ -35,16 +35,16 @@ def bench(
     """
     apply_threads(threads)
     from simclip_bench.devices import check_precision, resolve_device
-    from simclip_bench.jobs.bench import get_suite, run_suite, validate_suite
+    from simclip_bench.jobs.bench import run_suite
+    from simclip_bench.jobs.suites import get_suite, validate_suite
 
     chosen = get_suite(suite)
     validate_suite(chosen)
     resolve_device(device)
     check_precision(precision)
-    for option, folder in (("--out", out), ("--runs-dir", runs_dir)):
-        if folder.exists() and not folder.is_dir():
-            raise UserError(f"{option} {folder} is a file; pass a directory")
+    check_out_dir(out)
+    check_out_dir(runs_dir, "--runs-dir")
     with rich_reporter() as reporter:
-        written = run_suite(chosen, out, runs_dir=runs_dir, device=device, log=console.print, reporter=reporter,
+        written = run_suite(chosen, out, runs_dir=runs_dir, device=device, log=say, reporter=reporter,
                             precision=precision)
-    stdout.print(f"{written}: results.csv, model_cards.json, LEADERBOARD.md, leaderboard.html, plots/")
+    stdout.print(f"{written}: results.csv, model_cards.json, LEADERBOARD.md, leaderboard.html, plots/", markup=False)

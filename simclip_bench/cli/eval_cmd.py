@@ -5,15 +5,15 @@ from pathlib import Path
 
 import typer
 from rich.markup import escape
-from rich.table import Table
 
+from simclip_bench.attacks.eps import Eps
 from simclip_bench.cli.app import app, eps_list, stdout, unsafe_pickle_option, warn_unsafe_pickle
 from simclip_bench.cli.config_file import config_option
+from simclip_bench.cli.eval_tables import print_paired, print_rows, print_summary, print_unreadable, print_vlm_rows
+from simclip_bench.cli.out_dirs import check_out_dir
 from simclip_bench.cli.reporting import rich_reporter
 from simclip_bench.cli.threads import apply_threads, threads_option
-from simclip_bench.eps import Eps
 from simclip_bench.errors import UserError
-from simclip_bench.results.intervals import ACCURACY_CI, AVERAGE_CI, MEAN_CI, PAIRED_CI
 
 MAX_VLM_BATCH = 64  # captioning/VQA cap --batch-size here (its default, 500, is the zero-shot attacks' batch)
 
@@ -101,6 +101,7 @@ def eval_(
     """Zero-shot accuracy, clean and under attack, for every model x dataset x eps; resumes from OUT."""
     warn_unsafe_pickle(allow_unsafe_pickle)
     apply_threads(threads)
+    check_out_dir(out)
     if shard is not None:  # a bad --shard gets its one line before any model or dataset is touched
         from simclip_bench.jobs.shards import parse_shard
 
@@ -137,22 +138,22 @@ def eval_(
     if result.pending:
         _print_pending(result.shard, result.pending, out)
     if not result.rows:
-        stdout.print(f"{result.computed} samples computed, {result.reused} reused from {out}/")
+        stdout.print(f"{result.computed} samples computed, {result.reused} reused from {out}/", markup=False)
         return
     _record_run(request, result, config)
-    _print_rows(result)
-    _print_summary(result)
-    _print_paired(result)
+    print_rows(result)
+    print_summary(result)
+    print_paired(result)
     for flag in result.flags:
-        stdout.print(f"[bold red]masking check:[/] {flag}")
+        stdout.print(f"[bold red]masking check:[/] {escape(flag)}")
     from simclip_bench.results.audit import FLAG_FAST_MISSED
 
     for line in result.audits:
         style = "bold red" if f"{FLAG_FAST_MISSED}(" in line else "bold"
         stdout.print(f"[{style}]audit:[/] {escape(line)}")
-    _print_unreadable(result)
+    print_unreadable(result)
     stdout.print(f"{result.computed} samples computed, {result.reused} reused from {out}/ "
-                 f"| results: {result.results_path}  per-sample: {result.samples_path}")
+                 f"| results: {result.results_path}  per-sample: {result.samples_path}", markup=False)
 
 
 def _print_pending(shard, pending: list[str], out: Path) -> None:
@@ -190,15 +191,7 @@ def _eval_vlm(task: str, vlm: str | None, models: list[str], datasets: list[str]
         _print_pending(result.shard, result.pending, out)
     if not result.rows:
         return
-    metric = "CIDEr-D ×100" if task == "captioning" else f"VQA accuracy % ({request.vqa_metric} metric)"
-    table = Table(title=f"{task} on {request.dataset} (n={result.rows[0]['n_samples']}), {metric}")
-    for col in ("model", "attack", "eps", "score", f"95% CI ({MEAN_CI})", "seconds", "grad evals"):
-        table.add_column(col, justify="left" if col in ("model", "attack") else "right")
-    for r in result.rows:
-        table.add_row(escape(r["model"]), r["attack"], _eps_label(r["eps_text"], r["norm"]), f"{100 * r['value']:.1f}",
-                      _interval(r["ci_low"], r["ci_high"]), f"{r['seconds']:.0f}", _cost(r.get("grad_evals")))
-    stdout.print(table)
-    stdout.print(f"results: {result.results_path}  per-sample texts: {result.samples_path}")
+    print_vlm_rows(task, request.dataset, request.vqa_metric, result)
 
 
 def _record_run(request, result, config: Path | None) -> None:
@@ -214,78 +207,3 @@ def _record_run(request, result, config: Path | None) -> None:
     settings = {**asdict(request), "resolved_protocol": result.protocol.record(),
                 "config_file": str(config) if config else None}
     save_resolved_config(request.out, result.rows[0]["run_id"], "eval", settings)
-
-
-def _print_unreadable(result, shown: int = 5) -> None:
-    """The images left out (``--on-error skip``): how many, and the first ``shown`` of them."""
-    if not result.unreadable:
-        return
-    stdout.print(f"[yellow]{len(result.unreadable)} unreadable image(s) left out of every accuracy[/] "
-                 "(n counts the rest; --on-error fail stops at the first):", highlight=False, soft_wrap=True)
-    for line in result.unreadable[:shown]:
-        stdout.print(f"  {line}", highlight=False, markup=False, soft_wrap=True)
-    if len(result.unreadable) > shown:
-        stdout.print(f"  ... and {len(result.unreadable) - shown} more")
-
-
-def _eps_label(eps_text, norm) -> str:
-    """``4/255 (linf)``, ``0.5 (l2)``; a clean row (no norm) keeps its ``0``."""
-    return f"{eps_text} ({norm})" if isinstance(norm, str) and norm else str(eps_text)
-
-
-def _interval(low: float, high: float, signed: bool = False) -> str:
-    """An interval in percent, as every table prints it (one decimal, like the numbers themselves)."""
-    if signed:
-        return f"{100 * low:+.1f} to {100 * high:+.1f}"
-    return f"{100 * low:.1f}–{100 * high:.1f}"
-
-
-def _print_rows(result) -> None:
-    table = Table(title=f"zero-shot accuracy, protocol {result.protocol.name}")
-    for col in ("model", "dataset", "attack", "eps", "n", "accuracy", f"95% CI ({ACCURACY_CI})", "grad evals"):
-        table.add_column(col, justify="left" if col in ("model", "dataset", "attack") else "right")
-    for r in result.rows:
-        table.add_row(escape(r["model"]), escape(r["dataset"]), r["attack"], _eps_label(r["eps_text"], r["norm"]),
-                      str(r["n_samples"]), f"{100 * r['value']:.1f}%", _interval(r["ci_low"], r["ci_high"]),
-                      _cost(r.get("grad_evals")))
-    stdout.print(table)
-
-
-def _cost(grad_evals) -> str:
-    """Gradient evaluations per sample, e.g. ``412.6``; ``-`` where unknown."""
-    return "-" if grad_evals is None or grad_evals != grad_evals else f"{grad_evals:.1f}"
-
-
-def _print_summary(result) -> None:
-    """With several datasets: per model and eps, every dataset's accuracy and their average."""
-    summary = result.summary
-    if summary.empty or len({r["dataset"] for r in result.rows}) < 2:
-        return
-    datasets = [c for c in summary.columns
-                if c not in ("model", "protocol", "attack", "norm", "eps", "average", "ci_low", "ci_high")]
-    table = Table(title="summary: average over datasets")
-    for col in ("model", "attack", "eps", *datasets, "average", f"95% CI ({AVERAGE_CI})"):
-        table.add_column(escape(col), justify="left" if col in ("model", "attack") else "right")
-    for _, r in summary.iterrows():
-        table.add_row(escape(r["model"]), escape(r["attack"]), _eps_label(r["eps"], r["norm"]),
-                      *[f"{100 * r[d]:.1f}" for d in datasets], f"{100 * r['average']:.1f}",
-                      _interval(r["ci_low"], r["ci_high"]))
-    stdout.print(table)
-
-
-def _print_paired(result) -> None:
-    """With several models: each model minus the first on the same samples (the average over datasets when
-    there are several; paired.csv has every dataset)."""
-    paired = result.paired
-    if paired.empty:
-        return
-    n_datasets = len(set(paired["dataset"]) - {"average"})
-    rows = paired[paired["dataset"] == "average"] if n_datasets > 1 else paired[paired["dataset"] != "average"]
-    where = f"average over {n_datasets} datasets" if n_datasets > 1 else str(rows["dataset"].iloc[0])
-    table = Table(title=f"paired difference vs {paired['baseline'].iloc[0]} on the same samples ({where})")
-    for col in ("model", "attack", "eps", "n", "difference", f"95% CI ({PAIRED_CI})"):
-        table.add_column(col, justify="left" if col in ("model", "attack") else "right")
-    for _, r in rows.iterrows():
-        table.add_row(escape(r["model"]), escape(r["attack"]), _eps_label(r["eps"], r["norm"]), str(r["n_paired"]),
-                      f"{100 * r['difference']:+.1f}", _interval(r["ci_low"], r["ci_high"], signed=True))
-    stdout.print(table)

@@ -6,6 +6,7 @@ from pathlib import Path
 import typer
 
 from simclip_bench.cli.app import app, stdout, unsafe_pickle_option, warn_unsafe_pickle
+from simclip_bench.cli.out_dirs import check_out_dir
 
 
 @app.command(epilog="""[bold]Examples[/bold]
@@ -21,7 +22,8 @@ def export(
 ) -> None:
     """Export a fine-tuned encoder as an open_clip checkpoint or an HF CLIPVisionModel directory."""
     warn_unsafe_pickle(allow_unsafe_pickle)
+    check_out_dir(out)
     from simclip_bench.models.export import export as run_export
 
     info = run_export(model, format, out, allow_unsafe_pickle)
-    stdout.print(f"wrote {out}\nload with: {info['load']}", soft_wrap=True)
+    stdout.print(f"wrote {out}\nload with: {info['load']}", soft_wrap=True, markup=False)

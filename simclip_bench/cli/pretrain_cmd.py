@@ -5,7 +5,8 @@ from pathlib import Path
 
 import typer
 
-from simclip_bench.cli.app import app, console, stdout
+from simclip_bench.cli.app import app, say, stdout
+from simclip_bench.cli.out_dirs import check_out_file
 from simclip_bench.errors import UserError
 
 
@@ -26,5 +27,6 @@ def pretrain_builtin_cmd(
     cfg = PretrainConfig(steps=steps, seed=seed)
     if out:
         cfg.out = str(out)
-    summary = pretrain_builtin(cfg, log=console.print)
-    stdout.print(f"wrote {cfg.out}: val zero-shot accuracy {summary['val_zero_shot_accuracy']:.1%}")
+    check_out_file(cfg.out)
+    summary = pretrain_builtin(cfg, log=say)
+    stdout.print(f"wrote {cfg.out}: val zero-shot accuracy {summary['val_zero_shot_accuracy']:.1%}", markup=False)

@@ -5,7 +5,8 @@ from pathlib import Path
 
 import typer
 
-from simclip_bench.cli.app import app, console, progress_bar, stdout
+from simclip_bench.cli.app import app, progress_bar, say, stdout
+from simclip_bench.cli.out_dirs import check_out_file
 from simclip_bench.errors import UserError
 
 
@@ -33,9 +34,10 @@ def pretrain_vlm_cmd(
                              seed=seed)
     if out:
         cfg.out = str(out)
+    check_out_file(cfg.out)
     with progress_bar() as bar:
         task = bar.add_task("pretrain-vlm", total=steps, info="")
-        summary = train_tiny_vlm(cfg, log=console.print,
+        summary = train_tiny_vlm(cfg, log=say,
                                  progress=lambda step, loss: bar.update(task, completed=step, info=f"loss {loss:.3f}"))
     stdout.print(f"wrote {cfg.out}: val CIDEr-D {summary['val_cider']:.3f}, VQA accuracy "
-                 f"{summary['val_vqa_accuracy']:.1%} ({summary['seconds']:.0f} s)")
+                 f"{summary['val_vqa_accuracy']:.1%} ({summary['seconds']:.0f} s)", markup=False)

@@ -5,8 +5,9 @@ from pathlib import Path
 
 import typer
 
-from simclip_bench.cli.app import app, console, progress_bar, stdout, unsafe_pickle_option, warn_unsafe_pickle
+from simclip_bench.cli.app import app, progress_bar, say, stdout, unsafe_pickle_option, warn_unsafe_pickle
 from simclip_bench.cli.config_file import config_option
+from simclip_bench.cli.out_dirs import check_out_dir
 from simclip_bench.cli.threads import apply_threads, threads_option
 from simclip_bench.errors import UserError
 
@@ -91,6 +92,7 @@ def train(
     """Adversarially fine-tune a CLIP vision encoder (Sim-CLIP, FARE, TeCoA); writes a run directory."""
     warn_unsafe_pickle(allow_unsafe_pickle)
     apply_threads(threads)
+    check_out_dir(resume or out or "runs", "--resume" if resume else "--out")  # default: runs/<time>-<objective>
     from simclip_bench.train.config import TrainConfig
     from simclip_bench.train.loop import resume as resume_training
     from simclip_bench.train.loop import train as run_training
@@ -126,7 +128,7 @@ def train(
             total = run_config(resume).get("steps")  # the bar counts to the run's saved total
             tracker = open_tracker(log, resume, {"resume": str(resume)})
             try:
-                run_dir = resume_training(resume, progress=on_progress, log=console.print, stop_after=stop_after,
+                run_dir = resume_training(resume, progress=on_progress, log=say, stop_after=stop_after,
                                           device=device if explicit_device else None,
                                           allow_unsafe_pickle=allow_unsafe_pickle)
             finally:
@@ -158,8 +160,8 @@ def train(
             tracker = open_tracker(log, Path(cfg.out or "."), dict(vars(cfg)))
             total = cfg.steps
             try:
-                run_dir = run_training(cfg, progress=on_progress, log=console.print, stop_after=stop_after)
+                run_dir = run_training(cfg, progress=on_progress, log=say, stop_after=stop_after)
             finally:
                 if tracker is not None:
                     tracker.close()
-    stdout.print(str(run_dir))
+    stdout.print(str(run_dir), markup=False, highlight=False)

@@ -17,16 +17,13 @@ import contextlib
 import io
 import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from simclip_bench.data.classification import (
-    ClassificationSource,
-    ShapesSource,
-    TorchDatasetSource,
-    image_folder_source,
-)
-from simclip_bench.data.image_io import read_rgb
 from simclip_bench.errors import UserError, did_you_mean
 from simclip_bench.grid import unique_values
+
+if TYPE_CHECKING:  # the sources import torch; the names above are read without it (simclip ls datasets, --help)
+    from simclip_bench.data.classification import ClassificationSource, TorchDatasetSource
 
 BUILTIN = "shapes"
 ROBUSTVLM_DATASETS: tuple[str, ...] = (
@@ -96,6 +93,8 @@ def check_name(value: str) -> None:
 def open_source(value: str, root_template: str = DEFAULT_DATASET_ROOT, workers: int = 0,
                 seed: int = 0) -> ClassificationSource:
     """The source for one (expanded) ``--dataset`` value; fails with where it looked and how to get it."""
+    from simclip_bench.data.classification import ShapesSource, image_folder_source
+
     check_name(value)
     if value == BUILTIN:
         return ShapesSource(seed=seed)
@@ -130,6 +129,9 @@ def clip_benchmark_source(name: str, root: Path, workers: int = 0) -> TorchDatas
         state = "does not exist" if not root.exists() else ("is empty" if root.is_dir() else "is not a folder")
         raise UserError(f"dataset {name} not found: {root} {state} (set --dataset-root, e.g. "
                         f"'/data/{{dataset}}'); to get it, {_how_to_get(name, root)}")
+    from simclip_bench.data.classification import TorchDatasetSource
+    from simclip_bench.data.image_io import read_rgb
+
     try:
         from clip_benchmark.datasets.builder import build_dataset
     except ImportError as e:  # pragma: no cover - a declared dependency

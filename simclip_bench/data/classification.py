@@ -81,7 +81,7 @@ class ClassificationSource:
     @cached_property
     def data_id(self) -> str:
         """The hash of :meth:`identity`: the data part of every stored row's key."""
-        from simclip_bench.results.identity import data_id
+        from simclip_bench.data.fingerprint import data_id
 
         return data_id(self.identity())
 

@@ -14,9 +14,12 @@ never share stored rows:
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from collections.abc import Iterable
 from pathlib import Path
+
+ID_LENGTH = 16  # hex digits of a data_id
 
 
 def listing_fingerprint(root: Path) -> str:
@@ -46,3 +49,10 @@ def files_fingerprint(paths: Iterable[Path]) -> str:
                 h.update(block)
         h.update(b"\n")
     return h.hexdigest()
+
+
+def data_id(identity: dict) -> str:
+    """The ``data_id`` of a dataset identity (a JSON-able dict of everything that decides what the samples are):
+    the first :data:`ID_LENGTH` hex digits of the sha256 of its canonical JSON."""
+    text = json.dumps({"data": identity}, sort_keys=True, ensure_ascii=False, default=str)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:ID_LENGTH]

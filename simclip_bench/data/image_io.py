@@ -17,6 +17,10 @@ colour the transparent pixels happen to hold; a phone photo stored sideways stay
   composited on a white background, as a browser shows it on a white page.
 * **Everything else** (``1``, ``L``, ``P``, ``RGB``, ``CMYK``, ``YCbCr``, ``LAB``, ``HSV``): PIL's own
   conversion (CMYK by PIL's formula, without colour management).
+* **Decompression bombs**: a file that declares more pixels than Pillow's limit
+  (``PIL.Image.MAX_IMAGE_PIXELS``, 89.5 million by default), where Pillow would warn (up to twice the
+  limit) or refuse (beyond), is refused with :class:`ImageReadError` before it is decoded: a small file
+  must not fill the memory, and no benchmark image is that large.
 
 The result is always quantised to 8 bits per channel (rounded), the precision of every other image
 and of the model's preprocessing. An image that cannot be read faithfully raises
@@ -26,6 +30,7 @@ unreadable-image path (:mod:`simclip_bench.data.unreadable`).
 """
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import BinaryIO
 
@@ -50,9 +55,15 @@ def read_rgb(source: str | Path | BinaryIO) -> Image.Image:
     Raises ``FileNotFoundError``, ``PIL.UnidentifiedImageError`` (not an image) or :class:`ImageReadError`.
     """
     try:
-        with Image.open(source) as image:
+        with warnings.catch_warnings():  # Pillow only warns between 1x and 2x its limit: refuse those too
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(source)
+        with image:
             full_scale = _integer_full_scale(image)  # from the file's header, before the transpose drops it
             return _to_rgb(ImageOps.exif_transpose(image), full_scale)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise ImageReadError(f"refused as a possible decompression bomb ({str(e).split(', could')[0]}); "
+                             "downscale it to a usual size") from None
     except UnidentifiedImageError:
         if _is_tiff(source):
             raise ImageReadError("a TIFF that Pillow cannot decode (multi-channel floating point is not supported); "

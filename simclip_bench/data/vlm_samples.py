@@ -58,7 +58,7 @@ class VLMDataset:
     def data_id(self) -> str:
         """The data part of every stored row's key (:mod:`simclip_bench.results.identity`): the dataset as read,
         before any subset is drawn (``subset`` keeps it)."""
-        from simclip_bench.results.identity import data_id
+        from simclip_bench.data.fingerprint import data_id
 
         return data_id({"name": self.name, "split": self.split, "task": self.task, "source": self.source,
                         "fingerprint": self.fingerprint})

@@ -21,11 +21,11 @@ from PIL import Image, ImageDraw, UnidentifiedImageError
 
 from simclip_bench.attacks.apgd import apgd_attack
 from simclip_bench.attacks.base import ClassifierObjective, check_perturbation
+from simclip_bench.attacks.eps import Eps
 from simclip_bench.data.classification import read_lines
 from simclip_bench.data.image_io import ImageReadError, read_rgb, square_tensor
 from simclip_bench.data.shapes import ShapesDataset
 from simclip_bench.devices import autocast_for, check_precision, resolve_device, resolve_precision
-from simclip_bench.eps import Eps
 from simclip_bench.errors import UserError, did_you_mean
 from simclip_bench.models.spec import load_model
 from simclip_bench.tasks.zeroshot_head import ZeroShotClassifier, build_text_classifier

@@ -63,15 +63,15 @@ def _attacks() -> Listing:
 
 
 def _objectives() -> Listing:
-    from simclip_bench.train.objectives import DEFAULT_OBJECTIVE, OBJECTIVES
+    from simclip_bench.train.objective_names import DEFAULT_OBJECTIVE, OBJECTIVE_SUMMARIES
 
-    rows = [(name, ((cls.__doc__ or "").strip().splitlines() or [""])[0]
-             + (" (default)" if name == DEFAULT_OBJECTIVE else "")) for name, cls in OBJECTIVES.items()]
+    rows = [(name, summary + (" (default)" if name == DEFAULT_OBJECTIVE else ""))
+            for name, summary in OBJECTIVE_SUMMARIES.items()]
     return Listing("objectives", ("name", "description"), rows)
 
 
 def _protocols() -> Listing:
-    from simclip_bench.jobs.bench import SUITES
+    from simclip_bench.jobs.suites import SUITES
     from simclip_bench.tasks.protocols import PROTOCOLS
 
     rows = [(f"eval --protocol {p.name}", p.description) for p in PROTOCOLS.values()]
@@ -80,7 +80,7 @@ def _protocols() -> Listing:
 
 
 def _tasks() -> Listing:
-    from simclip_bench.jobs.bench import TASK_RUNNERS
+    from simclip_bench.jobs.suites import TASK_RUNNERS
     from simclip_bench.leaderboard.headline import HEADLINES
 
     rows = [(t, f"headline {h.metric}" + ("" if t in TASK_RUNNERS else " (no benchmark runner yet)"))

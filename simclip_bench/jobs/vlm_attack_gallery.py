@@ -19,9 +19,9 @@ import torch
 from PIL import Image, ImageDraw
 
 from simclip_bench.attacks.base import check_perturbation
+from simclip_bench.attacks.eps import Eps
 from simclip_bench.data.vlm_samples import load_image, shapes_captioning
 from simclip_bench.devices import autocast_for, check_precision, resolve_device, resolve_precision
-from simclip_bench.eps import Eps
 from simclip_bench.errors import UserError
 from simclip_bench.tasks.lm_objective import LanguageModelObjective
 from simclip_bench.tasks.vlm_attack import TARGETED_STRING_ITERATIONS, targeted_string_attack, vlm_apgd

@@ -19,10 +19,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from simclip_bench.attacks.eps import Eps, unique_eps
 from simclip_bench.data.vlm_files import CAPTION_DATASETS, VQA_DATASETS, caption_dataset, vqa_dataset
 from simclip_bench.data.vlm_samples import VLMDataset, shapes_captioning, shapes_vqa
 from simclip_bench.devices import check_precision, resolve_device, resolve_precision
-from simclip_bench.eps import Eps, unique_eps
 from simclip_bench.errors import UserError, did_you_mean
 from simclip_bench.grid import unique_values
 from simclip_bench.jobs.shards import SINGLE, Shard, detect_shard, shard_device
@@ -32,7 +32,7 @@ from simclip_bench.progress import SILENT, Reporter
 from simclip_bench.provenance import git_sha, new_run_id, package_version, utc_now
 from simclip_bench.results.intervals import mean_interval, unit_mean_interval
 from simclip_bench.results.identity import VLM_SAMPLE_KEY, subset_id
-from simclip_bench.results.schema import RESULT_COLUMNS, mean_grad_evals
+from simclip_bench.results.schema import RESULT_COLUMNS, VLM_SAMPLE_COLUMNS, mean_grad_evals
 from simclip_bench.results.store import (
     RESULTS_FILE,
     VLM_SAMPLES_FILE,
@@ -56,12 +56,6 @@ VLM_TASKS: tuple[str, ...] = ("captioning", "vqa")
 # --attack for captioning/VQA: RobustVLM's ensemble, one APGD run on the first ground truth, or clean only.
 VLM_ATTACKS: dict[str, str] = {"ensemble": "ensemble", "robustvlm": "ensemble", "apgd": "single", "none": "none"}
 DEFAULT_N_SAMPLES = {"shapes": 200, "files": 500}
-VLM_SAMPLE_COLUMNS: tuple[str, ...] = (
-    "run_id", "model", "checkpoint_hash", "vlm_hash", "task", "dataset", "data_id", "sample_id", "attack", "setting",
-    "eps", "eps_text",
-    "prompt", "references", "clean_text", "clean_score", "adv_text", "adv_score", "fooled_by", "max_perturbation",
-    "grad_evals",
-)
 
 
 @dataclass

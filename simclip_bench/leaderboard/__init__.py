@@ -4,7 +4,8 @@ Nothing here recomputes a score. :mod:`.load` reads ``results.csv`` and ``model_
 :mod:`.table` reduces them to one row per model and one column per task and eps (the headline
 metric of each task is declared once, in :mod:`.headline`), and the ``render_*`` modules and
 :mod:`.plots` turn that table into files, deterministically: the same inputs give the same bytes.
-"""
-from simclip_bench.leaderboard.render import check_leaderboard, render_leaderboard
 
-__all__ = ["check_leaderboard", "render_leaderboard"]
+The entry points are :func:`.render.render_leaderboard` and :func:`.render.check_leaderboard`. This package
+file imports nothing, so that reading one small module (the headline metrics for ``simclip ls tasks``) does
+not load the renderers and their pandas and matplotlib.
+"""

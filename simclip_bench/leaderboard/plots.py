@@ -3,7 +3,10 @@
 A robust point is the worst case over the task's full protocols at that eps (``fast`` columns are left
 out: they stand for the full protocol, not beside it). The clean-against-robust panels draw each task's
 frontier: the models no other model beats on both clean and robust score, joined by a line, so the
-slope between two frontier points is the clean score paid for each point of robustness.
+slope between two frontier points is the clean score paid for each point of robustness. Each model has its
+own marker shape as well as its colour, and markers that would cover each other (equal scores, or scores
+closer than a marker) are drawn a few points apart on a circle around their mean position, so that every
+model stays visible; the frontier joins the true positions.
 
 Figures are drawn with matplotlib's object API on the Agg canvas (no pyplot state, no backend
 switch) under matplotlib's default style, so a user's matplotlibrc cannot change them, and saved
@@ -12,15 +15,23 @@ without the "Software" metadata, so the same leaderboard gives the same bytes.
 from __future__ import annotations
 
 import io
+import math
 
 import matplotlib
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.transforms import offset_copy
 
 from simclip_bench.leaderboard.table import FAST_PROTOCOL, Leaderboard, eps_label
 
 DPI = 100
 PANEL_INCHES = 4.5  # width and height of one clean-against-robust panel, before its legend
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "p", "*", "h")
+MARKER_AREA = 60  # points², as scatter's s: about 8 points across
+# Of the axis range: two markers closer than this on both axes would touch (a marker is about 8 points across, a
+# panel's axes about 240 points for the whole range, so 3.3 % of it; a little more keeps them apart).
+NEAR = 0.04
+SPREAD_POINTS = 6.0  # the least radius of the circle on which covering markers are drawn
 _STYLE = {k: v for k, v in matplotlib.rcParamsDefault.items() if k != "backend"}
 _STYLE.update({"font.family": ["DejaVu Sans"], "axes.grid": True, "grid.alpha": 0.3, "svg.hashsalt": "simclip"})
 
@@ -61,6 +72,41 @@ def _colors(lb: Leaderboard) -> list:
     return [cycle[i % len(cycle)] for i in range(len(lb.entries))]
 
 
+def marker_places(points: list[tuple[float, float]], scale: float) -> list[tuple[float, float, float, float]]:
+    """Where to draw each point's marker: ``(x, y, dx, dy)``, data coordinates plus an offset in points.
+
+    A point with no other within ``NEAR * scale`` on both axes is drawn where it is. Points that would cover
+    each other (closer than that, also through a chain of neighbours) are drawn on a circle around their
+    mean, in the order of their directions from it and turned to keep them (equal points in their given
+    order), the circle wide enough that neighbouring markers do not touch.
+    """
+    clusters: list[list[int]] = []
+    for i, (x, y) in enumerate(points):
+        near = [c for c in clusters if any(abs(x - points[j][0]) <= NEAR * scale and abs(y - points[j][1])
+                                           <= NEAR * scale for j in c)]
+        merged = [i] + [j for c in near for j in c]
+        clusters = [c for c in clusters if c not in near] + [sorted(merged)]
+    places = [(x, y, 0.0, 0.0) for x, y in points]
+    for cluster in clusters:
+        k = len(cluster)
+        if k == 1:
+            continue
+        cx = sum(points[i][0] for i in cluster) / k
+        cy = sum(points[i][1] for i in cluster) / k
+        radius = max(SPREAD_POINTS, 0.6 * MARKER_AREA ** 0.5 / math.sin(math.pi / k))
+
+        def clockwise_from_top(i: int, cx: float = cx, cy: float = cy) -> float:
+            dx, dy = points[i][0] - cx, points[i][1] - cy
+            return (math.pi / 2 - math.atan2(dy, dx)) % (2 * math.pi) if (dx, dy) != (0.0, 0.0) else -1.0
+
+        order = sorted(cluster, key=clockwise_from_top)
+        start = max(clockwise_from_top(order[0]), 0.0)  # the circle turned so the points keep their directions
+        for slot, i in enumerate(order):
+            angle = math.pi / 2 - start - 2 * math.pi * slot / k
+            places[i] = (cx, cy, radius * math.cos(angle), radius * math.sin(angle))
+    return places
+
+
 def figure_score_vs_eps(lb: Leaderboard, task: str) -> Figure:
     """Headline score against l-inf eps (x axis in n/255), one line with markers per model."""
     points = _eps_points(lb, task)
@@ -97,12 +143,16 @@ def figure_clean_vs_robust(lb: Leaderboard, task: str) -> Figure:
                                              if (v := lb.worst_case(e, task, eps)) is not None] + [1.0]) * 1.05
         for ax, (eps, label) in zip(axes, robust or [(None, None)], strict=False):
             ax.plot([0, top], [0, top], linestyle="--", color="grey", linewidth=1, label="robust = clean")
-            pairs = []
-            for entry, color in zip(lb.entries, _colors(lb), strict=False):
+            pairs, shown = [], []
+            for i, (entry, color) in enumerate(zip(lb.entries, _colors(lb), strict=False)):
                 clean, adv = lb.worst_case(entry, task, 0.0), lb.worst_case(entry, task, eps) if eps else None
                 if clean is not None and adv is not None:
                     pairs.append((clean * h.scale, adv * h.scale))
-                    ax.scatter(*pairs[-1], s=60, color=color, label=_text(entry.name), zorder=3)
+                    shown.append((entry, color, MARKERS[i % len(MARKERS)]))
+            for (x, y, dx, dy), (entry, color, marker) in zip(marker_places(pairs, top), shown, strict=True):
+                moved = offset_copy(ax.transData, fig=fig, x=dx, y=dy, units="points")
+                ax.scatter(x, y, s=MARKER_AREA, color=color, marker=marker, label=_text(entry.name), zorder=3,
+                           transform=moved, edgecolors="white", linewidths=0.5)
             best = frontier(pairs)
             if len(best) > 1:
                 ax.plot(*zip(*best, strict=False), color="black", linewidth=1, zorder=2, label="frontier")

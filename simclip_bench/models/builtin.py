@@ -10,8 +10,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import open_clip
-
 PACKAGE_DIR = Path(__file__).resolve().parent
 CONFIG_DIR = PACKAGE_DIR / "model_configs"
 WEIGHTS_DIR = PACKAGE_DIR / "weights"
@@ -20,9 +18,12 @@ _registered = False
 
 
 def register_model_configs() -> None:
-    """Make the built-in architectures known to open_clip (idempotent)."""
+    """Make the built-in architectures known to open_clip (idempotent). Every loader calls it before it asks
+    open_clip for an architecture; this module itself imports no open_clip, so listing the models is fast."""
     global _registered
     if not _registered:
+        import open_clip
+
         open_clip.add_model_config(CONFIG_DIR)
         _registered = True
 
@@ -46,5 +47,3 @@ BUILTIN_MODELS: dict[str, BuiltinModel] = {
     ),
 }
 DEFAULT_MODEL = "tiny-clip"
-
-register_model_configs()

@@ -11,8 +11,9 @@ before a hub model is loaded:
 * when it is, a model whose files are in the local cache (``HF_HOME``) still loads, in huggingface_hub's
   offline mode (cache only: no request, no retry), and one whose files are not fails at once with one line
   that says so and how to get the files there (:func:`offline_error`);
-* either way :func:`quiet_hub` keeps the libraries' retry and download logs off the screen: a failure
-  becomes one error line.
+* either way :func:`quiet_hub` keeps the libraries' retry and download logs, transformers' "Loading
+  weights" bar and its load report (unexpected or missing keys) off the screen: a failure becomes one
+  error line.
 """
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ import functools
 import logging
 import os
 import socket
+import sys
 import threading
 from collections.abc import Iterable, Iterator
 from urllib.parse import urlparse
@@ -94,12 +96,26 @@ def quiet_hub(offline: bool) -> Iterator[None]:
     for logger in loggers:
         logger.setLevel(logging.CRITICAL)
     constants.HF_HUB_OFFLINE = was_offline or offline
+    bars = _transformers_bars(False)
     try:
         yield
     finally:
+        _transformers_bars(bars)
         constants.HF_HUB_OFFLINE = was_offline
         for logger, level in zip(loggers, levels, strict=True):
             logger.setLevel(level)
+
+
+def _transformers_bars(enabled: bool | None) -> bool | None:
+    """Turn transformers' progress bars (its "Loading weights" bar) on or off, when transformers is loaded (a
+    load through it imported it first); returns whether they were on. ``None`` leaves them as they are."""
+    if enabled is None or "transformers" not in sys.modules:
+        return None
+    from transformers.utils import logging as hf_logging
+
+    was = hf_logging.is_progress_bar_enabled()
+    (hf_logging.enable_progress_bar if enabled else hf_logging.disable_progress_bar)()
+    return was
 
 
 def offline_error(what: str, reason: str, fix: str) -> UserError:

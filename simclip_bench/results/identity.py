@@ -35,7 +35,7 @@ import hashlib
 import json
 from collections.abc import Sequence
 
-ID_LENGTH = 16  # hex digits of data_id and subset_id
+from simclip_bench.data.fingerprint import ID_LENGTH, data_id  # noqa: F401 - the data layer hashes its own identity
 
 SAMPLE_KEY: tuple[str, ...] = ("model", "checkpoint_hash", "text_hash", "task", "dataset", "data_id", "setting",
                                "sample_id")
@@ -58,11 +58,6 @@ def short_hash(payload: object) -> str:
     """The first :data:`ID_LENGTH` hex digits of the sha256 of ``payload`` as canonical JSON."""
     text = json.dumps(payload, sort_keys=True, ensure_ascii=False, default=str)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:ID_LENGTH]
-
-
-def data_id(identity: dict) -> str:
-    """The ``data_id`` of a dataset identity (a dict of everything that decides what the samples are)."""
-    return short_hash({"data": identity})
 
 
 def subset_id(sample_ids: Sequence[str]) -> str:

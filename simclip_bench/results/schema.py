@@ -31,6 +31,13 @@ SAMPLE_COLUMNS: tuple[str, ...] = (
 )
 # One row per SAMPLE_KEY: the zero-shot resume key (``tasks.zeroshot.done_keys``); a row whose key is already in
 # ``samples.csv`` is not appended again (two processes on one store).
+# Captioning and VQA per-sample rows (vlm_samples.csv): texts do not fit the classification columns.
+VLM_SAMPLE_COLUMNS: tuple[str, ...] = (
+    "run_id", "model", "checkpoint_hash", "vlm_hash", "task", "dataset", "data_id", "sample_id", "attack", "setting",
+    "eps", "eps_text",
+    "prompt", "references", "clean_text", "clean_score", "adv_text", "adv_score", "fooled_by", "max_perturbation",
+    "grad_evals",
+)
 
 
 def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:

@@ -23,8 +23,8 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
+from simclip_bench.attacks.eps import Eps, parse_eps, unique_eps
 from simclip_bench.attacks.registry import EnsembleSpec, resolve_attack
-from simclip_bench.eps import Eps, parse_eps, unique_eps
 from simclip_bench.errors import UserError, check_count, did_you_mean
 
 FAST = "fast"

@@ -41,6 +41,7 @@ from dataclasses import dataclass
 
 import torch
 
+from simclip_bench.attacks import progress as attack_progress
 from simclip_bench.attacks.apgd import APGD
 from simclip_bench.attacks.base import check_perturbation
 from simclip_bench.attacks.cost import CountedObjective
@@ -165,6 +166,7 @@ def attack_vlm(vlm: VisionLanguageModel, x: torch.Tensor, prompts: Sequence[str]
             on_progress(name, n - len(active), statistics.fmean(best_score))
         if not active:
             return
+        attack_progress.run(name, len(active))
         objective = CountedObjective(LanguageModelObjective(vlm, prompts, [t or "" for t in texts], targeted=targeted),
                                      counts)
         attack = vlm_apgd(config.eps, config.n_iter, config.batch_size, config.seed)
@@ -188,6 +190,7 @@ def attack_vlm(vlm: VisionLanguageModel, x: torch.Tensor, prompts: Sequence[str]
             on_run_done(name)
 
     runs = iter(planned_runs(config))
+    attack_progress.plan([(name, config.n_iter) for name in planned_runs(config)])
     n_gt = 1 if config.protocol == "single" else config.max_references
     for j in range(n_gt):
         run_once(next(runs), [g[j] if j < len(g) else None for g in ground_truth], False, None, config.precision)
@@ -197,6 +200,7 @@ def attack_vlm(vlm: VisionLanguageModel, x: torch.Tensor, prompts: Sequence[str]
         run_once(next(runs), texts, False, best_x.clone(), "fp32")
         for target in config.targets:
             run_once(next(runs), [target] * n, True, None, "fp32")
+    attack_progress.finished()
     norms = check_perturbation(best_x, x, config.eps)
     return VLMAttackOutcome(x_adv=best_x, texts=best_text, scores=best_score, fooled_by=fooled_by, norms=norms,
                             grad_evals=counts.cpu())

@@ -30,17 +30,18 @@ from dataclasses import dataclass, field
 
 import torch
 
+from simclip_bench.attacks import progress as attack_progress
 from simclip_bench.attacks.base import check_perturbation
 from simclip_bench.attacks.checks import preflight_checks
 from simclip_bench.attacks.cost import CountedModule
 from simclip_bench.attacks.ensemble import predict, run_ensemble
+from simclip_bench.attacks.eps import Eps
 from simclip_bench.attacks.reference import run_reference
 from simclip_bench.attacks.registry import EnsembleSpec
 from simclip_bench.data.classification import ClassificationSource, ImageBatch
 from simclip_bench.data.preprocess import pixel_transform
 from simclip_bench.data.unreadable import DEFAULT_ON_ERROR, FAIL, unreadable_error
 from simclip_bench.devices import autocast_for
-from simclip_bench.eps import Eps
 from simclip_bench.errors import UserError
 from simclip_bench.models.spec import LoadedModel
 from simclip_bench.results.store import append_samples
@@ -249,10 +250,12 @@ def _outcomes(loaded: LoadedModel, plan: CellPlan, head, settings: dict, batch: 
     keys = torch.tensor(chunk, dtype=torch.int64)
     clean_pred = predict(head, x, plan.batch_size)
     rows: list[dict] = []
+    attack_progress.batch(len(chunk), [e.text for k, (_, e) in settings.items() if todo[k] and e])
     for setting, (spec, eps) in settings.items():
         positions = todo[setting]
         if not positions:
             continue
+        attack_progress.setting(eps.text if eps else "")
         pos = torch.tensor(positions, dtype=torch.long, device=device)
         if spec.is_clean:
             adv_pred, norms, fooled_by = clean_pred[pos], torch.zeros(len(pos)), [""] * len(pos)

@@ -77,7 +77,7 @@ class CollapseWatch:
         warn = (ratio is not None and ratio < self.warn_ratio) or (left is not None and left < PROBE_WARN_FRACTION)
         if warn and not self.warned:
             self.warned, self.warned_at_step = True, step
-            log(f"[yellow]warning[/yellow]: collapse setting in at step {step}: {'; '.join(detail)}")
+            log(f"warning: collapse setting in at step {step}: {'; '.join(detail)}")
 
     def state_dict(self) -> dict:
         return asdict(self)

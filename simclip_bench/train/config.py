@@ -11,16 +11,16 @@ import os
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
+from simclip_bench.attacks.eps import parse_eps
 from simclip_bench.data.sources import SHAPES
 from simclip_bench.data.unreadable import DEFAULT_ON_ERROR, FAIL, check_on_error
 from simclip_bench.devices import resolve_device
-from simclip_bench.eps import parse_eps
 from simclip_bench.errors import UserError, check_count, did_you_mean
 from simclip_bench.runs import run_config
 from simclip_bench.train.batches import Split
 from simclip_bench.train.inner_attack import DEFAULT_MOMENTUM, check_momentum
+from simclip_bench.train.objective_names import DEFAULT_OBJECTIVE
 from simclip_bench.train.objectives import (
-    DEFAULT_OBJECTIVE,
     OBJECTIVES,
     default_attack_loss,
     former_attack_loss,

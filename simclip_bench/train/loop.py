@@ -170,10 +170,7 @@ def _finish(session: TrainSession, run_dir: Path, metrics: list[str], write_metr
                      arch=session.loaded.arch, extra={"objective": cfg.objective, "eps": cfg.eps, "steps": cfg.steps,
                                                       "anchor_weight": cfg.anchor_weight, "data": cfg.data})
     if unreadable:
-        log(f"[yellow]{unreadable} unreadable training images were skipped[/yellow] (--on-error fail makes them "
-            "fatal)")
-    if after is not None:
-        log(f"held-out zero-shot accuracy {session.zero_shot_before:.1%} -> {after:.1%}; run saved to {run_dir}")
-    else:
-        log(f"run saved to {run_dir}")
+        log(f"warning: {unreadable} unreadable training images were skipped (--on-error fail makes them fatal)")
+    if after is not None:  # the run directory is the caller's to name (the CLI prints it once, on stdout)
+        log(f"held-out zero-shot accuracy {session.zero_shot_before:.1%} -> {after:.1%}")
     return run_dir

@@ -276,9 +276,6 @@ class TecoaObjective(_Base):
 
 OBJECTIVES: dict[str, type] = {o.name: o for o in (SimClipObjective, SimClipAnchoredObjective, FareObjective,
                                                    TecoaObjective)}
-# What 'simclip train' fine-tunes with unless told (docs/training.md, "Which objective is the default, and why"), and
-# what a saved run that names no objective was trained with.
-DEFAULT_OBJECTIVE = "simclip-anchored"
 
 
 def default_attack_loss(name: str) -> str:

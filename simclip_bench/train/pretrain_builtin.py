@@ -17,11 +17,11 @@ import torch
 import torch.nn.functional as F
 
 from simclip_bench.data.shapes import ShapesDataset
+from simclip_bench.lr_schedule import warmup_cosine
 from simclip_bench.models.builtin import BUILTIN_MODELS, DEFAULT_MODEL
 from simclip_bench.models.checkpoint import save_safetensors_atomic
-from simclip_bench.models.spec import create_untrained
+from simclip_bench.models.open_clip_build import create_untrained
 from simclip_bench.tasks.zeroshot_head import zero_shot_accuracy
-from simclip_bench.train.schedule import warmup_cosine
 
 
 @dataclass

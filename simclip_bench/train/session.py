@@ -19,12 +19,13 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
+from simclip_bench.attacks.eps import parse_eps
 from simclip_bench.data.preprocess import pixel_transform
 from simclip_bench.data.shapes import ShapesDataset
 from simclip_bench.data.sources import SHAPES, open_probe_data, open_train_data
 from simclip_bench.data.unreadable import FAIL, unreadable_error
 from simclip_bench.devices import resolve_device
-from simclip_bench.eps import parse_eps
+from simclip_bench.lr_schedule import warmup_cosine
 from simclip_bench.models.spec import load_model
 from simclip_bench.train import distributed as ddp
 from simclip_bench.train.batches import MapBatches, Split, StreamBatches
@@ -35,7 +36,6 @@ from simclip_bench.train.divergence import check_finite
 from simclip_bench.train.inner_attack import training_pgd
 from simclip_bench.train.objectives import get_objective
 from simclip_bench.train.probe import REAL_DATA_TEMPLATES, ZeroShotProbe
-from simclip_bench.train.schedule import warmup_cosine
 
 
 class TrainNet(nn.Module):

@@ -23,6 +23,7 @@ from simclip_bench.models.checkpoint import weights_sha256
 from simclip_bench.models.spec import load_model
 from simclip_bench.results.schema import vlm_model_id
 from simclip_bench.vlm.base import NATIVE_ENCODER, LoadedVLM
+from simclip_bench.vlm.llava_folder import check_llava_source
 
 DEFAULT_VLM = "tiny-vlm"
 
@@ -34,6 +35,7 @@ def check_vlm_spec(spec: str) -> None:
             raise UserError(f"--vlm {spec}: no such tiny-VLM weights file")
         return
     if spec.startswith("llava:") and spec[len("llava:"):].strip():
+        check_llava_source(spec[len("llava:"):].strip())
         return
     raise UserError(f"unknown --vlm {spec!r}; use {DEFAULT_VLM}, a tiny-VLM .safetensors file or "
                     "llava:<hub id or folder>, e.g. llava:llava-hf/llava-1.5-7b-hf")

@@ -24,12 +24,12 @@ import numpy as np
 import torch
 
 from simclip_bench.data.shapes import ShapesDataset
+from simclip_bench.lr_schedule import warmup_cosine
 from simclip_bench.metrics.cider import cider_d
 from simclip_bench.metrics.vqa_accuracy import mean_vqa_accuracy
 from simclip_bench.models.builtin import DEFAULT_MODEL
 from simclip_bench.models.spec import load_model
 from simclip_bench.provenance import git_sha, package_version
-from simclip_bench.train.schedule import warmup_cosine
 from simclip_bench.vlm.tiny import (
     CAPTION_PROMPT,
     TINY_VLM_WEIGHTS,

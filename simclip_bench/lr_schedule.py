@@ -1,4 +1,7 @@
-"""Learning-rate schedule: linear warm-up then cosine decay to zero (as in open_clip and RobustVLM)."""
+"""Learning-rate schedule: linear warm-up then cosine decay to zero (as in open_clip and RobustVLM).
+
+Shared by the encoder's fine-tuning (:mod:`simclip_bench.train`) and the tiny VLM's training
+(:mod:`simclip_bench.vlm.tiny_train`), so it sits below both, with the package's other shared modules."""
 from __future__ import annotations
 
 import math

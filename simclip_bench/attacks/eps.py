@@ -82,8 +82,10 @@ def parse_eps(text: str, norm: str = "linf") -> Eps:
                            f"{' '.join('--eps ' + p for p in parts)} (simclip eval; train and attack take one eps)")
         raise EpsError(f"{_quoted(raw)} is not an eps: {hint}")
     if not math.isfinite(value) or value <= 0 or (norm == "linf" and value > 1):
-        raise EpsError(f"eps {_quoted(raw)} = {value:g} is outside {'(0, 1]' if norm == 'linf' else '(0, inf)'}: "
-                       f"{hint}")
+        # --eps 4: pixel levels, as papers write 4/255 in words ("eps = 4")
+        meant = f" (did you mean {value:g}/255?)" if norm == "linf" and 1 < value <= 255 else ""
+        raise EpsError(f"eps {_quoted(raw)} = {value:g} is outside {'(0, 1]' if norm == 'linf' else '(0, inf)'}"
+                       f"{meant}: {hint}")
     if display is None:
         k = _as_k_over_255(value)
         value, display = (k / 255, f"{k}/255") if k is not None else (value, raw)
