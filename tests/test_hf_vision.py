@@ -127,6 +127,16 @@ def test_saved_directory_loads_as_the_llava_vision_tower_with_its_preprocessing(
     assert json.loads((out / "config.json").read_text())["hidden_act"] == "quick_gelu"
 
 
+def test_saving_leaves_transformers_progress_bars_as_they_were(tmp_path):
+    """The export hides transformers' bars while it writes, and turns them back on: a later load in the same
+    process (a test, a notebook) still shows or hides them as its caller chose."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.enable_progress_bar()
+    save_hf_vision(TOWERS["small-vit-gelu"], tmp_path / "hf", 48, (0.5,) * 3, (0.5,) * 3)
+    assert hf_logging.is_progress_bar_enabled()
+
+
 def test_saving_refuses_a_non_empty_directory_and_leaves_it_alone(tmp_path):
     (tmp_path / "taken").mkdir()
     (tmp_path / "taken" / "keep.txt").write_text("mine")

@@ -177,6 +177,7 @@ def save_hf_vision(visual: nn.Module, out_dir: Path | str, image_size: int, mean
     if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
         raise UserError(f"{out_dir} already exists and is not an empty directory; choose another --out")
     hf = open_clip_to_hf_vision(visual)
+    bars_were_on = hf_logging.is_progress_bar_enabled()
     hf_logging.disable_progress_bar()
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.", suffix=".tmp"))
@@ -189,5 +190,8 @@ def save_hf_vision(visual: nn.Module, out_dir: Path | str, image_size: int, mean
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    finally:
+        if bars_were_on:  # the caller's (or a later load's) bars are as they were
+            hf_logging.enable_progress_bar()
     return out_dir
 
