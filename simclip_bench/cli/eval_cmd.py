@@ -150,6 +150,8 @@ def eval_(
     for line in result.audits:
         style = "bold red" if f"{FLAG_FAST_MISSED}(" in line else "bold"
         stdout.print(f"[{style}]audit:[/] {escape(line)}")
+    if result.pooled_audit is not None and len(result.audits) > 1:
+        stdout.print(f"[bold]audit:[/] {escape(result.pooled_audit.line())}")
     _print_unreadable(result)
     stdout.print(f"{result.computed} samples computed, {result.reused} reused from {out}/ "
                  f"| results: {result.results_path}  per-sample: {result.samples_path}")

@@ -40,7 +40,7 @@ from simclip_bench.models.spec import LoadedModel, load_model
 from simclip_bench.progress import SILENT, Reporter
 from simclip_bench.provenance import git_sha, new_run_id, package_version, utc_now
 from simclip_bench.results.aggregate import CellMeta, cell_rows, paired_differences, summary_table
-from simclip_bench.results.audit import FLAG_FAST_MISSED, missed_flag
+from simclip_bench.results.audit import FLAG_FAST_MISSED, PooledAudit, audit_table, missed_flag, pooled_audit
 from simclip_bench.results.intervals import MISS_BOUND
 from simclip_bench.results.schema import SAMPLE_COLUMNS, SAMPLE_KEY
 from simclip_bench.results.store import (
@@ -57,6 +57,7 @@ from simclip_bench.tasks.zeroshot import CellPlan, done_keys, missing_samples, r
 
 SUMMARY_FILE = "summary.csv"
 PAIRED_FILE = "paired.csv"
+AUDIT_FILE = "audit.csv"  # a fast protocol's audit: per cell and pooled over the run
 AUDIT_SEED_SALT = 0xA0D17  # the audited subset's seed is the sample seed with this salt
 
 
@@ -115,6 +116,7 @@ class EvalResult:
     audits: list[str] = field(default_factory=list)  # one line per audited row: what the full protocol found
     shard: Shard = SINGLE
     pending: list[str] = field(default_factory=list)  # cells still owed by other shards ("model / dataset")
+    pooled_audit: PooledAudit | None = None  # the audit of every audited row of the grid together
 
 
 def audit_positions(n: int, fraction: float, sample_seed: int) -> list[int]:
@@ -248,14 +250,17 @@ def run_eval(request: EvalRequest, reporter: Reporter = SILENT) -> EvalResult:
     summary = summary_table(table) if rows else pd.DataFrame()
     paired = paired_differences(samples, table, loaded[0].model_id, ids_by_dataset) \
         if len(loaded) > 1 and rows else pd.DataFrame()
+    pooled = pooled_audit(rows)
     if not pending:  # the summary and paired differences appear once every cell of the grid is complete
         _write_frame(request.out / SUMMARY_FILE, summary)
         if not paired.empty:
             _write_frame(request.out / PAIRED_FILE, paired)
+        if pooled is not None:
+            _write_frame(request.out / AUDIT_FILE, audit_table(rows, pooled))
     return EvalResult(rows=rows, summary=summary, paired=paired, protocol=protocol,
                       results_path=request.out / RESULTS_FILE, samples_path=request.out / SAMPLES_FILE,
                       computed=computed, reused=reused, flags=flags, unreadable=list(unreadable), shard=shard,
-                      pending=pending, audits=audits)
+                      pending=pending, audits=audits, pooled_audit=pooled if not pending else None)
 
 
 @dataclass
