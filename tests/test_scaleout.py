@@ -27,6 +27,9 @@ ZEROSHOT = ["--model", "tiny-clip", "--dataset", "shapes", "--n-samples", "20", 
             "4", "--eps", "4/255", "--device", "cpu", "--threads", "1"]
 # the fast protocol with its audit on half the samples: the audited rows are split between the shards too
 FAST = [*ZEROSHOT, "--protocol", "fast", "--audit-fraction", "0.5"]
+# the reference backend draws random starts over a whole batch: its shards must take one process's batches
+REFERENCE = ["--model", "tiny-clip", "--dataset", "shapes", "--n-samples", "24", "--iterations", "1", "--batch-size",
+             "6", "--eps", "4/255", "--attack", "ref:apgd-ce", "--device", "cpu", "--threads", "1"]
 CAPTIONING = ["--task", "captioning", "--model", "tiny-clip", "--n-samples", "6", "--iterations", "2",
               "--batch-size", "2", "--eps", "4/255", "--device", "cpu", "--threads", "1"]
 
@@ -150,7 +153,7 @@ def single(tmp_path_factory):
     return {name: root / name for name in GRIDS}
 
 
-GRIDS = {"zeroshot": ZEROSHOT, "captioning": CAPTIONING, "fast": FAST}
+GRIDS = {"zeroshot": ZEROSHOT, "captioning": CAPTIONING, "fast": FAST, "reference": REFERENCE}
 
 
 @pytest.mark.parametrize("grid", GRIDS)
