@@ -102,6 +102,16 @@ def per_evaluation_cost(arch: str = "ViT-B-32", px: int = 224, batch: int = 8, n
     return {"apgd_ms": apgd_ms, "malt_ms": malt_ms}
 
 
+def _targets_label(targets: int | None, dataset: str) -> str:
+    """``2`` for an explicit count, ``rule: 3`` for the protocol's own (which grows with the class count)."""
+    if targets is not None:
+        return str(targets)
+    from simclip_bench.data.catalog import open_source
+    from simclip_bench.tasks.protocols import fast_targets
+
+    return f"rule: {fast_targets(len(open_source(dataset).classnames))}"
+
+
 def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9.-]+", "_", text).strip("_")
 
@@ -145,7 +155,7 @@ def main() -> None:
                     fast_rows[targets].append(fast.to_dict())
                     true_missed[targets] += true_misses
                     name = spec if len(spec) <= 24 else "…" + spec[-23:]
-                    print(f"| {name} | {eps} | {targets or 'default'} | {100 * clean:.1f} | {100 * full['value']:.1f} "
+                    print(f"| {name} | {eps} | {_targets_label(targets, args.dataset)} | {100 * clean:.1f} | {100 * full['value']:.1f} "
                           f"| {100 * fast['value']:.1f} | {100 * (fast['value'] - full['value']):+.1f} | "
                           f"{true_misses} | {int(fast['audit_missed'])}/{int(fast['audit_n'])} | "
                           f"{100 * fast['audit_miss_upper']:.1f} | {full_evals:.0f} | {fast_evals:.0f} | "
@@ -155,7 +165,7 @@ def main() -> None:
     for targets in variants:
         pooled = pooled_audit(fast_rows[targets])
         cells = len(fast_rows[targets])
-        print(f"targets {targets or 'default'}: true misses {true_missed[targets]} in {cells} x {args.n_samples} "
+        print(f"targets {_targets_label(targets, args.dataset)}: true misses {true_missed[targets]} in {cells} x {args.n_samples} "
               f"(cell, image) pairs; audit {pooled.line() if pooled else 'none'}")
     if not args.skip_vit:
         cost = per_evaluation_cost()

@@ -140,7 +140,7 @@ def _install_sleeps(args, clock: Clock, slow: float) -> None:
     def load_model(spec, device, allow_unsafe_pickle=False):
         nap(args.load_s, "setup")
         visual = SimpleNamespace(preprocess_cfg={})
-        return SimpleNamespace(model_id=spec, checkpoint_hash="0" * 64,
+        return SimpleNamespace(model_id=spec, checkpoint_hash="simulated-" + "ab" * 27,
                                model=SimpleNamespace(clip=SimpleNamespace(visual=visual), image_size=1, encoder=None))
 
     def build_text_classifier(model, classnames, templates):

@@ -238,13 +238,29 @@ def cell_chunks(out_dir: Path, me: Worker, model: LoadedModel, plan: CellPlan, s
     """The chunks of a zero-shot cell that this process claims, one at a time, from the store ``out_dir``
     (``--balance dynamic``); ``stored`` is the store's samples as the cell begins (chunks complete there
     are not claimed)."""
-    from simclip_bench.tasks.zeroshot import TASK, missing_samples
+    from simclip_bench.tasks.zeroshot import missing_samples
 
     ids = [plan.source.sample_id(i) for i in plan.indices]
     lacking = set(missing_samples(stored, model, plan))
-    token = cell_token([model.model_id, model.checkpoint_hash, TASK, plan.source.name, plan.source.split,
-                        sorted(plan.settings()), sorted(plan.audit_settings()), ids, plan.batch_size])
-    claims = ChunkClaims(out_dir, token, len(plan.indices), plan.batch_size, me,
-                         already_done=lambda start, stop: not lacking.intersection(ids[start:stop]),
-                         lease_s=lease_s)
+    claims = ChunkClaims(out_dir, cell_token([zeroshot_identity(model, plan), ids, plan.batch_size]),
+                         len(plan.indices), plan.batch_size, me,
+                         already_done=lambda start, stop: not lacking.intersection(ids[start:stop]), lease_s=lease_s)
     return claims.chunks(plan.indices)
+
+
+def zeroshot_identity(model: LoadedModel, plan: CellPlan) -> list[list[tuple[str, str]]]:
+    """What the store's sample key says about a cell's rows, sample id aside: for each setting (the audit's
+    too), the key columns (``SAMPLE_KEY``) of a row built as the cell builds its rows. Whatever the key comes
+    to hold (dataset identity, model identity, setting), two cells that share a claims token share it."""
+    import torch
+
+    from simclip_bench.results.schema import SAMPLE_KEY
+    from simclip_bench.tasks.zeroshot import _rows
+
+    one, zero = torch.zeros(1, dtype=torch.long), torch.zeros(1)
+    identity = []
+    for setting, (spec, eps) in {**plan.settings(), **plan.audit_settings()}.items():
+        row, = _rows("", model, plan.source.name, spec.name, setting, plan.norm, eps, [""], one, one, one, zero,
+                     [""], zero)
+        identity.append([(column, str(row.get(column))) for column in SAMPLE_KEY if column != "sample_id"])
+    return sorted(identity)
