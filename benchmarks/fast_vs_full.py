@@ -8,7 +8,8 @@ overstatement, which the full run over every sample gives exactly. The claims it
 accuracy <= full + 0.5 points; >= 3x fewer gradient evaluations and >= 3x less wall time on the robust
 models at 4/255.
 
-``--fast-targets K`` (repeatable) runs the fast protocol with K MALT-ranked targets instead of its default,
+``--fast-targets K`` (repeatable; ``rule``: the protocol's own count, which grows with the class count) runs
+the fast protocol with K MALT-ranked targets,
 each variant against the same full run; ``--dataset shape-colors`` is the 64-class task. After the table, per
 variant, the audit pooled over its rows (:func:`~simclip_bench.results.audit.pooled_audit`, as one run of the
 whole grid would report it) and the true misses over all rows. ``--out DIR`` keeps the stores (a store
@@ -21,7 +22,7 @@ on a real model.
     pip install -e ".[dev]"
     python benchmarks/fast_vs_full.py --model tiny-clip --model runs/<simclip run> --model runs/<fare run> \\
         --n-samples 500 --eps 2/255 --eps 4/255
-    python benchmarks/fast_vs_full.py --dataset shape-colors --model tiny-clip --fast-targets 2 --fast-targets 4
+    python benchmarks/fast_vs_full.py --dataset shape-colors --model tiny-clip --fast-targets 2 --fast-targets rule
 """
 from __future__ import annotations
 
@@ -122,12 +123,13 @@ def main() -> None:
     parser.add_argument("--dataset", default="shapes")
     parser.add_argument("--n-samples", type=int, default=500)
     parser.add_argument("--eps", action="append", default=None)
-    parser.add_argument("--fast-targets", type=int, action="append", default=None,
-                        help="MALT-ranked targets of the fast protocol (repeatable; default: the protocol's 2)")
+    parser.add_argument("--fast-targets", action="append", default=None,
+                        help="MALT-ranked targets of the fast protocol, or 'rule' for the protocol's own count "
+                             "(repeatable; default: rule)")
     parser.add_argument("--out", type=Path, default=None, help="keep the stores here (default: a temporary folder)")
     parser.add_argument("--skip-vit", action="store_true", help="leave out the ViT-B-32 per-evaluation row")
     args = parser.parse_args()
-    variants = args.fast_targets or [None]
+    variants = [None if t == "rule" else int(t) for t in args.fast_targets or ["rule"]]
     print(f"torch threads {torch.get_num_threads()}, {args.n_samples} samples of {args.dataset}; full = "
           "apgd-ce+apgd-t, fast = --protocol fast (audit included)")
     print("| model | eps | targets | clean | full | fast | fast - full | true misses | audit missed/n | bound | "
