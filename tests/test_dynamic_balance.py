@@ -167,3 +167,32 @@ def test_a_killed_dynamic_worker_is_finished_by_a_rerun_computing_nothing_twice(
     assert _computed(rerun) + _computed(other) == 20 - killed_at // 2
     pd.testing.assert_frame_equal(_table(out), _table(single))
     pd.testing.assert_frame_equal(_samples(out), _samples(single))
+
+
+def _plan(dataset: str = "shapes"):
+    from simclip_bench.attacks.registry import resolve_attack
+    from simclip_bench.data.catalog import open_source
+    from simclip_bench.eps import parse_eps
+    from simclip_bench.tasks.zeroshot import CellPlan
+
+    return CellPlan(open_source(dataset), [0, 1, 2, 3], resolve_attack("apgd-ce"), [parse_eps("4/255", "linf")])
+
+
+def test_the_claims_token_follows_every_column_of_the_sample_key(monkeypatch):
+    # when the key gains a column (say, a fingerprint of the dataset's files), cells that differ only there must
+    # not share claims: the token is read off the key columns of a row built as the cell builds its rows
+    import types
+
+    import simclip_bench.results.schema as schema
+    import simclip_bench.tasks.zeroshot as zeroshot
+    from simclip_bench.jobs.claims import zeroshot_identity
+
+    model = types.SimpleNamespace(model_id="m", checkpoint_hash="h")
+    assert zeroshot_identity(model, _plan("shapes")) != zeroshot_identity(model, _plan("shape-colors"))
+    fingerprint = {"value": "a"}
+    rows = zeroshot._rows
+    monkeypatch.setattr(zeroshot, "_rows", lambda *a: [r | {"fingerprint": fingerprint["value"]} for r in rows(*a)])
+    monkeypatch.setattr(schema, "SAMPLE_KEY", (*schema.SAMPLE_KEY, "fingerprint"))
+    first = zeroshot_identity(model, _plan())
+    fingerprint["value"] = "b"
+    assert zeroshot_identity(model, _plan()) != first
