@@ -157,7 +157,8 @@ def main() -> None:
                     fast_rows[targets].append(fast.to_dict())
                     true_missed[targets] += true_misses
                     name = spec if len(spec) <= 24 else "…" + spec[-23:]
-                    print(f"| {name} | {eps} | {_targets_label(targets, args.dataset)} | {100 * clean:.1f} | {100 * full['value']:.1f} "
+                    label = _targets_label(targets, args.dataset)
+                    print(f"| {name} | {eps} | {label} | {100 * clean:.1f} | {100 * full['value']:.1f} "
                           f"| {100 * fast['value']:.1f} | {100 * (fast['value'] - full['value']):+.1f} | "
                           f"{true_misses} | {int(fast['audit_missed'])}/{int(fast['audit_n'])} | "
                           f"{100 * fast['audit_miss_upper']:.1f} | {full_evals:.0f} | {fast_evals:.0f} | "
@@ -167,7 +168,8 @@ def main() -> None:
     for targets in variants:
         pooled = pooled_audit(fast_rows[targets])
         cells = len(fast_rows[targets])
-        print(f"targets {_targets_label(targets, args.dataset)}: true misses {true_missed[targets]} in {cells} x {args.n_samples} "
+        print(f"targets {_targets_label(targets, args.dataset)}: true misses {true_missed[targets]} in {cells} x "
+              f"{args.n_samples} "
               f"(cell, image) pairs; audit {pooled.line() if pooled else 'none'}")
     if not args.skip_vit:
         cost = per_evaluation_cost()

@@ -93,7 +93,8 @@ def check_name(value: str) -> None:
     if value in BUILTINS or value in CLIP_BENCHMARK_DATASETS or value in COLLECTIONS or _looks_like_path(value):
         return
     raise UserError(f"unknown dataset {value!r}{did_you_mean(value, known_names())}; choose one of "
-                    f"{', '.join(BUILTINS)}, {', '.join(COLLECTIONS)}, a CLIP_benchmark name such as cifar10, or a folder path")
+                    f"{', '.join(BUILTINS)}, {', '.join(COLLECTIONS)}, a CLIP_benchmark name such as cifar10, or a "
+                    "folder path")
 
 
 def open_source(value: str, root_template: str = DEFAULT_DATASET_ROOT, workers: int = 0,

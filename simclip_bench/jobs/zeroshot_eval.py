@@ -201,8 +201,8 @@ def run_eval(request: EvalRequest, reporter: Reporter = SILENT) -> EvalResult:
         reporter.notify(f"dynamic balance: chunks of {request.batch_size} samples claimed from "
                         f"{request.out}/{CLAIMS_FILE}, on {device}")
     elif not shard.whole:
-        what = (f"batches {shard.index}, {shard.index + shard.count}, ... of {request.batch_size} samples"
-                if protocol.spec().backend == "reference" else f"samples {shard.index}, {shard.index + shard.count}, ...")
+        unit = f"batches of {request.batch_size} samples" if protocol.spec().backend == "reference" else "samples"
+        what = f"{unit} {shard.index}, {shard.index + shard.count}, ..."
         reporter.notify(f"shard {shard} ({shard.source}): {what} of every cell, on {device}")
     me = Worker.this(SINGLE_WORKER if shard.source == "single" else f"{shard.source} {shard}")
     # fail on a bad spec before any attack runs

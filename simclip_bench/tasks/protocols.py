@@ -134,12 +134,13 @@ class Protocol:
 
     def record(self) -> dict:
         """The resolved protocol as it goes into result rows."""
+        audit = {"audit_attack": self.audit_attack, "audit_fraction": self.audit_fraction} if self.audit_attack else {}
+        rule = {"n_targets_rule": "ceil(log2(classes)/2), 2 to 9"} if self.targets_grow else {}
         return {"protocol": self.name, "attack": self.attack, "n_iter": self.n_iter, "n_targets": self.n_targets,
                 "norm": self.norm, "eps": list(self.eps), "n_samples": self.n_samples,
                 "n_samples_per_dataset": dict(self.n_samples_per_dataset), "few_class_attack": self.few_class_attack,
                 "sample_seed": self.sample_seed, "attack_seed": self.attack_seed, "overridden": list(self.overridden)} \
-            | ({"audit_attack": self.audit_attack, "audit_fraction": self.audit_fraction} if self.audit_attack else {}) \
-            | ({"n_targets_rule": "ceil(log2(classes)/2), 2 to 9"} if self.targets_grow else {})
+            | audit | rule
 
 
 PROTOCOLS: dict[str, Protocol] = {p.name: p for p in (
