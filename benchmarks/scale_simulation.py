@@ -59,7 +59,7 @@ DATASETS: dict[str, tuple[int, int, int]] = {
     "eurosat": (10, 3, 5400), "fgvc_aircraft": (100, 2, 3333), "cars": (196, 8, 8041), "pcam": (2, 1, 32768),
     "imagenet-r": (200, 18, 30000), "imagenet_sketch": (1000, 18, 50889), "imagenet1k": (1000, 80, 50000),
 }
-VOLATILE = ["run_id", "created_at", "seconds", "device"]
+VOLATILE = ["run_id", "created_at", "seconds", "device", "git_sha"]  # git_sha: HEAD may move during a run
 
 
 def _unit(*parts: object) -> float:
