@@ -140,6 +140,19 @@ def test_the_audited_subset_is_seeded_nested_and_the_requested_share():
     assert audit_positions(10, 1.0, 0) == list(range(10))
 
 
+@pytest.mark.parametrize(("classes", "targets"), [(4, 2), (8, 2), (16, 2), (64, 3), (100, 4), (1000, 5), (10**6, 9)])
+def test_the_fast_protocols_targets_grow_with_the_class_count(classes, targets):
+    # 2 on up to 16 classes (where it was chosen), ceil(log2(C) / 2) above: 2 targets missed on 64 classes
+    attacks = {a.name: a for a in get_protocol("fast").spec_for(classes).attacks}
+    assert attacks["apgd-t-malt"].n_targets == targets
+
+
+def test_an_explicit_target_count_or_attack_wins_over_the_rule():
+    assert get_protocol("fast").override(n_targets=2).spec_for(1000).attacks[1].n_targets == 2
+    assert get_protocol("fast").override(attack="apgd-ce+apgd-t").spec_for(1000).attacks[1].n_targets == 2
+    assert get_protocol("fast").spec_for(8) == get_protocol("fast").spec()  # 8 classes: the setting as before
+
+
 def test_the_audit_is_the_full_protocol_whatever_the_fast_budget():
     fast = get_protocol("fast").override(n_iter=1, n_targets=1)
     assert fast.audit_spec_for(8) == resolve_attack("apgd-ce+apgd-t")

@@ -24,7 +24,7 @@ from simclip_bench.attacks.eps import parse_eps
 from simclip_bench.attacks.registry import ALIASES, NAMED_ENSEMBLES, SINGLE_ATTACKS, resolve_attack
 from simclip_bench.cli.app import eps_list
 from simclip_bench.cli.config_file import read_config_file, values_for_command
-from simclip_bench.data.catalog import BUILTIN, CLIP_BENCHMARK_DATASETS, COLLECTIONS, check_name
+from simclip_bench.data.catalog import BUILTINS, CLIP_BENCHMARK_DATASETS, COLLECTIONS, check_name
 from simclip_bench.data.files import list_file
 from simclip_bench.data.vlm_files import caption_dataset, vqa_dataset
 from simclip_bench.errors import UserError
@@ -178,7 +178,7 @@ def test_protocol_overrides_validate_or_a_user_error(name, attack, eps, norm, n_
 
 # ----------------------------------------------------------------------------------------------- datasets
 
-dataset_names = st.one_of(text, st.sampled_from([BUILTIN, *COLLECTIONS, *CLIP_BENCHMARK_DATASETS, "cifar1O", "./x"]))
+dataset_names = st.one_of(text, st.sampled_from([*BUILTINS, *COLLECTIONS, *CLIP_BENCHMARK_DATASETS, "cifar1O", "./x"]))
 
 
 @FUZZ
@@ -188,7 +188,7 @@ def test_dataset_names_are_known_or_look_like_paths_or_a_user_error(raw):
         check_name(raw)
     except UserError as e:
         assert len(str(e).splitlines()) == 1
-        assert raw not in (BUILTIN, *COLLECTIONS, *CLIP_BENCHMARK_DATASETS)
+        assert raw not in (*BUILTINS, *COLLECTIONS, *CLIP_BENCHMARK_DATASETS)
 
 # ----------------------------------------------------------------------------------------------- model specs
 

@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 from simclip_bench.errors import UserError
-from simclip_bench.jobs.shards import SINGLE, Shard, detect_shard, parse_shard
+from simclip_bench.jobs.shards import SINGLE, Shard, detect_shard, launcher_notices, parse_shard
 from simclip_bench.results.store import read_results
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
@@ -27,6 +27,9 @@ ZEROSHOT = ["--model", "tiny-clip", "--dataset", "shapes", "--n-samples", "20", 
             "4", "--eps", "4/255", "--device", "cpu", "--threads", "1"]
 # the fast protocol with its audit on half the samples: the audited rows are split between the shards too
 FAST = [*ZEROSHOT, "--protocol", "fast", "--audit-fraction", "0.5"]
+# the reference backend draws random starts over a whole batch: its shards must take one process's batches
+REFERENCE = ["--model", "tiny-clip", "--dataset", "shapes", "--n-samples", "24", "--iterations", "1", "--batch-size",
+             "6", "--eps", "4/255", "--attack", "ref:apgd-ce", "--device", "cpu", "--threads", "1"]
 CAPTIONING = ["--task", "captioning", "--model", "tiny-clip", "--n-samples", "6", "--iterations", "2",
               "--batch-size", "2", "--eps", "4/255", "--device", "cpu", "--threads", "1"]
 
@@ -64,16 +67,40 @@ def test_an_explicit_shard_wins_but_keeps_the_launchers_gpu():
     assert detect_shard("0/2", {"RANK": "5", "WORLD_SIZE": "16", "LOCAL_RANK": "1"}) == Shard(0, 2, 1, "--shard")
 
 
-def test_a_slurm_array_gives_its_task_of_the_count():
-    env = {"SLURM_ARRAY_TASK_ID": "10", "SLURM_ARRAY_TASK_MIN": "10", "SLURM_ARRAY_TASK_MAX": "17"}
-    assert detect_shard(None, env) == Shard(0, 8, None, "slurm")
-    assert detect_shard(None, {"SLURM_ARRAY_TASK_ID": "3", "SLURM_ARRAY_TASK_COUNT": "8"}).index == 3
+def test_a_slurm_array_without_shard_evaluates_its_whole_grid_and_says_so():
+    # an array element cannot know how many elements share its grid: it never splits on its own
+    for env in ({"SLURM_ARRAY_TASK_ID": "10", "SLURM_ARRAY_TASK_MIN": "10", "SLURM_ARRAY_TASK_MAX": "17"},
+                {"SLURM_ARRAY_TASK_ID": "3", "SLURM_ARRAY_TASK_COUNT": "8"},
+                {"SLURM_ARRAY_TASK_ID": "3", "SLURM_ARRAY_TASK_COUNT": "1"}):  # sbatch --array=3, re-submitted
+        assert detect_shard(None, env) == SINGLE
+        notice, = launcher_notices(None, env)
+        assert "Slurm array task" in notice and "--shard $SLURM_ARRAY_TASK_ID/N" in notice
 
 
-def test_srun_tasks_times_array_tasks():
+def test_an_array_shards_with_an_explicit_shard_even_when_re_submitted_alone():
+    env = {"SLURM_ARRAY_TASK_ID": "3", "SLURM_ARRAY_TASK_COUNT": "1"}
+    assert detect_shard("3/8", env) == Shard(3, 8, None, "--shard")
+    assert launcher_notices("3/8", env) == []
+
+
+def test_srun_tasks_split_the_grid_of_their_array_element():
     env = {"SLURM_ARRAY_TASK_ID": "1", "SLURM_ARRAY_TASK_COUNT": "2", "SLURM_PROCID": "3",
            "SLURM_STEP_NUM_TASKS": "4", "SLURM_LOCALID": "3"}
-    assert detect_shard(None, env) == Shard(7, 8, 3, "slurm")
+    assert detect_shard(None, env) == Shard(3, 4, 3, "srun")
+    assert "split over the 4 srun processes" in launcher_notices(None, env)[0]
+
+
+def test_a_shard_given_to_every_process_of_a_launcher_is_noticed():
+    notice, = launcher_notices("1/2", {"RANK": "0", "WORLD_SIZE": "4"})
+    assert "all 4 torchrun processes" in notice
+    assert launcher_notices(None, {"RANK": "0", "WORLD_SIZE": "4"}) == []
+
+
+def test_reference_shards_take_whole_batches_of_one_process():
+    items = list(range(23))
+    parts = [Shard(k, 2).take_batches(items, 5) for k in range(2)]
+    assert parts == [[0, 1, 2, 3, 4, 10, 11, 12, 13, 14, 20, 21, 22], [5, 6, 7, 8, 9, 15, 16, 17, 18, 19]]
+    assert Shard(1, 2).part(items, 5, whole_batches=False) == Shard(1, 2).take(items)
 
 
 def test_the_batch_script_outside_srun_is_one_process():
@@ -126,7 +153,7 @@ def single(tmp_path_factory):
     return {name: root / name for name in GRIDS}
 
 
-GRIDS = {"zeroshot": ZEROSHOT, "captioning": CAPTIONING, "fast": FAST}
+GRIDS = {"zeroshot": ZEROSHOT, "captioning": CAPTIONING, "fast": FAST, "reference": REFERENCE}
 
 
 @pytest.mark.parametrize("grid", GRIDS)
@@ -179,6 +206,17 @@ def test_a_shard_killed_midway_is_finished_by_running_it_again(single, tmp_path)
     assert f"{(2 * before - killed_at) // 2} samples computed" in rerun  # nothing done twice
     pd.testing.assert_frame_equal(_table(out), _table(single["zeroshot"]))
     pd.testing.assert_frame_equal(_samples(out, ZEROSHOT), _samples(single["zeroshot"], ZEROSHOT))
+
+
+def test_an_array_element_without_shard_evaluates_its_whole_grid_and_says_so(tmp_path):
+    # e.g. an array that spreads models over jobs: each element's grid is its own, never a quarter of it
+    env = {**ENV, "SLURM_ARRAY_TASK_ID": "2", "SLURM_ARRAY_TASK_COUNT": "4"}
+    proc = subprocess.run(_eval(tmp_path / "out", ZEROSHOT), capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "20 samples computed" in " ".join(proc.stdout.split())
+    notices = " ".join(proc.stderr.split())
+    assert notices.count("Slurm array task 2 without --shard") == 1
+    assert (tmp_path / "out" / "results.csv").exists()
 
 
 def test_shards_in_separate_stores_merge_into_one_processs_table(single, tmp_path):

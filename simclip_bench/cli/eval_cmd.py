@@ -40,7 +40,8 @@ MAX_VLM_BATCH = 64  # captioning/VQA cap --batch-size here (its default, 500, is
 
   # Scale out: 8 GPUs, each a part of every cell; the last writes the table
   torchrun --nproc_per_node 8 -m simclip_bench eval --device cuda
-  simclip eval --shard 3/8 --out shared/   # part 3 of 8 (e.g. a Slurm array)""")
+  simclip eval --shard 3/8 --out shared/   # part 3 of 8 (e.g. a Slurm array)
+  simclip eval --balance dynamic --out shared/   # any number of these: chunks""")
 def eval_(
     config: Path = config_option(),
     task: str = typer.Option("zeroshot", help="zeroshot (default), captioning or vqa (a VLM task, see --vlm)."),
@@ -91,6 +92,10 @@ def eval_(
         None, help="K/N: evaluate part K (0-based) of N of every cell (samples K, K+N, ...) into the shared --out; "
                    "the last part to finish writes the table. Default: from torchrun (RANK/WORLD_SIZE) or Slurm "
                    "(array, srun) variables, else everything."),
+    balance: str = typer.Option(
+        None, help="How processes share the work (zero-shot): static (default: each its fixed part, see --shard) or "
+                   "dynamic (each takes the next free chunk of --batch-size samples from the store as it goes: one "
+                   "slow GPU no longer holds the run up; any number of processes can join)."),
     merge_from: list[Path] = typer.Option(
         None, help="Another store (e.g. one --out per shard, where file locks across machines cannot be trusted): "
                    "its per-sample rows are copied into --out first (each once), then the grid is completed and "
@@ -114,6 +119,9 @@ def eval_(
                             "image, so drop --on-error")
         if audit_fraction is not None:
             raise UserError("--audit-fraction applies to --task zeroshot with --protocol fast; drop it")
+        if balance not in (None, "static"):
+            raise UserError(f"--balance {balance}: captioning and VQA split their samples statically (--shard); "
+                            "drop --balance")
         _eval_vlm(task=task, vlm=vlm, models=list(model or []), datasets=list(dataset or []),
                      dataset_root=dataset_root, attack=attack, eps=eps_list(eps or ["4/255"]), n_samples=n_samples,
                      iterations=iterations, batch_size=batch_size, seed=seed, sample_seed=sample_seed, out=out,
@@ -130,7 +138,7 @@ def eval_(
                           n_samples=n_samples, n_iter=iterations, n_targets=n_targets, sample_seed=sample_seed,
                           seed=seed, batch_size=batch_size, workers=workers, on_error=on_error or DEFAULT_ON_ERROR,
                           out=out, device=device, allow_unsafe_pickle=allow_unsafe_pickle, precision=precision,
-                          audit_fraction=audit_fraction,
+                          audit_fraction=audit_fraction, balance=balance or "static",
                           shard=shard, merge_from=list(merge_from or []))
     validate(request)
     with rich_reporter() as reporter:
@@ -151,6 +159,8 @@ def eval_(
     for line in result.audits:
         style = "bold red" if f"{FLAG_FAST_MISSED}(" in line else "bold"
         stdout.print(f"[{style}]audit:[/] {escape(line)}")
+    if result.pooled_audit is not None and len(result.audits) > 1:
+        stdout.print(f"[bold]audit:[/] {escape(result.pooled_audit.line())}")
     print_unreadable(result)
     stdout.print(f"{result.computed} samples computed, {result.reused} reused from {out}/ "
                  f"| results: {result.results_path}  per-sample: {result.samples_path}", markup=False)

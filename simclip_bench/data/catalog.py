@@ -1,6 +1,7 @@
 """``--dataset`` values: names, named collections, folders; and where each dataset is looked for.
 
-* ``shapes`` -- the built-in generated data (no files);
+* ``shapes`` -- the built-in generated data (no files), 8 shape classes; ``shape-colors``: the same images
+  with 64 shape x colour classes (:mod:`simclip_bench.data.shape_colors`);
 * a CLIP_benchmark zero-shot dataset name (``cifar10``, ``imagenet1k``, ...), read from local files
   under ``--dataset-root`` with CLIP_benchmark's builder, class names and templates; the root may
   hold ``{dataset}``, replaced by the dataset name (CLIP_benchmark's convention);
@@ -26,6 +27,8 @@ if TYPE_CHECKING:  # the sources import torch; the names above are read without 
     from simclip_bench.data.classification import ClassificationSource, TorchDatasetSource
 
 BUILTIN = "shapes"
+MANY_CLASS_BUILTIN = "shape-colors"
+BUILTINS: tuple[str, ...] = (BUILTIN, MANY_CLASS_BUILTIN)
 ROBUSTVLM_DATASETS: tuple[str, ...] = (
     "cifar10", "cifar100", "stl10", "caltech101", "pets", "flowers", "dtd", "eurosat", "fgvc_aircraft", "cars",
     "pcam", "imagenet-r", "imagenet_sketch",
@@ -79,15 +82,16 @@ def _looks_like_path(value: str) -> bool:
 
 
 def known_names() -> list[str]:
-    return [BUILTIN, *COLLECTIONS, *CLIP_BENCHMARK_DATASETS]
+    return [*BUILTINS, *COLLECTIONS, *CLIP_BENCHMARK_DATASETS]
 
 
 def check_name(value: str) -> None:
     """Raise UserError for a value that is neither a known name nor a path."""
-    if value == BUILTIN or value in CLIP_BENCHMARK_DATASETS or value in COLLECTIONS or _looks_like_path(value):
+    if value in BUILTINS or value in CLIP_BENCHMARK_DATASETS or value in COLLECTIONS or _looks_like_path(value):
         return
     raise UserError(f"unknown dataset {value!r}{did_you_mean(value, known_names())}; choose one of "
-                    f"{BUILTIN}, {', '.join(COLLECTIONS)}, a CLIP_benchmark name such as cifar10, or a folder path")
+                    f"{', '.join(BUILTINS)}, {', '.join(COLLECTIONS)}, a CLIP_benchmark name such as cifar10, or a "
+                    "folder path")
 
 
 def open_source(value: str, root_template: str = DEFAULT_DATASET_ROOT, workers: int = 0,
@@ -96,8 +100,8 @@ def open_source(value: str, root_template: str = DEFAULT_DATASET_ROOT, workers: 
     from simclip_bench.data.classification import ShapesSource, image_folder_source
 
     check_name(value)
-    if value == BUILTIN:
-        return ShapesSource(seed=seed)
+    if value in BUILTINS:
+        return ShapesSource(seed=seed, many_classes=value == MANY_CLASS_BUILTIN)
     if value in CLIP_BENCHMARK_DATASETS:
         root = dataset_root(root_template, value)
         return _with_classes(clip_benchmark_source(value, root, workers), value, f"check the files under {root}")

@@ -5,7 +5,7 @@ image, and how to load a set of images as a float tensor in [0,1] at a model's r
 model's own resize and crop, without its normalisation: that lives inside the model wrapper, so
 the eps-ball is in the pixels the model sees). Three kinds:
 
-* :class:`ShapesSource` -- the built-in generated data;
+* :class:`ShapesSource` -- the built-in generated data (8 shapes; ``many_classes``: 64 shape x colour classes);
 * :class:`ImageFolderSource` -- one sub-folder per class, with optional ``classnames.txt`` and
   ``templates.txt`` beside the class folders;
 * :class:`TorchDatasetSource` -- a CLIP_benchmark dataset (torchvision or ImageFolder underneath).
@@ -28,6 +28,7 @@ import torch
 
 from simclip_bench.data.fingerprint import listing_fingerprint
 from simclip_bench.data.image_io import read_rgb
+from simclip_bench.data.shape_colors import ShapeColorsDataset
 from simclip_bench.data.shapes import ShapesDataset
 from simclip_bench.data.unreadable import describe, unreadable_error
 from simclip_bench.errors import UserError
@@ -97,10 +98,12 @@ class ClassificationSource:
 
 
 class ShapesSource(ClassificationSource):
-    """The built-in generated test split, rendered directly at the model's resolution."""
+    """The built-in generated test split, rendered directly at the model's resolution: labelled by shape
+    (8 classes), or with ``many_classes`` by shape and colour (64, :mod:`simclip_bench.data.shape_colors`)."""
 
-    def __init__(self, seed: int = 0) -> None:
-        self.dataset = ShapesDataset("test", seed=seed)
+    def __init__(self, seed: int = 0, many_classes: bool = False) -> None:
+        self._kind = ShapeColorsDataset if many_classes else ShapesDataset
+        self.dataset = self._kind("test", seed=seed)
         self.name = self.dataset.name
         self.split = self.dataset.split
         self.classnames = list(self.dataset.classnames)
@@ -113,7 +116,7 @@ class ShapesSource(ClassificationSource):
         return self.dataset.sample_id(index)
 
     def load(self, indices, image_size, transform):
-        data = ShapesDataset(self.split, seed=self.dataset.seed, size=len(self.dataset), image_size=image_size)
+        data = self._kind(self.split, seed=self.dataset.seed, size=len(self.dataset), image_size=image_size)
         return data.tensors(list(indices))
 
     def identity(self) -> dict:

@@ -39,7 +39,8 @@ def _models() -> Listing:
 def _datasets() -> Listing:
     from simclip_bench.data import catalog
 
-    rows = [(catalog.BUILTIN, "built-in generated shapes (8 classes, 32 px), no files needed")]
+    rows = [(catalog.BUILTIN, "built-in generated shapes (8 classes, 32 px), no files needed"),
+            (catalog.MANY_CLASS_BUILTIN, "the same images, 64 classes: shape x colour ('red circle'), no files needed")]
     rows += [(name, "collection: " + ", ".join(members)) for name, members in catalog.COLLECTIONS.items()]
     rows += [(name, "CLIP_benchmark dataset, read from --dataset-root (never downloaded)")
              for name in catalog.CLIP_BENCHMARK_DATASETS]

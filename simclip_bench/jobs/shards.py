@@ -5,12 +5,15 @@ launcher's environment, in this order:
 
 1. ``--shard K/N`` (always wins);
 2. torchrun (one node or several): ``RANK`` / ``WORLD_SIZE``, GPU ``LOCAL_RANK``;
-3. Slurm: a job array (``SLURM_ARRAY_TASK_ID`` and ``SLURM_ARRAY_TASK_COUNT``, or ``..._MIN``/``..._MAX``
-   for an array with step 1) times the tasks of an ``srun`` step (``SLURM_PROCID`` of
-   ``SLURM_STEP_NUM_TASKS``; the batch script itself, outside ``srun``, is not a step and is one task, so
-   a plain ``python`` line in an ``--ntasks 8`` allocation still evaluates everything); GPU
-   ``SLURM_LOCALID``;
+3. Slurm ``srun``: ``SLURM_PROCID`` of ``SLURM_STEP_NUM_TASKS`` (set inside a step only; the batch script
+   itself, outside ``srun``, is not a step and is one task, so a plain ``python`` line in an ``--ntasks 8``
+   allocation still evaluates everything); GPU ``SLURM_LOCALID``;
 4. otherwise ``0/1``: everything.
+
+A Slurm job *array* is never split automatically: an array element cannot know reliably how many elements
+share its grid (a re-submitted ``sbatch --array=3`` sees a count of 1; an array that gives each element its
+own ``--model`` is not one grid at all). An array shards with an explicit ``--shard $SLURM_ARRAY_TASK_ID/N``;
+without it each element evaluates its whole grid, and :func:`launcher_notices` says so once.
 
 No process group is joined: the processes never talk to each other. The result store coordinates them
 (:mod:`simclip_bench.results.store`: appends under a file lock, one row per key).
@@ -21,8 +24,11 @@ of processes leaves no GPU idle, and one big dataset is split as finely as a sma
 even mix of cheap samples (fooled at once) and expensive ones (robust through APGD-CE and APGD-T, about
 8x the cost). The subset is a seeded draw, so positions carry no order of difficulty. Each sample's attack
 randomness is seeded by its dataset index, never by its position in a batch, so any split gives the same
-per-sample outcomes as one process: sharding is exact. Model load, text classifier and clean pass happen
-once per process and cell.
+per-sample outcomes as one process: sharding is exact. The reference backend (``ref:``, ``autoattack``) is
+the exception: pyautoattack draws its random starts over a whole batch, so a sample's outcome depends on
+its batch-mates. Its shards take whole batches instead (:meth:`Shard.take_batches`): batches K, K+N, ... of
+``--batch-size`` consecutive positions, the very batches one process runs. Model load, text classifier and
+clean pass happen once per process and cell.
 """
 from __future__ import annotations
 
@@ -44,7 +50,7 @@ _SHARD = re.compile(r"^\s*(\d+)\s*/\s*(\d+)\s*$")
 @dataclass(frozen=True)
 class Shard:
     """Process ``index`` of ``count`` (0-based); ``local_rank`` is the GPU it uses on its node, ``source``
-    says where the numbers came from (``--shard``, ``torchrun``, ``slurm`` or ``single``)."""
+    says where the numbers came from (``--shard``, ``torchrun``, ``srun`` or ``single``)."""
 
     index: int = 0
     count: int = 1
@@ -58,6 +64,17 @@ class Shard:
     def take(self, items: Sequence[T]) -> list[T]:
         """This shard's items: positions ``index``, ``index + count``, ... (interleaved)."""
         return list(items[self.index::self.count])
+
+    def take_batches(self, items: Sequence[T], batch_size: int) -> list[T]:
+        """This shard's whole batches: batches ``index``, ``index + count``, ... of ``batch_size`` consecutive
+        items, concatenated in order (cut into ``batch_size`` pieces again, they are one process's batches)."""
+        starts = range(self.index * batch_size, len(items), self.count * batch_size)
+        return [item for start in starts for item in items[start:start + batch_size]]
+
+    def part(self, items: Sequence[T], batch_size: int, whole_batches: bool = False) -> list[T]:
+        """:meth:`take_batches` when a sample's outcome depends on its batch (the reference backend), else
+        :meth:`take`."""
+        return self.take_batches(items, batch_size) if whole_batches else self.take(items)
 
     def __str__(self) -> str:
         return f"{self.index}/{self.count}"
@@ -93,27 +110,41 @@ def _torchrun(env: Mapping[str, str]) -> Shard | None:
     return Shard(rank, world, _int(env, "LOCAL_RANK"), "torchrun")
 
 
-def _slurm(env: Mapping[str, str]) -> Shard | None:
-    array_id, first = _int(env, "SLURM_ARRAY_TASK_ID"), _int(env, "SLURM_ARRAY_TASK_MIN")
-    array_count, last = _int(env, "SLURM_ARRAY_TASK_COUNT"), _int(env, "SLURM_ARRAY_TASK_MAX")
-    if array_count is None and first is not None and last is not None:
-        array_count = last - first + 1  # an array with step 1 (else pass --shard)
-    if array_id is None or array_count is None:
-        array_index, array_count = 0, 1
-    else:
-        array_index = array_id - (first or 0)
-    tasks = _int(env, "SLURM_STEP_NUM_TASKS") or 1  # set inside an srun step only
-    proc = _int(env, "SLURM_PROCID") if tasks > 1 else 0
-    if array_count * tasks < 2 or proc is None:
+def _srun(env: Mapping[str, str]) -> Shard | None:
+    tasks = _int(env, "SLURM_STEP_NUM_TASKS")  # set inside an srun step only
+    proc = _int(env, "SLURM_PROCID")
+    if tasks is None or tasks < 2 or proc is None:
         return None
-    return Shard(array_index * tasks + proc, array_count * tasks, _int(env, "SLURM_LOCALID"), "slurm")
+    return Shard(proc, tasks, _int(env, "SLURM_LOCALID"), "srun")
+
+
+ARRAY_VARIABLE = "SLURM_ARRAY_TASK_ID"
+
+
+def launcher_notices(explicit: str | None = None, env: Mapping[str, str] | None = None) -> list[str]:
+    """One line for each thing about the launcher the user may not expect: a Slurm array element without
+    ``--shard`` (evaluates its whole grid), a ``--shard`` given to every process of a launcher that started
+    several (they all evaluate the same part)."""
+    env = os.environ if env is None else env
+    notices = []
+    launched = _torchrun(env) or _srun(env)
+    if explicit is None and _int(env, ARRAY_VARIABLE) is not None:
+        where = f", split over the {launched.count} {launched.source} processes" if launched else ""
+        notices.append(f"Slurm array task {env[ARRAY_VARIABLE].strip()} without --shard: this job evaluates its "
+                       f"whole grid{where}. To split one grid over the array, pass --shard "
+                       "$SLURM_ARRAY_TASK_ID/N (N = the array's size) or --balance dynamic")
+    if explicit is not None and launched is not None:
+        notices.append(f"--shard {explicit.strip()} given to all {launched.count} {launched.source} processes: each "
+                       "evaluates that same part (--shard wins over the launcher)")
+    return notices
 
 
 def detect_shard(explicit: str | None = None, env: Mapping[str, str] | None = None) -> Shard:
-    """This process's shard: ``explicit`` (``--shard K/N``) if given, else torchrun's or Slurm's variables, else
-    the whole grid. The GPU index (``local_rank``) comes from the launcher even when ``--shard`` is given."""
+    """This process's shard: ``explicit`` (``--shard K/N``) if given, else torchrun's or srun's variables, else
+    the whole grid (a Slurm array without ``--shard`` too). The GPU index (``local_rank``) comes from the
+    launcher even when ``--shard`` is given."""
     env = os.environ if env is None else env
-    launched = _torchrun(env) or _slurm(env)
+    launched = _torchrun(env) or _srun(env)
     if explicit is not None:
         shard = parse_shard(explicit)
         return Shard(shard.index, shard.count, launched.local_rank if launched else None, shard.source)

@@ -25,7 +25,7 @@ from simclip_bench.data.vlm_samples import VLMDataset, shapes_captioning, shapes
 from simclip_bench.devices import check_precision, resolve_device, resolve_precision
 from simclip_bench.errors import UserError, did_you_mean
 from simclip_bench.grid import unique_values
-from simclip_bench.jobs.shards import SINGLE, Shard, detect_shard, shard_device
+from simclip_bench.jobs.shards import SINGLE, Shard, detect_shard, launcher_notices, shard_device
 from simclip_bench.metrics.vqa_accuracy import DEFAULT_VQA_METRIC, VQA_METRICS
 from simclip_bench.models.builtin import BUILTIN_MODELS, DEFAULT_MODEL
 from simclip_bench.progress import SILENT, Reporter
@@ -328,6 +328,8 @@ def run_vlm_eval(request: VLMEvalRequest, reporter: Reporter = SILENT) -> VLMEva
     specs = request.models or default_encoders(request)
     if not request.models and request.vlm == DEFAULT_VLM and len(specs) == 1:
         reporter.notify(f"no finished 'simclip train' run under {request.runs_dir}/: evaluating {DEFAULT_MODEL} only")
+    for notice in launcher_notices(request.shard):
+        reporter.notify(notice)
     if request.merge_from:
         merge_samples(request.out, request.merge_from, VLM_SAMPLES_FILE, VLM_SAMPLE_COLUMNS, VLM_SAMPLE_KEY)
     run_id = new_run_id()

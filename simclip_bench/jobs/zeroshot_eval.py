@@ -18,6 +18,9 @@ re-reads the store after the process's own last append, so the last appender alw
 and two that see it at once write the same rows (``upsert_results`` replaces by key). summary.csv and
 paired.csv are written by a process that finds every cell of the grid complete. A killed shard is finished
 by re-running the same command (its stored samples are skipped), or by any process without ``--shard``.
+The reference backend's shards take whole batches (its random starts are drawn over a batch). With
+``balance="dynamic"`` processes instead claim chunks of ``batch_size`` samples from the store as they go
+(:mod:`simclip_bench.jobs.claims`), so a slow worker does fewer of them.
 """
 from __future__ import annotations
 
@@ -34,13 +37,14 @@ from simclip_bench.data.unreadable import DEFAULT_ON_ERROR, FLAG_UNREADABLE, che
 from simclip_bench.devices import check_precision, resolve_device, resolve_precision
 from simclip_bench.errors import UserError, check_count
 from simclip_bench.grid import unique_values
-from simclip_bench.jobs.shards import SINGLE, Shard, detect_shard, shard_device
+from simclip_bench.jobs.claims import BALANCES, CLAIMS_FILE, DEFAULT_LEASE_S, SINGLE_WORKER, Worker, cell_chunks
+from simclip_bench.jobs.shards import SINGLE, Shard, detect_shard, launcher_notices, shard_device
 from simclip_bench.models.builtin import BUILTIN_MODELS, DEFAULT_MODEL
 from simclip_bench.models.spec import LoadedModel, load_model
 from simclip_bench.progress import SILENT, Reporter
 from simclip_bench.provenance import git_sha, new_run_id, package_version, utc_now
 from simclip_bench.results.aggregate import CellMeta, cell_rows, paired_differences, summary_table
-from simclip_bench.results.audit import FLAG_FAST_MISSED, missed_flag
+from simclip_bench.results.audit import FLAG_FAST_MISSED, PooledAudit, audit_table, missed_flag, pooled_audit
 from simclip_bench.results.intervals import MISS_BOUND
 from simclip_bench.results.schema import RESULT_COLUMNS, SAMPLE_COLUMNS, SAMPLE_KEY
 from simclip_bench.results.store import (
@@ -58,6 +62,7 @@ from simclip_bench.tasks.zeroshot import CellPlan, done_keys, missing_samples, r
 
 SUMMARY_FILE = "summary.csv"
 PAIRED_FILE = "paired.csv"
+AUDIT_FILE = "audit.csv"  # a fast protocol's audit: per cell and pooled over the run
 AUDIT_SEED_SALT = 0xA0D17  # the audited subset's seed is the sample seed with this salt
 
 
@@ -99,6 +104,10 @@ class EvalRequest:
     shard: str | None = None
     # Other stores (e.g. one per shard) whose per-sample rows are copied into ``out`` first (``--merge-from``).
     merge_from: list[Path] = field(default_factory=list)
+    # ``static``: the shard's fixed part of every cell; ``dynamic``: chunks claimed from the store as it goes
+    # (simclip_bench.jobs.claims); ``claim_timeout``: seconds after which another worker's claim lapses.
+    balance: str = "static"
+    claim_timeout: float = DEFAULT_LEASE_S
 
 
 @dataclass
@@ -116,6 +125,7 @@ class EvalResult:
     audits: list[str] = field(default_factory=list)  # one line per audited row: what the full protocol found
     shard: Shard = SINGLE
     pending: list[str] = field(default_factory=list)  # cells still owed by other shards ("model / dataset")
+    pooled_audit: PooledAudit | None = None  # the audit of every audited row of the grid together
 
 
 def audit_positions(n: int, fraction: float, sample_seed: int) -> list[int]:
@@ -158,6 +168,10 @@ def validate(request: EvalRequest) -> Protocol:
         raise UserError(f"--out {request.out} is a file; pass a directory for results.csv and samples.csv")
     resolve_device(request.device)
     detect_shard(request.shard)
+    if request.balance not in BALANCES:
+        raise UserError(f"--balance {request.balance!r}: choose {' or '.join(BALANCES)}")
+    if not request.claim_timeout > 0:
+        raise UserError(f"claim timeout {request.claim_timeout}: give a number of seconds above 0")
     check_merge_sources(request.merge_from, SAMPLES_FILE, request.out)
     check_store(request.out, [(SAMPLES_FILE, SAMPLE_COLUMNS), (RESULTS_FILE, RESULT_COLUMNS)])
     for source in request.merge_from:
@@ -184,9 +198,17 @@ def run_eval(request: EvalRequest, reporter: Reporter = SILENT) -> EvalResult:
     specs = unique_values(request.models, BUILTIN_MODELS) or default_models(request.runs_dir)  # repeats count once
     if not request.models and len(specs) == 1:
         reporter.notify(f"no finished 'simclip train' run under {request.runs_dir}/: evaluating {specs[0]} only")
-    if not shard.whole:
-        reporter.notify(f"shard {shard} ({shard.source}): samples {shard.index}, {shard.index + shard.count}, ... "
-                        f"of every cell, on {device}")
+    dynamic = request.balance == "dynamic"
+    for notice in launcher_notices(request.shard):
+        reporter.notify(notice)
+    if dynamic:
+        reporter.notify(f"dynamic balance: chunks of {request.batch_size} samples claimed from "
+                        f"{request.out}/{CLAIMS_FILE}, on {device}")
+    elif not shard.whole:
+        unit = f"batches of {request.batch_size} samples" if protocol.spec().backend == "reference" else "samples"
+        what = f"{unit} {shard.index}, {shard.index + shard.count}, ..."
+        reporter.notify(f"shard {shard} ({shard.source}): {what} of every cell, on {device}")
+    me = Worker.this(SINGLE_WORKER if shard.source == "single" else f"{shard.source} {shard}")
     # fail on a bad spec before any attack runs
     loaded = [load_model(spec, device, request.allow_unsafe_pickle) for spec in specs]
     if request.merge_from:
@@ -208,16 +230,20 @@ def run_eval(request: EvalRequest, reporter: Reporter = SILENT) -> EvalResult:
                             audit_spec=protocol.audit_spec_for(len(source.classnames)),
                             audit_positions=audit_positions(len(indices), protocol.audit_fraction,
                                                             protocol.sample_seed),
-                            part=None if shard.whole else shard.take(indices))
+                            part=None if shard.whole or dynamic else
+                            shard.part(indices, request.batch_size, whole_batches=spec.backend == "reference"))
             ids = [source.sample_id(i) for i in indices]
             ids_by_dataset[source.name] = set(ids)
             name = model.model_id if len(model.model_id) <= 20 else "…" + model.model_id[-19:]
             line = reporter.start(f"{name} {source.name}", total=len(plan.own), info=spec.name)
             t0 = time.time()
-            done = done_keys(read_samples(request.out), model, source)
+            stored = read_samples(request.out)
+            done = done_keys(stored, model, source)
+            chunks = cell_chunks(request.out, me, model, plan, stored, request.claim_timeout) if dynamic else None
             report = run_cell(model, plan, request.out, run_id, device, done,
                               on_batch=lambda k, line=line: reporter.advance(line, k),
-                              on_status=lambda text, line=line, a=spec.name: reporter.set_info(line, f"{a} {text}"))
+                              on_status=lambda text, line=line, a=spec.name: reporter.set_info(line, f"{a} {text}"),
+                              chunks=chunks)
             computed, reused = computed + report.computed, reused + report.reused
             unreadable.update(dict.fromkeys(report.unreadable.values()))
             meta = CellMeta(run_id=run_id, created_at=utc_now(), git_sha=git_sha(), package_version=package_version(),
@@ -255,14 +281,17 @@ def run_eval(request: EvalRequest, reporter: Reporter = SILENT) -> EvalResult:
     summary = summary_table(table) if rows else pd.DataFrame()
     paired = paired_differences(samples, table, loaded[0].model_id, ids_by_dataset) \
         if len(loaded) > 1 and rows else pd.DataFrame()
+    pooled = pooled_audit(rows)
     if not pending:  # the summary and paired differences appear once every cell of the grid is complete
         _write_frame(request.out / SUMMARY_FILE, summary)
         if not paired.empty:
             _write_frame(request.out / PAIRED_FILE, paired)
+        if pooled is not None:
+            _write_frame(request.out / AUDIT_FILE, audit_table(rows, pooled))
     return EvalResult(rows=rows, summary=summary, paired=paired, protocol=protocol,
                       results_path=request.out / RESULTS_FILE, samples_path=request.out / SAMPLES_FILE,
                       computed=computed, reused=reused, flags=flags, unreadable=list(unreadable), shard=shard,
-                      pending=pending, audits=audits)
+                      pending=pending, audits=audits, pooled_audit=pooled if not pending else None)
 
 
 @dataclass

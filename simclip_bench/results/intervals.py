@@ -20,7 +20,11 @@ interval is the normal one, mean ± 1.96 standard errors, cut at 0 (:func:`mean_
 A fast protocol's **miss rate** (the audit, :mod:`simclip_bench.results.audit`) gets a one-sided 95 % upper
 bound, Clopper-Pearson's exact one (:func:`binomial_upper_bound`): it holds for any true rate, also at 0
 misses, where it is about 3/n (the "rule of three"). The audit draws its samples without replacement
-from the cell, for which the binomial bound is conservative.
+from the cell, for which the binomial bound is conservative. A **mean of values in [0, 1]** (the pooled
+audit of a run, where an image audited in several cells counts the fraction of them it was missed in) gets
+the Chernoff-Hoeffding bound (:func:`bounded_mean_upper_bound`): the largest mean whose relative entropy to
+the observed one is within ``ln(1/alpha)/n`` (Hoeffding 1963, Theorem 1 and section 6, which covers sampling
+without replacement). At 0 it equals Clopper-Pearson's bound; above 0 it is a little wider.
 """
 from __future__ import annotations
 
@@ -38,6 +42,7 @@ PAIRED_CI = "Newcombe"
 MEAN_CI = "normal"
 UNIT_MEAN_CI = "Wilson of the mean"
 MISS_BOUND = "one-sided 95 % Clopper-Pearson"
+POOLED_MISS_BOUND = "one-sided 95 % Chernoff-Hoeffding over images"
 
 
 def effective_n(sizes: Sequence[float]) -> float:
@@ -119,3 +124,30 @@ def _binomial_cdf(k: int, n: int, p: float) -> float:
     log_p, log_q = math.log(p), math.log1p(-p)
     return min(1.0, sum(math.exp(math.lgamma(n + 1) - math.lgamma(i + 1) - math.lgamma(n - i + 1)
                                  + i * log_p + (n - i) * log_q) for i in range(k + 1)))
+
+
+def bounded_mean_upper_bound(total: float, n: int, confidence: float = 0.95) -> float:
+    """One-sided upper bound of the mean of ``n`` independent values in [0, 1] that sum to ``total``: the
+    largest ``m`` with ``n * KL(total/n || m) <= ln(1 / (1 - confidence))`` (Chernoff-Hoeffding); 1.0 when
+    ``total = n``, NaN when n = 0. With 0/1 values use :func:`binomial_upper_bound`, which is tighter."""
+    if n == 0:
+        return math.nan
+    mean = min(max(total / n, 0.0), 1.0)
+    if mean >= 1.0:
+        return 1.0
+    budget = math.log(1.0 / (1.0 - confidence)) / n
+    low, high = mean, 1.0
+    for _ in range(100):  # bisection: the divergence grows as m moves up from the mean
+        mid = (low + high) / 2
+        if _bernoulli_kl(mean, mid) <= budget:
+            low = mid
+        else:
+            high = mid
+    return low
+
+
+def _bernoulli_kl(p: float, q: float) -> float:
+    """KL(Bernoulli(p) || Bernoulli(q)) in nats, for 0 <= p <= q < 1."""
+    first = p * math.log(p / q) if p > 0 else 0.0
+    second = (1 - p) * math.log((1 - p) / (1 - q)) if p < 1 else 0.0
+    return first + second

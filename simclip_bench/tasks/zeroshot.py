@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 import torch
@@ -156,11 +156,14 @@ def done_keys(samples, loaded: LoadedModel, source: ClassificationSource) -> set
 
 def run_cell(loaded: LoadedModel, plan: CellPlan, out_dir, run_id: str, device: torch.device, done: set,
              on_batch: Callable[[int], None] | None = None,
-             on_status: Callable[[str], None] | None = None) -> CellReport:
+             on_status: Callable[[str], None] | None = None,
+             chunks: Iterable[list[int]] | None = None) -> CellReport:
     """Evaluate one (model, dataset) cell into the store at ``out_dir``, skipping samples in ``done``.
 
-    Only ``plan.own`` is evaluated (a shard's part); the masking checks run on the first samples of the whole
-    cell, so every shard reports the flags of a single process.
+    Only ``plan.own`` is evaluated (a shard's part), in batches of ``plan.batch_size``, or the batches that
+    ``chunks`` yields (dataset indices; claimed from the store as they are asked for, see
+    :mod:`simclip_bench.jobs.claims`). The masking checks run on the first samples of the whole cell, so every
+    shard reports the flags of a single process.
 
     An image that cannot be read is left out and listed in the report (``plan.on_error`` ``skip``) or
     stops the cell with a UserError naming the file (``fail``); the other samples keep their place.
@@ -184,10 +187,10 @@ def run_cell(loaded: LoadedModel, plan: CellPlan, out_dir, run_id: str, device: 
                   report)
     if first.kept:
         report.flags += preflight_checks(head, first.x.to(device), first.y.to(device))
-    own = plan.own
-    own_ids = [source.sample_id(i) for i in own]
-    for start in range(0, len(own), plan.batch_size):
-        chunk, chunk_ids = own[start:start + plan.batch_size], own_ids[start:start + plan.batch_size]
+    own_ids: list[str] = []
+    for chunk in (chunks if chunks is not None else _batches(plan.own, plan.batch_size)):
+        chunk_ids = [source.sample_id(i) for i in chunk]
+        own_ids += chunk_ids
         size = len(chunk)
         n_todo = max(len(v) for v in _todo(every_setting, chunk_ids, done, only).values())
         report.reused += size - max(len(v) for v in _todo(settings, chunk_ids, done).values())
@@ -212,6 +215,11 @@ def run_cell(loaded: LoadedModel, plan: CellPlan, out_dir, run_id: str, device: 
         raise UserError(f"none of the {len(own_ids)} images of {source.name} could be read, e.g. "
                         f"{next(iter(report.unreadable.values()))}")
     return report
+
+
+def _batches(items: list[int], size: int) -> Iterator[list[int]]:
+    for start in range(0, len(items), size):
+        yield items[start:start + size]
 
 
 def _status(settings: dict, tally: dict[str, tuple[int, int]]) -> str:
