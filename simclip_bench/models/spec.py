@@ -8,6 +8,8 @@
 * ``hf-hub:org/repo`` (open_clip's hub schema);
 * a local checkpoint: a run directory of ``simclip train``, an ``encoder.safetensors`` written
   by it, or an open_clip ``local-dir`` folder (``open_clip_config.json`` + weights);
+* ``random:ARCH[@PX][/LAYERS]``: an open_clip architecture with random weights, for rehearsals
+  (:mod:`simclip_bench.models.random_init`);
 * ``BASE=FILE``: a vision-tower state dict (``FILE``, e.g. Sim-CLIP's ``simclip4.pt``) on the model
   ``BASE``, which supplies the text tower and the preprocessing. ``BASE`` is any spec above or the
   name of a vision-tower release in the catalog (``simclip4=/data/simclip4.pt``: the catalog knows its
@@ -46,6 +48,7 @@ from simclip_bench.models.checkpoint import (
 from simclip_bench.models.hub import in_cache, offline_error, offline_reason, quiet_hub
 from simclip_bench.models.known_checkpoints import KNOWN_CHECKPOINTS, known_by_name
 from simclip_bench.models.pixel_clip import PixelSpaceCLIP
+from simclip_bench.models.random_init import create_random_clip, is_random_spec
 from simclip_bench.models.vision_tower import UNSAFE_PICKLE_FLAG, read_vision_tower
 
 HF_HUB = "hf-hub:"
@@ -340,6 +343,9 @@ def load_model(spec: str, device: torch.device | str = "cpu", allow_unsafe_pickl
     with the full unpickler, which runs whatever code the file holds; only for files you trust.
     """
     device = torch.device(device)
+    if is_random_spec(spec):  # random:ARCH[@PX][/LAYERS]: the architecture with random weights (random_init.py)
+        clip, tokenizer, arch = create_random_clip(spec)
+        return _finish(str(spec).strip(), arch, clip, tokenizer, device)
     parsed = parse_model_spec(spec)
     spec = parsed.text
     if parsed.kind == "builtin":
