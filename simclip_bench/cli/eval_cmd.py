@@ -15,7 +15,7 @@ from simclip_bench.eps import Eps
 from simclip_bench.errors import UserError
 from simclip_bench.results.intervals import ACCURACY_CI, AVERAGE_CI, MEAN_CI, PAIRED_CI
 
-MAX_VLM_BATCH = 64  # captioning/VQA cap --batch-size here (its default, 500, is the zero-shot attacks' batch)
+MAX_VLM_BATCH = 64  # captioning/VQA cap --batch-size here (auto: this; the zero-shot attacks start at 500 or 512)
 
 
 @app.command(name="eval", epilog="""[bold]Examples[/bold]
@@ -71,7 +71,9 @@ def eval_(
     n_targets: int = typer.Option(None, help="Target classes of APGD-T (default 9, at most classes-1)."),
     sample_seed: int = typer.Option(None, help="Seed of the fixed sample subset (default 0)."),
     seed: int = typer.Option(None, help="Attack seed (default 0)."),
-    batch_size: int = typer.Option(500, help="Working-batch size of the attacks; also the unit of resume."),
+    batch_size: str = typer.Option(
+        "auto", help="Working-batch size of the attacks, also the unit of resume; halved when a batch runs out of "
+                     "memory. auto: 512 on CUDA, 500 on a CPU (captioning/VQA: 64)."),
     workers: int = typer.Option(0, help="Image-decoding worker processes for datasets on disk."),
     on_error: str = typer.Option(
         None, help="An unreadable image: skip (default: left out of every accuracy, counted and listed) or fail "
@@ -164,7 +166,7 @@ def _print_pending(shard, pending: list[str], out: Path) -> None:
 
 
 def _eval_vlm(task: str, vlm: str | None, models: list[str], datasets: list[str], dataset_root: str,
-              attack: str | None, eps: list[Eps], n_samples: int | None, iterations: int | None, batch_size: int,
+              attack: str | None, eps: list[Eps], n_samples: int | None, iterations: int | None, batch_size: str,
               seed: int | None, sample_seed: int | None, out: Path, device: str, allow_unsafe_pickle: bool = False,
               precision: str = "auto", vqa_metric: str | None = None, shard: str | None = None,
               merge_from: list[Path] | None = None) -> None:
@@ -178,7 +180,7 @@ def _eval_vlm(task: str, vlm: str | None, models: list[str], datasets: list[str]
     request = VLMEvalRequest(task=task, vlm=vlm or DEFAULT_VLM, models=list(models),
                              dataset=(list(datasets) or ["shapes"])[0],
                              dataset_root=dataset_root, attack=attack or "ensemble", eps=list(eps),
-                             n_samples=n_samples, n_iter=iterations or 100, batch_size=min(batch_size, MAX_VLM_BATCH),
+                             n_samples=n_samples, n_iter=iterations or 100, batch_size=_vlm_batch(batch_size),
                              seed=seed or 0, sample_seed=sample_seed or 0, out=out, device=device,
                              allow_unsafe_pickle=allow_unsafe_pickle, precision=precision,
                              vqa_metric=vqa_metric or DEFAULT_VQA_METRIC, shard=shard,
@@ -199,6 +201,14 @@ def _eval_vlm(task: str, vlm: str | None, models: list[str], datasets: list[str]
                       _interval(r["ci_low"], r["ci_high"]), f"{r['seconds']:.0f}", _cost(r.get("grad_evals")))
     stdout.print(table)
     stdout.print(f"results: {result.results_path}  per-sample texts: {result.samples_path}")
+
+
+def _vlm_batch(batch_size: str) -> int:
+    """Captioning/VQA's batch: ``auto`` is :data:`MAX_VLM_BATCH`, a number is capped at it."""
+    from simclip_bench.memory.adaptive_batch import AUTO, parse_batch_size
+
+    parsed = parse_batch_size(batch_size)
+    return MAX_VLM_BATCH if parsed == AUTO else min(int(parsed), MAX_VLM_BATCH)
 
 
 def _record_run(request, result, config: Path | None) -> None:

@@ -35,6 +35,7 @@ from simclip_bench.devices import check_precision, resolve_device, resolve_preci
 from simclip_bench.errors import UserError, check_count
 from simclip_bench.grid import unique_values
 from simclip_bench.jobs.shards import SINGLE, Shard, detect_shard, shard_device
+from simclip_bench.memory.adaptive_batch import AUTO, parse_batch_size, resolve_batch_size
 from simclip_bench.models.builtin import BUILTIN_MODELS, DEFAULT_MODEL
 from simclip_bench.models.spec import LoadedModel, load_model
 from simclip_bench.progress import SILENT, Reporter
@@ -56,6 +57,7 @@ from simclip_bench.tasks.protocols import DEFAULT_PROTOCOL, Protocol, get_protoc
 from simclip_bench.tasks.zeroshot import CellPlan, done_keys, missing_samples, run_cell, unreadable_among
 
 SUMMARY_FILE = "summary.csv"
+CPU_BATCH = 500  # --batch-size auto on a CPU, and always for the reference backend (its batch is in its setting)
 PAIRED_FILE = "paired.csv"
 AUDIT_SEED_SALT = 0xA0D17  # the audited subset's seed is the sample seed with this salt
 
@@ -65,8 +67,10 @@ class EvalRequest:
     """One ``simclip eval`` invocation. ``models`` empty means: the built-in base model and the latest run.
 
     ``protocol`` names a preset; the fields after it override the preset when not None (eps as
-    written, e.g. "4/255"; ``n_iter`` per gradient attack). ``batch_size`` is both the attack's
-    working batch and the unit of resume; ``workers`` decode images in parallel. ``on_error``: ``skip``
+    written, e.g. "4/255"; ``n_iter`` per gradient attack). ``batch_size`` is both the attack's first
+    working batch and the unit of resume: ``auto`` (default) is 512 on CUDA and 500 on a CPU, and a batch that
+    runs out of memory is halved (:mod:`simclip_bench.memory.adaptive_batch`), except the reference backend's,
+    whose ``auto`` is always 500; ``workers`` decode images in parallel. ``on_error``: ``skip``
     (default) leaves an unreadable image out of every accuracy and reports it, ``fail`` stops at the first.
     ``allow_unsafe_pickle`` (default False) lets pickled ``.pt`` weights load with the full unpickler
     (see :func:`~simclip_bench.models.spec.load_model`). ``precision``: the attack search's dtype, ``auto``
@@ -85,7 +89,7 @@ class EvalRequest:
     n_targets: int | None = None
     sample_seed: int | None = None
     seed: int | None = None
-    batch_size: int = 500
+    batch_size: int | str = AUTO
     workers: int = 0
     on_error: str = DEFAULT_ON_ERROR
     out: Path = Path("simclip-results")
@@ -144,7 +148,7 @@ def resolve_protocol(request: EvalRequest) -> Protocol:
 def validate(request: EvalRequest) -> Protocol:
     """Check everything that can be checked without touching a dataset or a model."""
     protocol = resolve_protocol(request)
-    check_count("--batch-size", request.batch_size)
+    parse_batch_size(request.batch_size)
     if request.workers < 0:
         raise UserError(f"--workers must be 0 or more, got {request.workers}")
     check_on_error(request.on_error)
@@ -199,8 +203,10 @@ def run_eval(request: EvalRequest, reporter: Reporter = SILENT) -> EvalResult:
         for source in sources:
             indices = fixed_subset(len(source), protocol.n_samples_for(source.name), protocol.sample_seed)
             spec = protocol.spec_for(len(source.classnames))
+            batch_size = resolve_batch_size(request.batch_size, device, CPU_BATCH,
+                                            CPU_BATCH if spec.backend == "reference" else None)
             plan = CellPlan(source, indices, spec, protocol.eps_values(), protocol.norm, protocol.attack_seed,
-                            request.batch_size, request.on_error, precision,
+                            batch_size, request.on_error, precision,
                             audit_spec=protocol.audit_spec_for(len(source.classnames)),
                             audit_positions=audit_positions(len(indices), protocol.audit_fraction,
                                                             protocol.sample_seed),
@@ -213,14 +219,16 @@ def run_eval(request: EvalRequest, reporter: Reporter = SILENT) -> EvalResult:
             done = done_keys(read_samples(request.out), model, source.name)
             report = run_cell(model, plan, request.out, run_id, device, done,
                               on_batch=lambda k, line=line: reporter.advance(line, k),
-                              on_status=lambda text, line=line, a=spec.name: reporter.set_info(line, f"{a} {text}"))
+                              on_status=lambda text, line=line, a=spec.name: reporter.set_info(line, f"{a} {text}"),
+                              notify=reporter.notify)
             computed, reused = computed + report.computed, reused + report.reused
             unreadable.update(dict.fromkeys(report.unreadable.values()))
             meta = CellMeta(run_id=run_id, created_at=utc_now(), git_sha=git_sha(), package_version=package_version(),
                             model=model.model_id, checkpoint_hash=model.checkpoint_hash, dataset=source.name,
                             split=source.split, sample_seed=protocol.sample_seed, sample_ids=ids, attack=spec.name,
                             attack_config=spec.config() | {"seed": protocol.attack_seed, "resolved_protocol": record,
-                                                           "search_precision": plan.search_precision},
+                                                           "search_precision": plan.search_precision,
+                                                           "batch_size": report.batch_size},
                             protocol=protocol.name, norm=protocol.norm, settings=plan.settings(), device=str(device),
                             seconds=time.time() - t0, flags=report.flags,
                             white_box_then_square=_square_after_white_box(spec), unreadable=set(report.unreadable),

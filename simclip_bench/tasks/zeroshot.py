@@ -25,7 +25,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 
@@ -41,11 +41,15 @@ from simclip_bench.data.unreadable import DEFAULT_ON_ERROR, FAIL, unreadable_err
 from simclip_bench.devices import autocast_for
 from simclip_bench.eps import Eps
 from simclip_bench.errors import UserError
+from simclip_bench.memory.adaptive_batch import AdaptiveBatch
 from simclip_bench.models.spec import LoadedModel
 from simclip_bench.results.store import append_samples
 from simclip_bench.tasks.zeroshot_head import ZeroShotClassifier, build_text_classifier
 
 PREFLIGHT_SAMPLES = 64
+REFERENCE_BATCH_FIXED = ("the reference backend draws its randomness per batch, so its results depend on --batch-size "
+                         "(part of their stored setting) and its batches are never split: run again with a lower "
+                         "--batch-size")
 TASK = "zeroshot"
 CLEAN = "none"
 
@@ -133,6 +137,7 @@ class CellReport:
     reused: int = 0
     flags: list[str] = field(default_factory=list)
     unreadable: dict[str, str] = field(default_factory=dict)
+    batch_size: int | None = None  # the working batch that ran the last samples (after any halving)
 
 
 def done_keys(samples, loaded: LoadedModel, dataset: str) -> set[tuple[str, str]]:
@@ -146,7 +151,8 @@ def done_keys(samples, loaded: LoadedModel, dataset: str) -> set[tuple[str, str]
 
 def run_cell(loaded: LoadedModel, plan: CellPlan, out_dir, run_id: str, device: torch.device, done: set,
              on_batch: Callable[[int], None] | None = None,
-             on_status: Callable[[str], None] | None = None) -> CellReport:
+             on_status: Callable[[str], None] | None = None,
+             notify: Callable[[str], None] | None = None) -> CellReport:
     """Evaluate one (model, dataset) cell into the store at ``out_dir``, skipping samples in ``done``.
 
     Only ``plan.own`` is evaluated (a shard's part); the masking checks run on the first samples of the whole
@@ -156,6 +162,10 @@ def run_cell(loaded: LoadedModel, plan: CellPlan, out_dir, run_id: str, device: 
     stops the cell with a UserError naming the file (``fail``); the other samples keep their place.
     After each batch ``on_batch`` gets its size and ``on_status`` the accuracies so far, clean and per eps,
     over the samples computed in this call (e.g. ``clean 89.2%, 4/255 robust 10.4% (of 500)``).
+
+    ``plan.batch_size`` is the unit of resume and the first working batch: a batch that runs out of memory runs
+    again at half the size (:mod:`simclip_bench.memory.adaptive_batch`, ``notify`` hears of it), which changes
+    no outcome; the reference backend's batches are never split (its results depend on them): it stops instead.
     """
     source, model = plan.source, loaded.model
     settings = plan.settings()
@@ -172,8 +182,13 @@ def run_cell(loaded: LoadedModel, plan: CellPlan, out_dir, run_id: str, device: 
     # The masking checks run on the first samples every time, so a resumed run reports the same flags.
     first = _load(plan, plan.indices[:PREFLIGHT_SAMPLES], ids[:PREFLIGHT_SAMPLES], model.image_size, transform,
                   report)
+    fixed = REFERENCE_BATCH_FIXED if any(spec.backend == "reference" for spec, _ in settings.values()) else None
+    batch = AdaptiveBatch(plan.batch_size, "zero-shot attack batch", fixed=fixed, notify=notify)
+    checks = AdaptiveBatch(min(plan.batch_size, PREFLIGHT_SAMPLES), "masking-check batch", notify=notify) \
+        if fixed else batch
     if first.kept:
-        report.flags += preflight_checks(head, first.x.to(device), first.y.to(device))
+        fx, fy = first.x.to(device), first.y.to(device)
+        report.flags += checks.run(lambda size: preflight_checks(head, fx, fy, batch_size=size))
     own = plan.own
     own_ids = [source.sample_id(i) for i in own]
     for start in range(0, len(own), plan.batch_size):
@@ -182,11 +197,13 @@ def run_cell(loaded: LoadedModel, plan: CellPlan, out_dir, run_id: str, device: 
         n_todo = max(len(v) for v in _todo(every_setting, chunk_ids, done, only).values())
         report.reused += size - max(len(v) for v in _todo(settings, chunk_ids, done).values())
         if n_todo:
-            batch = _load(plan, chunk, chunk_ids, model.image_size, transform, report)
-            chunk, chunk_ids = [chunk[j] for j in batch.kept], [chunk_ids[j] for j in batch.kept]
+            images = _load(plan, chunk, chunk_ids, model.image_size, transform, report)
+            chunk, chunk_ids = [chunk[j] for j in images.kept], [chunk_ids[j] for j in images.kept]
             todo = _todo(every_setting, chunk_ids, done, only)
             if chunk:
-                rows = _outcomes(loaded, plan, head, every_setting, batch, chunk, chunk_ids, todo, run_id, device)
+                rows = batch.run(lambda size, images=images, chunk=chunk, chunk_ids=chunk_ids, todo=todo: _outcomes(
+                    loaded, replace(plan, batch_size=size), head, every_setting, images, chunk, chunk_ids, todo, run_id,
+                    device))
                 append_samples(out_dir, rows)
                 report.computed += max(len(todo[s]) for s in settings)
                 for r in rows:
@@ -201,6 +218,7 @@ def run_cell(loaded: LoadedModel, plan: CellPlan, out_dir, run_id: str, device: 
     if own_ids and set(own_ids) <= set(report.unreadable):
         raise UserError(f"none of the {len(own_ids)} images of {source.name} could be read, e.g. "
                         f"{next(iter(report.unreadable.values()))}")
+    report.batch_size = batch.size
     return report
 
 
