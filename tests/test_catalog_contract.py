@@ -53,6 +53,14 @@ def test_every_catalog_architecture_has_a_contract_size():
         assert arch.config in open_clip.list_models(), name
 
 
+def test_every_model_of_ls_models_has_its_architecture_in_the_catalog():
+    from simclip_bench.models.known_checkpoints import KNOWN_CHECKPOINTS
+
+    on_an_architecture = {c for arch in CATALOG_ARCHITECTURES.values() for c in arch.checkpoints}
+    assert on_an_architecture == set(KNOWN_CHECKPOINTS)
+    assert "simclip-tiny" in {arch.config for arch in CATALOG_ARCHITECTURES.values()}
+
+
 def _spec(arch: CatalogArchitecture) -> str:
     px = CONTRACT_PX[arch.name]
     return f"random:{arch.config}" + (f"@{px}" if px != arch.image_size else "")

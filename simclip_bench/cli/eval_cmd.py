@@ -32,6 +32,9 @@ MAX_VLM_BATCH = 64  # captioning/VQA cap --batch-size here (auto: this; the zero
   simclip eval --task captioning   # tiny VLM: base encoder vs. the latest run
   simclip eval --task vqa --vqa-metric robustvlm    # VQA accuracy as RobustVLM
 
+  # the cost first: grid, gradient evaluations, memory, hours on an H100
+  simclip eval --protocol robustvlm --dataset robustvlm --dry-run \
+    --model hf-hub:chs20/fare4-clip --plan-device h100
   # RobustVLM's zero-shot table on a GPU (see docs/commands.md for the datasets)
   simclip eval --protocol robustvlm --dataset robustvlm --device cuda
   # LLaVA-1.5 with its own vision tower, then with your run's encoder swapped in
@@ -97,12 +100,21 @@ def eval_(
         None, help="Another store (e.g. one --out per shard, where file locks across machines cannot be trusted): "
                    "its per-sample rows are copied into --out first (each once), then the grid is completed and "
                    "its table written. Repeat for several."),
+    dry_run: bool = typer.Option(
+        False, "--dry-run", help="Print the cost plan (grid, worst-case gradient evaluations, FLOPs, memory, predicted "
+                                 "time) and stop; nothing is loaded or downloaded. Zero-shot only."),
+    plan_device: str = typer.Option(
+        None, help="With --dry-run: the device to predict the time on: h100, a100, h200 or cpu. Default: the run's."),
     allow_unsafe_pickle: bool = unsafe_pickle_option(),
     threads: int = threads_option(),
 ) -> None:
     """Zero-shot accuracy, clean and under attack, for every model x dataset x eps; resumes from OUT."""
     warn_unsafe_pickle(allow_unsafe_pickle)
     apply_threads(threads)
+    if plan_device is not None and not dry_run:
+        raise UserError("--plan-device applies to --dry-run; add --dry-run")
+    if dry_run and (task != "zeroshot" or vlm):
+        raise UserError(f"--dry-run plans zero-shot evaluations and training; --task {task} is not planned yet")
     if shard is not None:  # a bad --shard gets its one line before any model or dataset is touched
         from simclip_bench.jobs.shards import parse_shard
 
@@ -134,6 +146,13 @@ def eval_(
                           audit_fraction=audit_fraction,
                           shard=shard, merge_from=list(merge_from or []))
     validate(request)
+    if dry_run:
+        from simclip_bench.jobs.plan import plan_eval_request
+        from simclip_bench.plan.cost_plan import render
+
+        for line in render(plan_eval_request(request, plan_device)):
+            stdout.print(line, markup=False, highlight=False, soft_wrap=True)
+        return
     with rich_reporter() as reporter:
         result = run_eval(request, reporter)
     if result.pending:
