@@ -117,6 +117,7 @@ def _eval(tmp_path, name, monkeypatch, limit, batch_size=32, attack="apgd-ce+apg
     return result, pd.read_csv(out / "samples.csv"), pd.read_csv(out / "results.csv"), list(LimitedHead.hits)
 
 
+@pytest.mark.slow
 def test_a_run_that_ran_out_of_memory_stores_the_same_samples_as_one_that_did_not(tmp_path, monkeypatch):
     _, clean_run, clean_results, no_hits = _eval(tmp_path, "fits", monkeypatch, limit=10**9)
     notices = []
@@ -144,6 +145,7 @@ def test_a_run_that_does_not_fit_even_one_image_stops_with_one_line(tmp_path, mo
     assert not (tmp_path / "none-fits" / "samples.csv").exists()
 
 
+@pytest.mark.slow
 def test_the_reference_backend_is_never_split_and_says_to_lower_the_batch_size(tmp_path, monkeypatch):
     pytest.importorskip("pyautoattack")
     with pytest.raises(UserError, match="lower --batch-size"):
@@ -182,6 +184,7 @@ def _train_step(monkeypatch, limit, accum_steps=2):
     return reports, grads, session.memory.size, hits
 
 
+@pytest.mark.slow
 def test_training_splits_a_micro_batch_that_runs_out_of_memory_into_more_accumulation_steps(monkeypatch):
     reports, grads, size, hits = _train_step(monkeypatch, limit=10**9)
     reports_tight, grads_tight, size_tight, hits_tight = _train_step(monkeypatch, limit=1)
@@ -198,3 +201,66 @@ def test_training_splits_a_micro_batch_that_runs_out_of_memory_into_more_accumul
         assert diff <= 1e-2 * sum(float(g.norm() ** 2) for g in step) ** 0.5
     for a, b in zip(reports, reports_tight, strict=True):
         assert a.keys() == b.keys() and all(a[k] == pytest.approx(b[k], rel=1e-4) for k in a)
+
+
+# ------------------------------------------------------------------------------------------------ VLM and galleries
+
+
+def _vlm_eval(tmp_path, name, monkeypatch, limit):
+    from simclip_bench.eps import parse_eps
+    from simclip_bench.jobs import vlm_eval
+
+    load, hits = vlm_eval.load_vlm, []
+
+    def limited_load(*args, **kwargs):
+        loaded = load(*args, **kwargs)
+        vlm = loaded.vlm
+        generate, target_scores = vlm.generate, vlm.target_scores
+
+        def limited(method):
+            def call(images, *rest, **kw):
+                if len(images) > limit:
+                    hits.append(len(images))
+                    raise oom()
+                return method(images, *rest, **kw)
+            return call
+
+        vlm.generate, vlm.target_scores = limited(generate), limited(target_scores)
+        return loaded
+
+    monkeypatch.setattr(vlm_eval, "load_vlm", limited_load)
+    out = tmp_path / name
+    request = vlm_eval.VLMEvalRequest(task="captioning", models=["tiny-clip"], eps=[parse_eps("4/255")], n_samples=6,
+                                      n_iter=3, batch_size=4, out=out, device="cpu")
+    vlm_eval.run_vlm_eval(request)
+    return pd.read_csv(out / "vlm_samples.csv"), pd.read_csv(out / "results.csv"), hits
+
+
+@pytest.mark.slow
+def test_a_vlm_run_that_ran_out_of_memory_stores_the_same_texts_and_scores(tmp_path, monkeypatch):
+    fits, fits_results, no_hits = _vlm_eval(tmp_path, "fits", monkeypatch, limit=10**9)
+    tight, tight_results, hits = _vlm_eval(tmp_path, "tight", monkeypatch, limit=1)
+    assert not no_hits and {4, 2} <= set(hits)
+    columns = ["sample_id", "setting", "clean_text", "clean_score", "adv_text", "adv_score", "fooled_by", "grad_evals"]
+    a = fits[columns].sort_values(["setting", "sample_id"]).reset_index(drop=True)
+    b = tight[columns].sort_values(["setting", "sample_id"]).reset_index(drop=True)
+    pd.testing.assert_frame_equal(a, b)
+    assert list(fits_results["value"]) == list(tight_results["value"])
+    assert all('"batch_size": 1' in c for c in tight_results["attack_config"])
+
+
+@pytest.mark.slow
+def test_the_attack_gallery_halves_its_batch_and_saves_the_same_pictures(tmp_path, monkeypatch):
+    from simclip_bench.eps import parse_eps
+    from simclip_bench.jobs import attack_gallery
+
+    def run(name, limit):
+        monkeypatch.setattr(attack_gallery, "ZeroShotClassifier", LimitedHead)
+        LimitedHead.limit, LimitedHead.hits = limit, []
+        request = attack_gallery.AttackRequest(n_images=6, eps=parse_eps("4/255"), n_iter=5, out=tmp_path / name,
+                                               device="cpu")
+        items = attack_gallery.run_attack_gallery(request)
+        return [(i.clean_label, i.adv_label, round(i.adv_prob, 5), i.adv_path.read_bytes()) for i in items]
+
+    assert run("fits", 10**9) == run("tight", 2)
+    assert {6, 3} <= set(LimitedHead.hits)  # 6 images: forward passes of 6, then 3, then 1

@@ -18,7 +18,8 @@ FLAG_ROBUST_ABOVE_CLEAN = "robust-above-clean"
 FLAG_ROBUST_RISES_WITH_EPS = "robust-rises-with-eps"
 
 
-def preflight_checks(classifier: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int | None = None) -> list[str]:
+def preflight_checks(classifier: nn.Module, x: torch.Tensor, y: torch.Tensor,
+                     batch_size: int | None = None) -> list[str]:
     """Checks on a small batch before attacking: randomness, probability outputs, zero input gradients.
 
     ``batch_size`` splits the passes into pieces of that many images (all at once by default); every check is

@@ -112,7 +112,8 @@ def run_vlm_attack_gallery(request: VLMAttackRequest) -> list[AttackedCaption]:
     batch = AdaptiveBatch(ATTACK_BATCH, "VLM attack batch")
 
     def captions(images: torch.Tensor) -> list[str]:
-        return [t for part in batch.map_chunks(len(images), lambda p: vlm.generate(images[p], prompts[p])) for t in part]
+        parts = batch.map_chunks(len(images), lambda p: vlm.generate(images[p], prompts[p]))
+        return [text for part in parts for text in part]
 
     clean = captions(x)
     if request.target is not None:

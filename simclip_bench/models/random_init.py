@@ -72,7 +72,8 @@ def parse_random_spec(text: str) -> RandomSpec:
     register_model_configs()
     arch = match["arch"].strip()
     if arch not in open_clip.list_models():
-        raise UserError(f"{text!r}: unknown open_clip architecture {arch!r}{did_you_mean(arch, open_clip.list_models())}")
+        raise UserError(f"{text!r}: unknown open_clip architecture {arch!r}"
+                        f"{did_you_mean(arch, open_clip.list_models())}")
     px, layers = (int(match[k]) if match[k] else None for k in ("px", "layers"))
     if px is not None and not 8 <= px <= 4096:
         raise UserError(f"{text!r}: the image size must be from 8 to 4096 pixels, got {px}")
