@@ -20,6 +20,9 @@ Parts (``benchmarks/gpu_check_parts.py``), in this order, each with its limit in
   wrapper, robust accuracy, bf16 successes rejected by the float32 confirmation); per-iteration cost on
   random-init ViT-B-32 / ViT-L-14 zero-shot heads (32 images, 10 iterations); host syncs under
   ``torch.cuda.set_sync_debug_mode("warn")``;
+* ``plan`` (60): the cost plan's efficiency and per-call time on this GPU against what it assumes
+  (``benchmarks/gpu_check_plan.py``: APGD-CE on random-init ViT-B-32 / ViT-L-14 heads, bf16 and fp32, and
+  tiny-clip with one image);
 * ``training`` (110): one Sim-CLIP-anchored step (``TrainSession.step``), PGD-10, 224 px, random-init
   ViT-B-32 (batch 128) and ViT-L-14 (batch 64): fp32, bf16 autocast, bf16 + gradient checkpointing;
   images/s, peak memory, counted FLOPs and MFU, the SDPA kernel in use;
@@ -54,9 +57,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # run as a script or imported: gpu_check_parts, attack_speed
 from gpu_check_parts import PARTS, Recorder, ddp_worker, error_line, stop_group  # noqa: E402
+from gpu_check_plan import part_plan  # noqa: E402
 
+PARTS = {**PARTS, "plan": part_plan}
 HERE = Path(__file__).resolve().parent
-ORDER = ("env", "ddp", "cli", "llava", "attacks", "training", "compile")
+ORDER = ("env", "ddp", "cli", "llava", "attacks", "training", "plan", "compile")
 SCHEMA = "simclip-bench gpu_check 1"
 
 _TRAIN_CUDA = [[arch, 224, batch, variant] for arch, batch in (("ViT-B-32", 128), ("ViT-L-14", 64))
@@ -91,8 +96,9 @@ SIZES = {
         "ddp": {"steps": 2, "batch": 2, "attack_steps": 1, "timeout_each": 150},
     },
 }
-LIMITS = {"cuda": {"env": 60, "ddp": 50, "cli": 100, "llava": 40, "attacks": 120, "training": 110, "compile": 150},
-          "dry-run": {"env": 60, "ddp": 240, "cli": 300, "llava": 150, "attacks": 300, "training": 300,
+LIMITS = {"cuda": {"env": 60, "ddp": 50, "cli": 100, "llava": 40, "attacks": 120, "training": 110, "plan": 60,
+                   "compile": 150},
+          "dry-run": {"env": 60, "ddp": 240, "cli": 300, "llava": 150, "attacks": 300, "training": 300, "plan": 200,
                       "compile": 150}}
 BUDGET = {"cuda": 470, "dry-run": 1200}
 MIN_START_S = 10  # a part is not started with less than this left of the budget
@@ -206,6 +212,15 @@ def render_markdown(report: dict) -> str:
             lines += _table(["where", "calls"], [[k, v] for k, v in hs["by_line"].items()])
         else:
             lines.append(str(hs))
+    pl = parts.get("plan", {}).get("results", {})
+    if pl.get("rows"):  # benchmarks/gpu_check_plan.py: what the cost plan assumes against what this device gives
+        lines += ["", f"## Cost plan: efficiency and per-call time on {pl.get('plan_device', {}).get('name')}", ""]
+        lines += _table(["model", "batch", "precision", "s", "TFLOP/s", "efficiency", "assumed", "s / call",
+                         "assumed s / call", "measured / plan"],
+                        [[r["model"], r.get("batch"), r["precision"], r.get("seconds"), r.get("achieved_tflops"),
+                          _pct(r.get("efficiency")), _pct(r.get("assumed_efficiency")), r.get("seconds_per_call"),
+                          r.get("assumed_seconds_per_call"), r.get("measured_over_plan") or r.get("error")]
+                         for r in pl["rows"]])
     cl = parts.get("cli", {}).get("results", {})
     if cl.get("commands"):
         lines += ["", "## CLI end to end", ""]
