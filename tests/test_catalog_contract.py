@@ -193,3 +193,16 @@ def test_architecture_passes_the_contract(name, tmp_path):
     _train_step(spec)
     times["train"] = time.perf_counter() - t
     print(json.dumps({"architecture": name, "spec": spec, "seconds": {k: round(v, 1) for k, v in times.items()}}))
+
+
+def test_ls_models_shows_every_architecture_and_what_it_cannot_do():
+    from typer.testing import CliRunner
+
+    from simclip_bench.cli import app
+
+    output = CliRunner().invoke(app, ["ls", "models", "--plain"]).output
+    for arch in CATALOG_ARCHITECTURES.values():
+        line = next(ln for ln in output.splitlines() if ln.startswith(f"architecture {arch.name}:"))
+        assert arch.config in line
+        assert (f"HF CLIPVisionModel export: no: {arch.hf_export}" in line) if arch.hf_export else \
+            ("HF CLIPVisionModel export: yes" in line)
