@@ -32,7 +32,7 @@ from simclip_bench.data.catalog import DEFAULT_DATASET_ROOT, check_name, expand,
 from simclip_bench.data.subset import fixed_subset
 from simclip_bench.data.unreadable import DEFAULT_ON_ERROR, FLAG_UNREADABLE, check_on_error
 from simclip_bench.devices import check_precision, resolve_device, resolve_precision
-from simclip_bench.errors import UserError, check_count
+from simclip_bench.errors import UserError
 from simclip_bench.grid import unique_values
 from simclip_bench.jobs.shards import SINGLE, Shard, detect_shard, shard_device
 from simclip_bench.memory.adaptive_batch import AUTO, parse_batch_size, resolve_batch_size

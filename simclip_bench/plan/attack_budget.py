@@ -80,27 +80,24 @@ def _standard_autoattack(n_classes: int) -> AttackBudget:
     targets = min(9, n_classes - 1)
     grads = 101 + targets * 101 + targets * 101
     return AttackBudget(grads, 5001 + 2 * targets, 2 + 2 * targets,
-                        (f"apgd-ce: 101", f"apgd-t: {targets} x 101", f"fab-t: {targets} x 101 (assumed)",
+                        ("apgd-ce: 101", f"apgd-t: {targets} x 101", f"fab-t: {targets} x 101 (assumed)",
                          "square: 5000 queries"))
 
 
 def ensemble_passes(spec: EnsembleSpec, n_classes: int, n_images: int, batch_size: int) -> int:
-    """Batched calls of the worst case: every run of every attack, each iteration once per working batch."""
-    if spec.is_clean:
-        return math.ceil(n_images / batch_size)
+    """Batched calls of the worst case: every run of every attack, each iteration once per working batch, plus
+    the clean predictions and a verdict after every run."""
     chunks = math.ceil(n_images / batch_size)
+    if spec.is_clean:
+        return chunks
     passes = 2 * chunks
-    attacks = spec.attacks if spec.attacks else ()
-    for attack in attacks:
+    for attack in spec.attacks:
         budget = single_budget(attack, n_classes)
         if budget.runs == 0:
             continue
-        if attack.kind == "square":
-            passes += chunks * (attack.n_iter + 1)
-        elif attack.kind == "pgd":
-            passes += chunks * (attack.n_iter + 1)
-        else:
-            passes += chunks * budget.runs * (attack.n_restarts * (1 + attack.n_iter) + 1)
-    if spec.backend == "reference" and not spec.reference_attacks:
-        passes += chunks * (2 + 2 * min(9, n_classes - 1)) * 102 + chunks * 5000
+        per_run = attack.n_iter + 1 if attack.kind in ("square", "pgd") else attack.n_restarts * (1 + attack.n_iter)
+        passes += chunks * budget.runs * (per_run + 1)
+    if spec.backend == "reference" and not spec.reference_attacks:  # APGD-CE, APGD-T, FAB-T, Square
+        targets = min(9, n_classes - 1)
+        passes += chunks * ((1 + 2 * targets) * 102 + 5001)
     return passes

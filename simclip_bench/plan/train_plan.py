@@ -57,4 +57,4 @@ def plan_train(cfg: TrainConfig, device: PlanDevice, world_size: int = 1) -> Cos
     setup = device.setup_seconds + device.load_seconds(cost.weight_bytes)
     return CostPlan("train", device, precision, micro, [row], memory, setup,
                     [f"a step of {cfg.batch_size} images: {cfg.batch_size * budget.grad_evals:,.0f} gradient "
-                     f"evaluations; the count is exact (training never stops early)"])
+                     "evaluations; the count is exact (training never stops early)"])
