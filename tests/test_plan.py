@@ -211,3 +211,23 @@ def test_dry_run_prints_the_plan_and_loads_nothing(tmp_path, monkeypatch):
     assert result.exit_code == 0, result.output
     assert "2,560,000" in result.output and "11.0" in result.output
     assert list((tmp_path / "work").iterdir()) == []
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("task, runs", [("captioning", 6), ("vqa", 8)])
+def test_the_vlm_plan_counts_every_run_of_the_ensemble(task, runs, tmp_path):
+    import pandas as pd
+
+    from simclip_bench.eps import parse_eps
+    from simclip_bench.jobs.plan import plan_vlm_request
+    from simclip_bench.jobs.vlm_eval import VLMEvalRequest, run_vlm_eval
+
+    request = VLMEvalRequest(task=task, models=["tiny-clip"], eps=[parse_eps("4/255")], n_samples=6, n_iter=2,
+                             out=tmp_path / "out", device="cpu")
+    plan = plan_vlm_request(request, "cpu")
+    assert plan.rows[0].per_image == runs * 3
+    run_vlm_eval(request)
+    counted = pd.read_csv(tmp_path / "out" / "vlm_samples.csv")["grad_evals"]
+    assert counted.max() <= runs * 3 and counted.sum() <= plan.grad_evals == 6 * runs * 3
+    if task == "captioning":  # 5 reference captions each and no score under the threshold: the bound is reached
+        assert counted.max() == runs * 3

@@ -102,7 +102,7 @@ def eval_(
                    "its table written. Repeat for several."),
     dry_run: bool = typer.Option(
         False, "--dry-run", help="Print the cost plan (grid, worst-case gradient evaluations, FLOPs, memory, predicted "
-                                 "time) and stop; nothing is loaded or downloaded. Zero-shot only."),
+                                 "time) and stop; nothing is downloaded and no model is loaded (the tiny VLM is counted as it is)."),
     plan_device: str = typer.Option(
         None, help="With --dry-run: the device to predict the time on: h100, a100, h200 or cpu. Default: the run's."),
     allow_unsafe_pickle: bool = unsafe_pickle_option(),
@@ -113,8 +113,6 @@ def eval_(
     apply_threads(threads)
     if plan_device is not None and not dry_run:
         raise UserError("--plan-device applies to --dry-run; add --dry-run")
-    if dry_run and (task != "zeroshot" or vlm):
-        raise UserError(f"--dry-run plans zero-shot evaluations and training; --task {task} is not planned yet")
     if shard is not None:  # a bad --shard gets its one line before any model or dataset is touched
         from simclip_bench.jobs.shards import parse_shard
 
@@ -131,7 +129,7 @@ def eval_(
                      dataset_root=dataset_root, attack=attack, eps=eps_list(eps or ["4/255"]), n_samples=n_samples,
                      iterations=iterations, batch_size=batch_size, seed=seed, sample_seed=sample_seed, out=out,
                      device=device, allow_unsafe_pickle=allow_unsafe_pickle, vqa_metric=vqa_metric, precision=precision,
-                     shard=shard, merge_from=list(merge_from or []))
+                     shard=shard, merge_from=list(merge_from or []), dry_run=dry_run, plan_device=plan_device)
         return
     if norm in (None, "linf", "l2"):  # a bad eps gets its one line before the job (and torch) is imported
         eps_list(eps or [], norm=norm or "linf")
@@ -147,11 +145,7 @@ def eval_(
                           shard=shard, merge_from=list(merge_from or []))
     validate(request)
     if dry_run:
-        from simclip_bench.jobs.plan import plan_eval_request
-        from simclip_bench.plan.cost_plan import render
-
-        for line in render(plan_eval_request(request, plan_device)):
-            stdout.print(line, markup=False, highlight=False, soft_wrap=True)
+        _print_plan(request, plan_device)
         return
     with rich_reporter() as reporter:
         result = run_eval(request, reporter)
@@ -188,7 +182,7 @@ def _eval_vlm(task: str, vlm: str | None, models: list[str], datasets: list[str]
               attack: str | None, eps: list[Eps], n_samples: int | None, iterations: int | None, batch_size: str,
               seed: int | None, sample_seed: int | None, out: Path, device: str, allow_unsafe_pickle: bool = False,
               precision: str = "auto", vqa_metric: str | None = None, shard: str | None = None,
-              merge_from: list[Path] | None = None) -> None:
+              merge_from: list[Path] | None = None, dry_run: bool = False, plan_device: str | None = None) -> None:
     """What ``simclip eval --task captioning|vqa`` (or any ``--vlm``) runs: evaluate, print, write."""
     from simclip_bench.jobs.vlm_eval import VLMEvalRequest, run_vlm_eval, validate
     from simclip_bench.metrics.vqa_accuracy import DEFAULT_VQA_METRIC
@@ -205,6 +199,9 @@ def _eval_vlm(task: str, vlm: str | None, models: list[str], datasets: list[str]
                              vqa_metric=vqa_metric or DEFAULT_VQA_METRIC, shard=shard,
                              merge_from=list(merge_from or []))
     validate(request)
+    if dry_run:
+        _print_plan(request, plan_device)
+        return
     with rich_reporter() as reporter:
         result = run_vlm_eval(request, reporter)
     if result.pending:
@@ -220,6 +217,17 @@ def _eval_vlm(task: str, vlm: str | None, models: list[str], datasets: list[str]
                       _interval(r["ci_low"], r["ci_high"]), f"{r['seconds']:.0f}", _cost(r.get("grad_evals")))
     stdout.print(table)
     stdout.print(f"results: {result.results_path}  per-sample texts: {result.samples_path}")
+
+
+def _print_plan(request, plan_device: str | None) -> None:
+    """``--dry-run``: the cost plan of a zero-shot or captioning/VQA request, as plain lines."""
+    from simclip_bench.jobs.plan import plan_eval_request, plan_vlm_request
+    from simclip_bench.plan.cost_plan import render
+
+    plan = plan_eval_request(request, plan_device) if hasattr(request, "protocol") else \
+        plan_vlm_request(request, plan_device)
+    for line in render(plan):
+        stdout.print(line, markup=False, highlight=False, soft_wrap=True)
 
 
 def _vlm_batch(batch_size: str) -> int:

@@ -55,7 +55,7 @@ class MemoryEstimate:
 class CostPlan:
     """The plan of one ``--dry-run``: its rows, the device it is for, and what it assumed."""
 
-    kind: str  # "eval" or "train"
+    kind: str  # "eval", "vlm" or "train"
     device: PlanDevice
     precision: str
     batch_size: int
@@ -98,17 +98,21 @@ def render(plan: CostPlan) -> list[str]:
     rows = [head] + [(r.model, r.arch, r.work, f"{r.images:,}", r.what, f"{r.per_image:,.1f}", _count(r.grad_evals),
                       _count(r.forward_passes), f"{r.flops / 1e15:.4g}", _hours(r.seconds)) for r in plan.rows]
     widths = [max(len(row[i]) for row in rows) for i in range(len(head))]
-    case = ("exact: training never stops early" if plan.kind == "train"
-            else "worst case: every image clean-correct and never fooled")
+    case = {"train": "exact: training never stops early",
+            "vlm": "worst case: every run of the protocol on every sample"}.get(
+        plan.kind, "worst case: every image clean-correct and never fooled")
     lines = [f"cost plan ({plan.kind}; {case}) on {d.description}"]
     lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in rows]
     lines += [f"total: {_count(plan.grad_evals)} gradient evaluations, {plan.flops / 1e15:.4g} PFLOP, "
               f"{_hours(plan.seconds)} predicted on {d.name} (at most; setup {_hours(plan.setup_seconds)})"]
     fits = plan.memory.batch_that_fits(d.memory_gib)
-    lines.append(f"memory: {_bytes(plan.memory.per_image)} per image of a working batch + "
-                 f"{_bytes(plan.memory.fixed)} fixed ({plan.memory.how}); {d.memory_gib:g} GiB hold a batch "
-                 f"of about {fits:,}" + (f" (the run starts at {plan.batch_size} and halves on out-of-memory)"
-                                         if plan.batch_size > fits else ""))
+    if plan.memory.per_image > 0:
+        lines.append(f"memory: {_bytes(plan.memory.per_image)} per image of a working batch + "
+                     f"{_bytes(plan.memory.fixed)} fixed ({plan.memory.how}); {d.memory_gib:g} GiB hold a batch "
+                     f"of about {fits:,}" + (f" (the run starts at {plan.batch_size} and halves on out-of-memory)"
+                                             if plan.batch_size > fits else ""))
+    else:
+        lines.append(f"memory: {plan.memory.how}; a batch that runs out of memory is halved")
     eff = ", ".join(f"{p} {100 * d.efficiency[p]:.1f} % of {d.peak_flops[p] / 1e12:g} TFLOP/s"
                     for p in ("bf16", "fp32"))
     lines.append(f"assumed on {d.name}: {eff}; {1000 * d.call_seconds:g} ms per batched call; search precision "
