@@ -12,8 +12,9 @@
 each with its ``--dry-run --plan-device cpu`` plan: the plan's gradient evaluations must bound the measured ones
 (samples.csv's ``grad_evals``; training: steps x batch x passes, exact), and its time is set beside the wall time.
 
-    cpuslot --exclusive python benchmarks/plan_vs_measured.py --calibrate
-    cpuslot --exclusive python benchmarks/plan_vs_measured.py --check
+    cpuslot --exclusive python benchmarks/plan_vs_measured.py --calibrate --check   # both, the check with
+                                                                       # the constants just measured
+    cpuslot --exclusive python benchmarks/plan_vs_measured.py --check  # with devices.py's constants
 """
 from __future__ import annotations
 
@@ -105,6 +106,19 @@ def calibrate() -> dict:
             "call_seconds": call_seconds, "setup_seconds": setup, "runs": [vit, tiny]}
 
 
+def calibrated_device(calibration: dict):
+    """The ``cpu`` plan device with ``calibration``'s constants (what devices.py then holds)."""
+    from dataclasses import replace
+
+    from simclip_bench.plan.devices import PLAN_DEVICES
+
+    cpu = PLAN_DEVICES["cpu"]
+    eff = calibration["efficiency_fp32"]
+    return replace(cpu, peak_flops={"fp32": calibration["peak_fp32_flops"], "bf16": calibration["peak_fp32_flops"]},
+                   efficiency={"fp32": eff, "bf16": eff / 4}, call_seconds=calibration["call_seconds"],
+                   setup_seconds=calibration["setup_seconds"])
+
+
 def check() -> list[dict]:
     from simclip_bench.jobs.plan import plan_eval_request, plan_train_config
     from simclip_bench.jobs.zeroshot_eval import EvalRequest
@@ -138,7 +152,12 @@ def main() -> int:
     out = {}
     if args.calibrate:
         out["calibration"] = calibrate()
+        print(json.dumps(out, indent=1), flush=True)
     if args.check:
+        if args.calibrate:  # check the plan with the constants just measured (devices.py then gets them)
+            from simclip_bench.plan import devices
+
+            devices.PLAN_DEVICES["cpu"] = calibrated_device(out["calibration"])
         out["check"] = check()
     print(json.dumps(out, indent=1))
     return 0
