@@ -99,8 +99,8 @@ def _size(vision: dict) -> int:
 def register_variant(spec: RandomSpec) -> str:
     """Register the changed architecture of ``spec`` with open_clip (a JSON config in a folder of this process)
     and return its name; the architecture's own name when nothing is changed."""
-    if spec.variant == spec.arch:
-        return spec.arch
+    if spec.variant == spec.arch or spec.variant in open_clip.list_models():
+        return spec.variant
     global _variant_dir
     config = open_clip.get_model_config(spec.arch)
     if spec.image_size:
@@ -110,8 +110,9 @@ def register_variant(spec: RandomSpec) -> str:
     if _variant_dir is None:
         _variant_dir = Path(tempfile.mkdtemp(prefix="simclip-random-configs-"))
         atexit.register(shutil.rmtree, _variant_dir, True)
-    (_variant_dir / f"{spec.variant}.json").write_text(json.dumps(config))
-    open_clip.add_model_config(_variant_dir)
+    path = _variant_dir / f"{spec.variant}.json"
+    path.write_text(json.dumps(config))
+    open_clip.add_model_config(path)
     return spec.variant
 
 
