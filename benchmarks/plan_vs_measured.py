@@ -10,7 +10,8 @@
 
 ``--check`` (after the constants are in devices.py) runs three commands end to end as subprocesses and compares
 each with its ``--dry-run --plan-device cpu`` plan: the plan's gradient evaluations must bound the measured ones
-(samples.csv's ``grad_evals``; training: steps x batch x passes, exact), and its time is set beside the wall time.
+(samples.csv's ``grad_evals``; training: steps x batch x passes, exact), and its time is set beside the wall time,
+both the worst case's and the plan's time model at the measured count (its batched calls unchanged).
 
     cpuslot --exclusive python benchmarks/plan_vs_measured.py --calibrate --check   # both, the check with
                                                                        # the constants just measured
@@ -138,9 +139,12 @@ def check() -> list[dict]:
                 plan = plan_train_config(cfg, "cpu")
                 seconds = _cli([*args, "--out", "run", "--device", "cpu"], Path(work))
                 measured = cfg.steps * cfg.batch_size * (cfg.attack_steps + 1)  # no early stop: exact
+            at_count = plan.setup_seconds + sum(r.seconds_at(measured) for r in plan.rows)
             rows.append({"case": name, "command": "simclip " + " ".join(args), "plan_grad_evals": plan.grad_evals,
-                         "measured_grad_evals": measured, "plan_seconds": plan.seconds, "measured_seconds": seconds,
-                         "time_ratio": seconds / plan.seconds})
+                         "measured_grad_evals": measured, "plan_seconds": plan.seconds,
+                         "plan_seconds_at_measured_count": at_count, "measured_seconds": seconds,
+                         "measured_over_plan": seconds / plan.seconds,
+                         "measured_over_plan_at_count": seconds / at_count})
     return rows
 
 

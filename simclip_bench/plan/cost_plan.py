@@ -36,6 +36,13 @@ class PlanRow:
     flops: float
     seconds: float
     detail: str = ""
+    gradient_seconds: float = 0.0  # the part of ``seconds`` spent on the gradient evaluations' FLOPs
+
+    def seconds_at(self, grad_evals: float) -> float:
+        """The predicted time had the row cost ``grad_evals`` gradient evaluations instead of its worst case (the
+        batched calls unchanged: a batch iterates while any of its images is attacked)."""
+        scale = grad_evals / self.grad_evals if self.grad_evals else 1.0
+        return self.seconds - self.gradient_seconds * (1 - scale)
 
 
 @dataclass(frozen=True)

@@ -99,10 +99,12 @@ def _cell(protocol: Protocol, model: str, arch: str, cost: ModelCost, data, n: i
     calls = k * ensemble_passes(spec, data.classes, n, batch) + data.classes + chunks(n, batch)
     if audit is not None and audited:
         calls += k * ensemble_passes(audit, data.classes, audited, batch)
+    gradient_seconds = device.seconds(grads * cost.grad_flops, 0, search)
     seconds = (device.seconds(grads * cost.grad_flops, calls, search)
                + device.seconds(forwards * cost.forward_flops + text_flops, 0, "fp32"))
     what = f"{spec.name} x {k} eps" + (f" + audit {audit.name} on {audited}" if audited else "")
     detail = "; ".join(budget.detail) + (f"; audit: {audit_budget.grad_evals:g} per audited image"
                                          if audited else "")
     return PlanRow(model, arch, data.name, n, what, budget.grad_evals, grads, forwards,
-                   grads * cost.grad_flops + forwards * cost.forward_flops + text_flops, seconds, detail)
+                   grads * cost.grad_flops + forwards * cost.forward_flops + text_flops, seconds, detail,
+                   gradient_seconds)
