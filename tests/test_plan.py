@@ -231,3 +231,13 @@ def test_the_vlm_plan_counts_every_run_of_the_ensemble(task, runs, tmp_path):
     assert counted.max() <= runs * 3 and counted.sum() <= plan.grad_evals == 6 * runs * 3
     if task == "captioning":  # 5 reference captions each and no score under the threshold: the bound is reached
         assert counted.max() == runs * 3
+
+
+def test_the_time_model_at_a_lower_count_keeps_the_calls_and_scales_the_gradient_flops():
+    from simclip_bench.jobs.plan import plan_eval_request
+    from simclip_bench.jobs.zeroshot_eval import EvalRequest
+
+    row = plan_eval_request(EvalRequest(models=["tiny-clip"], n_samples=100), "cpu").rows[0]
+    assert 0 < row.gradient_seconds < row.seconds
+    assert row.seconds_at(row.grad_evals) == pytest.approx(row.seconds)
+    assert row.seconds_at(row.grad_evals / 2) == pytest.approx(row.seconds - row.gradient_seconds / 2)
