@@ -4,8 +4,9 @@
 
 * peak: float32 FLOP/s of a 2048^3 matmul;
 * efficiency and time per batched call, solved from two APGD-CE runs with what they really did (FLOPs from the
-  counted gradient evaluations and forward images, calls counted at the classifier): one compute-bound (8 images
-  through a random-init ViT-B-32 at 224 px, 3 iterations) and one call-bound (4 tiny-clip images, 100 iterations);
+  counted gradient evaluations and forward images, calls counted at the classifier; eps 1e-6, so that no image
+  is fooled and every iteration runs): one compute-bound (8 images through a random-init ViT-B-32 at 224 px, 3
+  iterations) and one call-bound (4 tiny-clip images, 100 iterations);
 * setup: the wall time of ``simclip eval --attack none --n-samples 8`` (start, imports, model, text classifier).
 
 ``--check`` (after the constants are in devices.py) runs three commands end to end as subprocesses and compares
@@ -95,8 +96,9 @@ def _cli(args: list[str], cwd: Path) -> float:
 
 def calibrate() -> dict:
     peak = matmul_peak()
-    vit = _apgd_run("random:ViT-B-32", 8, 3, 4 / 255)
-    tiny = _apgd_run("tiny-clip", 4, 100, 0.5 / 255)
+    # eps 1e-6: no image is fooled, every iteration of every image runs
+    vit = _apgd_run("random:ViT-B-32", 8, 3, 1e-6)
+    tiny = _apgd_run("tiny-clip", 4, 100, 1e-6)
     # seconds = flops / (peak * efficiency) + calls * call_seconds, for both runs
     a = torch.tensor([[vit["flops"] / peak, vit["calls"]], [tiny["flops"] / peak, tiny["calls"]]], dtype=torch.float64)
     inverse_efficiency, call_seconds = torch.linalg.solve(a, torch.tensor([vit["seconds"], tiny["seconds"]],
