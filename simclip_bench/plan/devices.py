@@ -55,7 +55,7 @@ PLAN_DEVICES: dict[str, PlanDevice] = {
     # benchmarks/plan_calibration.py. Peak: the fp32 FLOP/s of a 2048^3 matmul there; bf16 autocast on this CPU
     # is 2-17x slower than fp32 (docs/reliability.md), so its efficiency is taken 4x lower.
     "cpu": PlanDevice("cpu", "the 2-core development CPU, 2 threads", {"bf16": 60e9, "fp32": 60e9},
-                      {"fp32": 0.5, "bf16": 0.125}, 0.003, 16, "calibrated here (benchmarks/plan_calibration.py)",
+                      {"fp32": 0.5, "bf16": 0.125}, 0.003, 23, "calibrated here (benchmarks/plan_calibration.py)",
                       calibrated=True, setup_seconds=6.0, load_bytes_per_second=0.5e9),
 }
 
