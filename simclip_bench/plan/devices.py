@@ -8,7 +8,7 @@ datasheets' dense (no sparsity) rates; float32 is the plain rate, since PyTorch'
 The GPU efficiencies are assumptions until a lent GPU measures them: ``benchmarks/gpu_check_plan.py`` (a part of
 ``benchmarks/gpu_check.py``) runs APGD on random-init ViT-B-32 and ViT-L-14 and records the efficiency and the
 per-call time it achieved next to these. The CPU's numbers are calibrated on the development machine (2 cores,
-``benchmarks/plan_calibration.py``; benchmarks/RESULTS.md, "Cost plan"): another CPU differs.
+``benchmarks/plan_vs_measured.py``; benchmarks/RESULTS.md, "Cost plan"): another CPU differs.
 """
 from __future__ import annotations
 
@@ -52,10 +52,10 @@ PLAN_DEVICES: dict[str, PlanDevice] = {
     "a100": PlanDevice("a100", "NVIDIA A100 SXM 80 GB", {"bf16": 312e12, "fp32": 19.5e12}, _GPU_EFFICIENCY,
                        _GPU_CALL_SECONDS, 80, "NVIDIA A100 datasheet; efficiency and call time assumed"),
     # Calibrated 2026-12-06 on the 2-core development CPU, 2 torch threads (cpuslot --exclusive):
-    # benchmarks/plan_calibration.py. Peak: the fp32 FLOP/s of a 2048^3 matmul there; bf16 autocast on this CPU
+    # benchmarks/plan_vs_measured.py. Peak: the fp32 FLOP/s of a 2048^3 matmul there; bf16 autocast on this CPU
     # is 2-17x slower than fp32 (docs/reliability.md), so its efficiency is taken 4x lower.
     "cpu": PlanDevice("cpu", "the 2-core development CPU, 2 threads", {"bf16": 60e9, "fp32": 60e9},
-                      {"fp32": 0.5, "bf16": 0.125}, 0.003, 23, "calibrated here (benchmarks/plan_calibration.py)",
+                      {"fp32": 0.5, "bf16": 0.125}, 0.003, 23, "calibrated here (benchmarks/plan_vs_measured.py)",
                       calibrated=True, setup_seconds=6.0, load_bytes_per_second=0.5e9),
 }
 
