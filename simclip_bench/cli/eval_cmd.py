@@ -33,8 +33,7 @@ MAX_VLM_BATCH = 64  # captioning/VQA cap --batch-size here (auto: this; the zero
   simclip eval --task vqa --vqa-metric robustvlm    # VQA accuracy as RobustVLM
 
   # the cost first: grid, gradient evaluations, memory, hours on an H100
-  simclip eval --protocol robustvlm --dataset robustvlm --dry-run \
-    --model hf-hub:chs20/fare4-clip --plan-device h100
+  simclip eval --protocol robustvlm --dry-run --plan-device h100
   # RobustVLM's zero-shot table on a GPU (see docs/commands.md for the datasets)
   simclip eval --protocol robustvlm --dataset robustvlm --device cuda
   # LLaVA-1.5 with its own vision tower, then with your run's encoder swapped in
