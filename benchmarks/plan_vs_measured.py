@@ -7,7 +7,9 @@
   counted gradient evaluations and forward images, calls counted at the classifier; eps 1e-6, so that no image
   is fooled and every iteration runs): one compute-bound (8 images through a random-init ViT-B-32 at 224 px, 3
   iterations) and one call-bound (4 tiny-clip images, 100 iterations);
-* setup: the wall time of ``simclip eval --attack none --n-samples 8`` (start, imports, model, text classifier).
+* setup: the wall time of ``simclip eval --attack none --n-samples 8`` (start, imports, model, text classifier);
+* rendering a built-in shapes image (host CPU, once per process and split): ``base + per_pixel * px^2``, from 32
+  and 224 px (``simclip_bench/plan/datasets.py``).
 
 ``--check`` (after the constants are in devices.py) runs three commands end to end as subprocesses and compares
 each with its ``--dry-run --plan-device cpu`` plan: the plan's gradient evaluations must bound the measured ones
@@ -94,8 +96,23 @@ def _cli(args: list[str], cwd: Path) -> float:
     return time.perf_counter() - t0
 
 
+def shapes_render() -> tuple[float, float]:
+    """(base seconds, seconds per pixel) of rendering one built-in shapes image: ``base + per_pixel * px^2``."""
+    from simclip_bench.data.shapes import generate_sample
+
+    times = {}
+    for px, n in ((32, 400), (224, 60)):
+        t0 = time.perf_counter()
+        for i in range(n):
+            generate_sample(0, "train", i, px)
+        times[px] = (time.perf_counter() - t0) / n
+    per_pixel = (times[224] - times[32]) / (224**2 - 32**2)
+    return times[32] - per_pixel * 32**2, per_pixel
+
+
 def calibrate() -> dict:
     peak = matmul_peak()
+    render_base, render_per_pixel = shapes_render()
     # eps 1e-6: no image is fooled, every iteration of every image runs
     vit = _apgd_run("random:ViT-B-32", 8, 3, 1e-6)
     tiny = _apgd_run("tiny-clip", 4, 100, 1e-6)
@@ -106,7 +123,8 @@ def calibrate() -> dict:
     with tempfile.TemporaryDirectory() as work:
         setup = _cli(["eval", "--attack", "none", "--n-samples", "8", "--out", "res"], Path(work))
     return {"threads": torch.get_num_threads(), "peak_fp32_flops": peak, "efficiency_fp32": 1 / inverse_efficiency,
-            "call_seconds": call_seconds, "setup_seconds": setup, "runs": [vit, tiny]}
+            "call_seconds": call_seconds, "setup_seconds": setup, "shapes_render_base_seconds": render_base,
+            "shapes_render_seconds_per_pixel": render_per_pixel, "runs": [vit, tiny]}
 
 
 def calibrated_device(calibration: dict):
@@ -161,9 +179,11 @@ def main() -> int:
         print(json.dumps(out, indent=1), flush=True)
     if args.check:
         if args.calibrate:  # check the plan with the constants just measured (devices.py then gets them)
-            from simclip_bench.plan import devices
+            from simclip_bench.plan import datasets, devices
 
             devices.PLAN_DEVICES["cpu"] = calibrated_device(out["calibration"])
+            datasets.SHAPES_RENDER_BASE_SECONDS = out["calibration"]["shapes_render_base_seconds"]
+            datasets.SHAPES_RENDER_SECONDS_PER_PIXEL = out["calibration"]["shapes_render_seconds_per_pixel"]
         out["check"] = check()
     print(json.dumps(out, indent=1))
     return 0

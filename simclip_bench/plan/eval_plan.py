@@ -15,7 +15,8 @@ from simclip_bench.memory.adaptive_batch import AUTO, parse_batch_size
 from simclip_bench.plan.architecture import planned_architecture
 from simclip_bench.plan.attack_budget import ensemble_budget, ensemble_passes
 from simclip_bench.plan.cost_plan import CostPlan, MemoryEstimate, PlanRow, chunks
-from simclip_bench.plan.datasets import dataset_extents
+from simclip_bench.data.catalog import BUILTIN
+from simclip_bench.plan.datasets import dataset_extents, shapes_render_seconds
 from simclip_bench.plan.devices import PlanDevice
 from simclip_bench.plan.model_cost import ModelCost, model_cost
 from simclip_bench.tasks.protocols import Protocol
@@ -69,6 +70,7 @@ def plan_eval(protocol: Protocol, models: list[str], datasets: list[str], batch_
         arch = planned_architecture(spec_text)
         cost = model_cost(arch.config)
         setup += device.load_seconds(cost.weight_bytes)
+        setup += sum(shapes_render_seconds(d.images, cost.image_size) for d in extents if d.name == BUILTIN)
         mine = eval_memory(cost, search)
         memory = mine if memory is None or mine.per_image > memory.per_image else memory
         for data in extents:

@@ -11,7 +11,9 @@ checkpointing).
 from __future__ import annotations
 
 from simclip_bench.plan.architecture import planned_architecture
+from simclip_bench.data.sources import SHAPES
 from simclip_bench.plan.cost_plan import CostPlan, MemoryEstimate, PlanRow
+from simclip_bench.plan.datasets import shapes_render_seconds
 from simclip_bench.plan.devices import PlanDevice
 from simclip_bench.plan.eval_plan import BF16_ACTIVATIONS
 from simclip_bench.plan.model_cost import model_cost
@@ -55,6 +57,8 @@ def plan_train(cfg: TrainConfig, device: PlanDevice, world_size: int = 1) -> Cos
                             "activations a training pass saves (meta device, float32"
                             + (", halved for bf16, assumed)" if scale != 1 else ")"))
     setup = device.setup_seconds + device.load_seconds(cost.weight_bytes)
+    if cfg.data == SHAPES:  # the generated training and probe images are rendered once, at the first step
+        setup += shapes_render_seconds(cfg.train_size + cfg.probe_size, cost.image_size)
     return CostPlan("train", device, precision, micro, [row], memory, setup,
                     [f"a step of {cfg.batch_size} images: {cfg.batch_size * budget.grad_evals:,.0f} gradient "
                      "evaluations; the count is exact (training never stops early)"])
