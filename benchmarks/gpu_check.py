@@ -21,6 +21,9 @@ seconds (CUDA run):
   wrapper, robust accuracy, bf16 successes rejected by the float32 confirmation); per-iteration cost on
   random-init ViT-B-32 / ViT-L-14 zero-shot heads (32 images, 10 iterations); host syncs under
   ``torch.cuda.set_sync_debug_mode("warn")``;
+* ``plan`` (60): the cost plan's efficiency and per-call time on this GPU against what it assumes
+  (``benchmarks/gpu_parts/plan.py``: APGD-CE on random-init ViT-B-32 / ViT-L-14 heads, bf16 and fp32, and
+  tiny-clip with one image);
 * ``training`` (110): one Sim-CLIP-anchored step (``TrainSession.step``), PGD-10, 224 px, random-init
   ViT-B-32 (batch 128) and ViT-L-14 (batch 64): fp32, bf16 autocast, bf16 + gradient checkpointing;
   images/s, peak memory, counted FLOPs and MFU, the SDPA kernel in use;
@@ -82,6 +85,7 @@ PARTS: dict[str, Part] = {
     "llava": Part("gpu_parts.llava", cuda_s=40, dry_run_s=150),
     "attacks": Part("gpu_parts.attacks", cuda_s=120, dry_run_s=300),
     "training": Part("gpu_parts.training", cuda_s=110, dry_run_s=300),
+    "plan": Part("gpu_parts.plan", cuda_s=60, dry_run_s=200),
     "compile": Part("gpu_parts.compiled", cuda_s=150, dry_run_s=150),
 }
 ORDER = tuple(PARTS)

@@ -45,12 +45,14 @@ ROOT_AREAS = {"runs", "__main__"}
 RANKS: dict[str, int] = {
     "": 0,  # errors, grid, progress, devices, provenance, lr_schedule
     "models": 1, "data": 1, "attacks": 1, "metrics": 1,
+    "memory": 1,  # the batch that halves on out-of-memory: used by every batched loop above
     "runs": 2,  # run directories: named by the encoder file of models/
     "results": 3,  # the result store and model cards: rows about models, data and attacks, cards of runs
     "vlm": 4,  # VLMs: a language model around an encoder of models/, identified as results/ names them
     "tasks": 5,  # zero-shot, captioning, VQA: attacks on models and VLMs, stored as results/ rows
     "train": 6,  # fine-tuning, which probes with the zero-shot task
     "leaderboard": 7,  # renders results/
+    "plan": 7,  # the cost plan (--dry-run): budgets of attacks and training counted on the architectures below
     "jobs": 8,  # whole runs of everything below
     "cli": 9,
     "__main__": 10,  # python -m simclip_bench: starts the CLI

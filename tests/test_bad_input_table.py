@@ -117,7 +117,7 @@ def test_bad_input_gets_one_line_exit_code_2_and_writes_nothing(command, answer,
     assert _tree(tmp_path) == before, "a refused command must leave no file behind"
 
 
-def test_gpu_out_of_memory_gets_a_hint_to_lower_the_batch_size(monkeypatch, tmp_path):
+def test_gpu_out_of_memory_outside_the_batches_gets_one_line(monkeypatch, tmp_path):
     import torch
 
     import simclip_bench.jobs.zeroshot_eval as evaluate
@@ -129,4 +129,5 @@ def test_gpu_out_of_memory_gets_a_hint_to_lower_the_batch_size(monkeypatch, tmp_
     monkeypatch.setattr(evaluate, "run_eval", out_of_memory)
     result = runner.invoke(app, ["eval", "--n-samples", "4"])
     assert result.exit_code == 2
-    assert result.output.strip() == "simclip: error: out of GPU memory; lower --batch-size"
+    assert result.output.strip() == ("simclip: error: out of GPU memory outside the batched work (e.g. loading the "
+                                     "model); use a device with more memory or a smaller model")

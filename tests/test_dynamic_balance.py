@@ -170,9 +170,9 @@ def test_a_killed_dynamic_worker_is_finished_by_a_rerun_computing_nothing_twice(
 
 
 def _plan(dataset: str = "shapes"):
+    from simclip_bench.attacks.eps import parse_eps
     from simclip_bench.attacks.registry import resolve_attack
     from simclip_bench.data.catalog import open_source
-    from simclip_bench.attacks.eps import parse_eps
     from simclip_bench.tasks.zeroshot import CellPlan
 
     return CellPlan(open_source(dataset), [0, 1, 2, 3], resolve_attack("apgd-ce"), [parse_eps("4/255", "linf")])
@@ -184,7 +184,7 @@ def test_the_claims_token_follows_every_column_of_the_sample_key(monkeypatch):
     import types
 
     import simclip_bench.results.schema as schema
-    import simclip_bench.tasks.zeroshot as zeroshot
+    import simclip_bench.tasks.zeroshot_rows as zeroshot_rows
     from simclip_bench.jobs.claims import zeroshot_identity
 
     model = types.SimpleNamespace(model_id="m", checkpoint_hash="h", text_hash="t")
@@ -192,8 +192,9 @@ def test_the_claims_token_follows_every_column_of_the_sample_key(monkeypatch):
     other_text = types.SimpleNamespace(model_id="m", checkpoint_hash="h", text_hash="u")  # edited templates
     assert zeroshot_identity(model, _plan()) != zeroshot_identity(other_text, _plan())
     fingerprint = {"value": "a"}
-    rows = zeroshot._rows
-    monkeypatch.setattr(zeroshot, "_rows", lambda *a: [r | {"fingerprint": fingerprint["value"]} for r in rows(*a)])
+    rows = zeroshot_rows.sample_rows
+    monkeypatch.setattr(zeroshot_rows, "sample_rows",
+                        lambda *a: [r | {"fingerprint": fingerprint["value"]} for r in rows(*a)])
     monkeypatch.setattr(schema, "SAMPLE_KEY", (*schema.SAMPLE_KEY, "fingerprint"))
     first = zeroshot_identity(model, _plan())
     fingerprint["value"] = "b"

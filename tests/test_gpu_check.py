@@ -13,7 +13,7 @@ import pytest
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parent.parent
-PARTS = ("env", "ddp", "cli", "llava", "attacks", "training", "compile")
+PARTS = ("env", "ddp", "cli", "llava", "attacks", "training", "plan", "compile")
 TOP_KEYS = {"schema", "mode", "device", "created_at", "command", "budget_s", "total_seconds", "sizes", "env",
             "host_syncs", "parts", "ok"}
 PART_KEYS = {"status", "seconds", "limit_s", "rc", "error", "errors", "results"}
@@ -25,6 +25,7 @@ RESULT_KEYS = {
     "attacks": {"ensemble", "ensemble_rows", "precision", "per_iteration_rows", "host_syncs"},
     "training": {"rows", "flop_counting", "peak_tflops", "objective"},
     "compile": {"rows", "flop_counting", "peak_tflops", "objective"},
+    "plan": {"rows", "plan_device"},
 }
 ENV_KEYS = {"torch", "cuda_runtime", "gpu_name", "driver", "open_clip", "transformers", "git_sha", "source_digest"}
 TRAIN_ROW_KEYS = {"model", "image_size", "batch", "variant", "precision", "status", "images_per_s", "step_s",

@@ -9,8 +9,6 @@ measurement is reused, and a dataset or model named like a number stays text.
 """
 from __future__ import annotations
 
-import json
-import shutil
 from pathlib import Path
 
 import numpy as np

@@ -1,6 +1,7 @@
 """Scale-out of ``simclip eval``: shards from --shard, torchrun or Slurm; N processes give one process's table."""
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -136,6 +137,9 @@ def _samples_file(args: list[str]) -> str:
 def _table(out: Path) -> pd.DataFrame:
     results = read_results(out)
     assert not results.duplicated(subset=["model", "dataset", "setting"]).any(), "a result row was written twice"
+    # The working batch that ran the cell (recorded beside the setting) is how it ran, like the device: not compared.
+    results["attack_config"] = [json.dumps({k: v for k, v in json.loads(c).items() if k != "batch_size"},
+                                           sort_keys=True) for c in results["attack_config"]]
     return results.drop(columns=VOLATILE_RESULTS).sort_values(["setting"]).reset_index(drop=True)
 
 

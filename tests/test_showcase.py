@@ -267,4 +267,5 @@ def test_a_protocol_name_with_markdown_in_it_is_escaped_in_the_header(tmp_path):
     md = (tmp_path / "out" / "LEADERBOARD.md").read_text()
     header = next(line for line in md.splitlines() if line.startswith("| # | model |"))
     assert "auto\\|attack\\*x\\[y\\](z)" in header
-    assert len(header.split(" | ")) == len(next(line for line in md.splitlines() if line.startswith("|---")).split("|")) - 2
+    rule = next(line for line in md.splitlines() if line.startswith("|---"))
+    assert len(header.split(" | ")) == len(rule.split("|")) - 2

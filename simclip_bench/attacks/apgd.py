@@ -44,9 +44,9 @@ import torch
 
 from simclip_bench.attacks import progress as attack_progress
 from simclip_bench.attacks.base import (
-    AttackObjective,
     BORDERLINE,
     FOOLED,
+    AttackObjective,
     AttackResult,
     Norm,
     judge_of,

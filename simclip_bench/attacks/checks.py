@@ -18,20 +18,30 @@ FLAG_ROBUST_ABOVE_CLEAN = "robust-above-clean"
 FLAG_ROBUST_RISES_WITH_EPS = "robust-rises-with-eps"
 
 
-def preflight_checks(classifier: nn.Module, x: torch.Tensor, y: torch.Tensor) -> list[str]:
-    """Checks on a small batch before attacking: randomness, probability outputs, zero input gradients."""
+def preflight_checks(classifier: nn.Module, x: torch.Tensor, y: torch.Tensor,
+                     batch_size: int | None = None) -> list[str]:
+    """Checks on a small batch before attacking: randomness, probability outputs, zero input gradients.
+
+    ``batch_size`` splits the passes into pieces of that many images (all at once by default); every check is
+    per image, so the flags do not depend on it.
+    """
+    step = batch_size or len(x)
+    pieces = [slice(i, i + step) for i in range(0, len(x), step)]
     flags = []
     with torch.no_grad():
-        first, second = classifier(x).float(), classifier(x).float()
+        first = torch.cat([classifier(x[p]).float() for p in pieces])
+        second = torch.cat([classifier(x[p]).float() for p in pieces])
     if not torch.allclose(first, second, rtol=1e-4, atol=1e-5):
         flags.append(FLAG_RANDOM_OUTPUTS)
     if bool((first >= 0).all() and (first <= 1).all()) and torch.allclose(first.sum(-1), first.new_ones(len(x)),
                                                                             atol=1e-4):
         flags.append(FLAG_SOFTMAX_OUTPUTS)
-    xg = x.detach().clone().requires_grad_(True)
-    with torch.enable_grad():
-        grad, = torch.autograd.grad(F.cross_entropy(classifier(xg).float(), y, reduction="sum"), [xg])
-    zero = int((grad.flatten(1).abs().amax(dim=1) == 0).sum())
+    zero = 0
+    for p in pieces:
+        xg = x[p].detach().clone().requires_grad_(True)
+        with torch.enable_grad():
+            grad, = torch.autograd.grad(F.cross_entropy(classifier(xg).float(), y[p], reduction="sum"), [xg])
+        zero += int((grad.flatten(1).abs().amax(dim=1) == 0).sum())
     if zero:
         flags.append(f"{FLAG_ZERO_GRADIENTS}({zero}/{len(x)})")
     return flags

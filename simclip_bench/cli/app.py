@@ -54,8 +54,9 @@ class OneLineErrors(TyperGroup):
         except MemoryError:
             _fail("out of memory; lower --batch-size")
         except Exception as e:  # CUDA OOM is a RuntimeError subclass: map it, re-raise everything else
-            if type(e).__name__ == "OutOfMemoryError":
-                _fail("out of GPU memory; lower --batch-size")
+            if type(e).__name__ == "OutOfMemoryError":  # batched work halves its batch instead (memory/adaptive_batch)
+                _fail("out of GPU memory outside the batched work (e.g. loading the model); use a device with more "
+                      "memory or a smaller model")
             raise
         if standalone_mode:
             sys.exit(rv if isinstance(rv, int) else 0)

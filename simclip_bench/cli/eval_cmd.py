@@ -15,7 +15,7 @@ from simclip_bench.cli.reporting import rich_reporter
 from simclip_bench.cli.threads import apply_threads, threads_option
 from simclip_bench.errors import UserError
 
-MAX_VLM_BATCH = 64  # captioning/VQA cap --batch-size here (its default, 500, is the zero-shot attacks' batch)
+MAX_VLM_BATCH = 64  # captioning/VQA cap --batch-size here (auto: this; the zero-shot attacks start at 500 or 512)
 
 
 @app.command(name="eval", epilog="""[bold]Examples[/bold]
@@ -32,6 +32,8 @@ MAX_VLM_BATCH = 64  # captioning/VQA cap --batch-size here (its default, 500, is
   simclip eval --task captioning   # tiny VLM: base encoder vs. the latest run
   simclip eval --task vqa --vqa-metric robustvlm    # VQA accuracy as RobustVLM
 
+  # the cost first: grid, gradient evaluations, memory, hours on an H100
+  simclip eval --protocol robustvlm --dry-run --plan-device h100
   # RobustVLM's zero-shot table on a GPU (see docs/commands.md for the datasets)
   simclip eval --protocol robustvlm --dataset robustvlm --device cuda
   # LLaVA-1.5 with its own vision tower, then with your run's encoder swapped in
@@ -72,7 +74,9 @@ def eval_(
     n_targets: int = typer.Option(None, help="Target classes of APGD-T (default 9, at most classes-1)."),
     sample_seed: int = typer.Option(None, help="Seed of the fixed sample subset (default 0)."),
     seed: int = typer.Option(None, help="Attack seed (default 0)."),
-    batch_size: int = typer.Option(500, help="Working-batch size of the attacks; also the unit of resume."),
+    batch_size: str = typer.Option(
+        "auto", help="Working-batch size of the attacks, also the unit of resume; halved when a batch runs out of "
+                     "memory. auto: 512 on CUDA, 500 on a CPU (captioning/VQA: 64)."),
     workers: int = typer.Option(0, help="Image-decoding worker processes for datasets on disk."),
     on_error: str = typer.Option(
         None, help="An unreadable image: skip (default: left out of every accuracy, counted and listed) or fail "
@@ -100,12 +104,20 @@ def eval_(
         None, help="Another store (e.g. one --out per shard, where file locks across machines cannot be trusted): "
                    "its per-sample rows are copied into --out first (each once), then the grid is completed and "
                    "its table written. Repeat for several."),
+    dry_run: bool = typer.Option(
+        False, "--dry-run", help="Print the cost plan (grid, worst-case gradient evaluations, FLOPs, memory, predicted "
+                                 "time) and stop; nothing is downloaded and no model is loaded (the tiny VLM is "
+                                 "counted as it is)."),
+    plan_device: str = typer.Option(
+        None, help="With --dry-run: the device to predict the time on: h100, a100, h200 or cpu. Default: the run's."),
     allow_unsafe_pickle: bool = unsafe_pickle_option(),
     threads: int = threads_option(),
 ) -> None:
     """Zero-shot accuracy, clean and under attack, for every model x dataset x eps; resumes from OUT."""
     warn_unsafe_pickle(allow_unsafe_pickle)
     apply_threads(threads)
+    if plan_device is not None and not dry_run:
+        raise UserError("--plan-device applies to --dry-run; add --dry-run")
     check_out_dir(out)
     if shard is not None:  # a bad --shard gets its one line before any model or dataset is touched
         from simclip_bench.jobs.shards import parse_shard
@@ -126,7 +138,7 @@ def eval_(
                      dataset_root=dataset_root, attack=attack, eps=eps_list(eps or ["4/255"]), n_samples=n_samples,
                      iterations=iterations, batch_size=batch_size, seed=seed, sample_seed=sample_seed, out=out,
                      device=device, allow_unsafe_pickle=allow_unsafe_pickle, vqa_metric=vqa_metric, precision=precision,
-                     shard=shard, merge_from=list(merge_from or []))
+                     shard=shard, merge_from=list(merge_from or []), dry_run=dry_run, plan_device=plan_device)
         return
     if norm in (None, "linf", "l2"):  # a bad eps gets its one line before the job (and torch) is imported
         eps_list(eps or [], norm=norm or "linf")
@@ -141,6 +153,9 @@ def eval_(
                           audit_fraction=audit_fraction, balance=balance or "static",
                           shard=shard, merge_from=list(merge_from or []))
     validate(request)
+    if dry_run:
+        _print_plan(request, plan_device)
+        return
     with rich_reporter() as reporter:
         result = run_eval(request, reporter)
     if result.pending:
@@ -175,10 +190,10 @@ def _print_pending(shard, pending: list[str], out: Path) -> None:
 
 
 def _eval_vlm(task: str, vlm: str | None, models: list[str], datasets: list[str], dataset_root: str,
-              attack: str | None, eps: list[Eps], n_samples: int | None, iterations: int | None, batch_size: int,
+              attack: str | None, eps: list[Eps], n_samples: int | None, iterations: int | None, batch_size: str,
               seed: int | None, sample_seed: int | None, out: Path, device: str, allow_unsafe_pickle: bool = False,
               precision: str = "auto", vqa_metric: str | None = None, shard: str | None = None,
-              merge_from: list[Path] | None = None) -> None:
+              merge_from: list[Path] | None = None, dry_run: bool = False, plan_device: str | None = None) -> None:
     """What ``simclip eval --task captioning|vqa`` (or any ``--vlm``) runs: evaluate, print, write."""
     from simclip_bench.jobs.vlm_eval import VLMEvalRequest, run_vlm_eval, validate
     from simclip_bench.metrics.vqa_accuracy import DEFAULT_VQA_METRIC
@@ -189,12 +204,15 @@ def _eval_vlm(task: str, vlm: str | None, models: list[str], datasets: list[str]
     request = VLMEvalRequest(task=task, vlm=vlm or DEFAULT_VLM, models=list(models),
                              dataset=(list(datasets) or ["shapes"])[0],
                              dataset_root=dataset_root, attack=attack or "ensemble", eps=list(eps),
-                             n_samples=n_samples, n_iter=iterations or 100, batch_size=min(batch_size, MAX_VLM_BATCH),
+                             n_samples=n_samples, n_iter=iterations or 100, batch_size=_vlm_batch(batch_size),
                              seed=seed or 0, sample_seed=sample_seed or 0, out=out, device=device,
                              allow_unsafe_pickle=allow_unsafe_pickle, precision=precision,
                              vqa_metric=vqa_metric or DEFAULT_VQA_METRIC, shard=shard,
                              merge_from=list(merge_from or []))
     validate(request)
+    if dry_run:
+        _print_plan(request, plan_device)
+        return
     with rich_reporter() as reporter:
         result = run_vlm_eval(request, reporter)
     if result.pending:
@@ -202,6 +220,25 @@ def _eval_vlm(task: str, vlm: str | None, models: list[str], datasets: list[str]
     if not result.rows:
         return
     print_vlm_rows(task, request.dataset, request.vqa_metric, result)
+
+
+def _print_plan(request, plan_device: str | None) -> None:
+    """``--dry-run``: the cost plan of a zero-shot or captioning/VQA request, as plain lines."""
+    from simclip_bench.jobs.plan import plan_eval_request, plan_vlm_request
+    from simclip_bench.plan.cost_plan import render
+
+    plan = plan_eval_request(request, plan_device) if hasattr(request, "protocol") else \
+        plan_vlm_request(request, plan_device)
+    for line in render(plan):
+        stdout.print(line, markup=False, highlight=False, soft_wrap=True)
+
+
+def _vlm_batch(batch_size: str) -> int:
+    """Captioning/VQA's batch: ``auto`` is :data:`MAX_VLM_BATCH`, a number is capped at it."""
+    from simclip_bench.memory.adaptive_batch import AUTO, parse_batch_size
+
+    parsed = parse_batch_size(batch_size)
+    return MAX_VLM_BATCH if parsed == AUTO else min(int(parsed), MAX_VLM_BATCH)
 
 
 def _record_run(request, result, config: Path | None) -> None:

@@ -35,6 +35,7 @@ def _on_error(on_error: str | None, strict: bool) -> str:
   # the former inner attack (with --attack-loss cosine for simclip-anchored)
   simclip train --attack-momentum 0 --attack-start ball-clipped
   # ViT-L-14 on ImageNet, one GPU; then 8 GPUs with DDP
+  simclip train --model ViT-L-14:openai --dry-run --plan-device h100  # cost
   simclip train --model ViT-L-14:openai --data /data/imagenet --device cuda
   torchrun --nproc_per_node 8 -m simclip_bench train --data /data/imagenet""")
 def train(
@@ -86,12 +87,19 @@ def train(
     resume: Path = typer.Option(None, help="Continue the run in this directory from its last checkpoint."),
     stop_after: int = typer.Option(None, help="Leave after this many steps of this session (resume later)."),
     log: str = typer.Option("none", help="Also log metrics to: none | tensorboard | wandb (optional packages)."),
+    dry_run: bool = typer.Option(
+        False, "--dry-run", help="Print the cost plan (gradient evaluations, FLOPs, memory, predicted time) and stop; "
+                                 "nothing is loaded or downloaded."),
+    plan_device: str = typer.Option(
+        None, help="With --dry-run: the device to predict the time on: h100, a100, h200 or cpu. Default: the run's."),
     allow_unsafe_pickle: bool = unsafe_pickle_option(),
     threads: int = threads_option(),
 ) -> None:
     """Adversarially fine-tune a CLIP vision encoder (Sim-CLIP, FARE, TeCoA); writes a run directory."""
     warn_unsafe_pickle(allow_unsafe_pickle)
     apply_threads(threads)
+    if plan_device is not None and not dry_run:
+        raise UserError("--plan-device applies to --dry-run; add --dry-run")
     check_out_dir(resume or out or "runs", "--resume" if resume else "--out")  # default: runs/<time>-<objective>
     from simclip_bench.train.config import TrainConfig
     from simclip_bench.train.loop import resume as resume_training
@@ -150,6 +158,13 @@ def train(
                 if value is not None:
                     setattr(cfg, name, value)
             cfg.validate()
+            if dry_run:
+                from simclip_bench.jobs.plan import plan_train_config
+                from simclip_bench.plan.cost_plan import render
+
+                for line in render(plan_train_config(cfg, plan_device)):
+                    stdout.print(line, markup=False, highlight=False, soft_wrap=True)
+                return
             if config is not None:
                 cfg.extra["config_file"] = str(config)  # the resolved values are all in config.json
             if log != "none" and cfg.out is None:

@@ -27,9 +27,11 @@ from simclip_bench.data.image_io import ImageReadError, read_rgb, square_tensor
 from simclip_bench.data.shapes import ShapesDataset
 from simclip_bench.devices import autocast_for, check_precision, resolve_device, resolve_precision
 from simclip_bench.errors import UserError, did_you_mean
+from simclip_bench.memory.adaptive_batch import AdaptiveBatch
 from simclip_bench.models.spec import load_model
 from simclip_bench.tasks.zeroshot_head import ZeroShotClassifier, build_text_classifier
 
+ATTACK_BATCH = 500  # APGD's working batch here; halved when it runs out of memory
 PANEL_SCALE = 6  # nearest-neighbour upscaling so 32-px images are visible
 CLIP_TEMPLATE = "a photo of a {}."  # CLIP's prompt for class names of one's own
 
@@ -186,16 +188,24 @@ def run_attack_gallery(request: AttackRequest) -> list[AttackedImage]:
         names = [_safe_name(dataset.sample_id(i)) for i in range(request.n_images)]
     x = x.to(device)
     head = ZeroShotClassifier(model.encoder, build_text_classifier(model, classes, templates)).eval()
-    with torch.no_grad():
-        clean_probs = head(x).softmax(-1)
+    batch = AdaptiveBatch(ATTACK_BATCH, "attack batch")
+
+    def probabilities(images: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            return torch.cat(batch.map_chunks(len(images), lambda part: head(images[part]).softmax(-1)))
+
+    clean_probs = probabilities(x)
     # Untargeted against the true label when known, else against the clean prediction.
     target = labels.to(device) if labels is not None else clean_probs.argmax(-1)
-    with autocast_for(resolve_precision(request.precision, device), device):
-        result = apgd_attack(ClassifierObjective(head, target), x, request.eps.value, n_iter=request.n_iter,
-                             seed=request.seed)
+
+    def attack(size: int):
+        with autocast_for(resolve_precision(request.precision, device), device):
+            return apgd_attack(ClassifierObjective(head, target), x, request.eps.value, n_iter=request.n_iter,
+                               seed=request.seed, batch_size=size)
+
+    result = batch.run(attack)
     norms = check_perturbation(result.x_adv, x, request.eps.value)
-    with torch.no_grad():
-        adv_probs = head(result.x_adv).softmax(-1)
+    adv_probs = probabilities(result.x_adv)
     request.out.mkdir(parents=True, exist_ok=True)
     items = []
     for i, name in enumerate(names):

@@ -238,7 +238,7 @@ def cell_chunks(out_dir: Path, me: Worker, model: LoadedModel, plan: CellPlan, s
     """The chunks of a zero-shot cell that this process claims, one at a time, from the store ``out_dir``
     (``--balance dynamic``); ``stored`` is the store's samples as the cell begins (chunks complete there
     are not claimed)."""
-    from simclip_bench.tasks.zeroshot import missing_samples
+    from simclip_bench.tasks.zeroshot_rows import missing_samples
 
     ids = [plan.source.sample_id(i) for i in plan.indices]
     lacking = set(missing_samples(stored, model, plan))
@@ -255,12 +255,12 @@ def zeroshot_identity(model: LoadedModel, plan: CellPlan) -> list[list[tuple[str
     import torch
 
     from simclip_bench.results.schema import SAMPLE_KEY
-    from simclip_bench.tasks.zeroshot import _rows
+    from simclip_bench.tasks.zeroshot_rows import sample_rows
 
     one, zero = torch.zeros(1, dtype=torch.long), torch.zeros(1)
     identity = []
     for setting, (spec, eps) in {**plan.settings(), **plan.audit_settings()}.items():
-        row, = _rows("", model, plan.source, spec.name, setting, plan.norm, eps, [""], one, one, one, zero,
+        row, = sample_rows("", model, plan.source, spec.name, setting, plan.norm, eps, [""], one, one, one, zero,
                      [""], zero)
         identity.append([(column, str(row.get(column))) for column in SAMPLE_KEY if column != "sample_id"])
     return sorted(identity)

@@ -21,6 +21,7 @@ class Listing:
 
 
 def _models() -> Listing:
+    from simclip_bench.models.architectures import CATALOG_ARCHITECTURES, hf_export_status
     from simclip_bench.models.builtin import BUILTIN_MODELS
     from simclip_bench.models.known_checkpoints import KNOWN_CHECKPOINTS
 
@@ -30,6 +31,10 @@ def _models() -> Listing:
     rows += [(c.spec, c.base_spec or f"{c.arch} (from scratch)", c.objective, c.eps, c.cite) for c in known]
     details = tuple(f"{c.spec}: {c.paper}; weights {c.source}; reported under {c.reported_attack}"
                     + (f" ({c.note})" if c.note else "") for c in known)
+    # Every architecture passes tests/test_catalog_contract.py (APGD, a training step, exports, masking checks).
+    details += tuple(f"architecture {a.name}: open_clip {a.config}, {a.image_size} px; used by {a.used_by}; "
+                     f"HF CLIPVisionModel export: {hf_export_status(a)}" + (f" ({a.note})" if a.note else "")
+                     for a in CATALOG_ARCHITECTURES.values())
     note = ("Any open_clip ARCH:TAG (e.g. ViT-L-14:openai), hf-hub:org/repo, BASE=FILE (a vision-tower state dict "
             "on a base model), run directory or encoder file also works; see docs/models.md, 'Model specs'. "
             "Listing downloads nothing.")

@@ -23,9 +23,12 @@ from simclip_bench.attacks.eps import Eps
 from simclip_bench.data.vlm_samples import load_image, shapes_captioning
 from simclip_bench.devices import autocast_for, check_precision, resolve_device, resolve_precision
 from simclip_bench.errors import UserError
+from simclip_bench.memory.adaptive_batch import AdaptiveBatch
 from simclip_bench.tasks.lm_objective import LanguageModelObjective
 from simclip_bench.tasks.vlm_attack import TARGETED_STRING_ITERATIONS, targeted_string_attack, vlm_apgd
 from simclip_bench.vlm.load import load_vlm
+
+ATTACK_BATCH = 64  # the working batch of generation and APGD; halved when it runs out of memory
 
 
 @dataclass
@@ -106,18 +109,28 @@ def run_vlm_attack_gallery(request: VLMAttackRequest) -> list[AttackedCaption]:
         references = [s.references[0] for s in data.samples]
     x = x.to(device)
     prompts = [vlm.caption_prompt()] * len(x)
-    clean = vlm.generate(x, prompts)
+    batch = AdaptiveBatch(ATTACK_BATCH, "VLM attack batch")
+
+    def captions(images: torch.Tensor) -> list[str]:
+        parts = batch.map_chunks(len(images), lambda p: vlm.generate(images[p], prompts[p]))
+        return [text for part in parts for text in part]
+
+    clean = captions(x)
     if request.target is not None:
         x_adv, adv, reached = targeted_string_attack(vlm, x, prompts, request.target, request.eps.value,
                                                      n_iter=request.iterations, seed=request.seed,
-                                                     precision=precision)
+                                                     precision=precision, batch=batch)
         hits: list[bool | None] = list(reached)
     else:
         objective = LanguageModelObjective(vlm, prompts, references or clean)
-        with autocast_for(precision, device):
-            x_adv = vlm_apgd(request.eps.value, request.iterations, 64, request.seed).run(
-                objective, x, torch.arange(len(x), device=device)).x_adv
-        adv = vlm.generate(x_adv, prompts)
+
+        def attack(size: int) -> torch.Tensor:
+            with autocast_for(precision, device):
+                return vlm_apgd(request.eps.value, request.iterations, size, request.seed).run(
+                    objective, x, torch.arange(len(x), device=device)).x_adv
+
+        x_adv = batch.run(attack)
+        adv = captions(x_adv)
         hits = [None] * len(x)
     norms = check_perturbation(x_adv, x, request.eps.value)
     request.out.mkdir(parents=True, exist_ok=True)

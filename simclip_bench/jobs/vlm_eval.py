@@ -26,12 +26,13 @@ from simclip_bench.devices import check_precision, resolve_device, resolve_preci
 from simclip_bench.errors import UserError, did_you_mean
 from simclip_bench.grid import unique_values
 from simclip_bench.jobs.shards import SINGLE, Shard, detect_shard, launcher_notices, shard_device
+from simclip_bench.memory.adaptive_batch import AdaptiveBatch
 from simclip_bench.metrics.vqa_accuracy import DEFAULT_VQA_METRIC, VQA_METRICS
 from simclip_bench.models.builtin import BUILTIN_MODELS, DEFAULT_MODEL
 from simclip_bench.progress import SILENT, Reporter
 from simclip_bench.provenance import git_sha, new_run_id, package_version, utc_now
-from simclip_bench.results.intervals import mean_interval, unit_mean_interval
 from simclip_bench.results.identity import VLM_SAMPLE_KEY, subset_id
+from simclip_bench.results.intervals import mean_interval, unit_mean_interval
 from simclip_bench.results.schema import RESULT_COLUMNS, VLM_SAMPLE_COLUMNS, mean_grad_evals
 from simclip_bench.results.store import (
     RESULTS_FILE,
@@ -218,8 +219,11 @@ def evaluate_one(loaded: LoadedVLM, dataset: VLMDataset, request: VLMEvalRequest
                    "vlm_hash": loaded.vlm_hash, "task": request.task, "dataset": dataset.name,
                    "data_id": dataset.data_id}
     computed: list[dict] = []
-    for first in range(0, len(todo), request.batch_size):
-        part = todo[first:first + request.batch_size]
+    # A chunk that runs out of memory runs again at half the size, and so does an attack run inside it
+    # (attack_vlm gets the same AdaptiveBatch); outcomes do not depend on the chunk (see above).
+    batch = AdaptiveBatch(request.batch_size, "VLM batch", notify=reporter.notify)
+
+    def chunk(part: list[int]) -> None:
         x = dataset.images(vlm.image_size, part).to(device)
         prompts = [all_prompts[p] for p in part]
         clean_texts = vlm.generate(x, prompts)
@@ -240,7 +244,7 @@ def evaluate_one(loaded: LoadedVLM, dataset: VLMDataset, request: VLMEvalRequest
                 outcome = attack_vlm(vlm, x, prompts, [all_truth[p] for p in part],
                                      lambda idx, texts, part=part: task.score(vlm, [part[i] for i in idx], texts),
                                      clean_texts, clean_scores, st.config, on_run_done=on_run_done,
-                                     on_progress=progress)
+                                     on_progress=progress, batch=batch)
                 texts, scores, fooled, norms = outcome.texts, outcome.scores, outcome.fooled_by, outcome.norms.tolist()
                 cost = outcome.grad_evals.tolist()
             for k, p in enumerate(part):
@@ -254,7 +258,9 @@ def evaluate_one(loaded: LoadedVLM, dataset: VLMDataset, request: VLMEvalRequest
                              "adv_score": scores[k], "fooled_by": fooled[k], "max_perturbation": norms[k],
                              "grad_evals": cost[k]})
         append_samples(request.out, rows, VLM_SAMPLE_COLUMNS, VLM_SAMPLE_KEY, VLM_SAMPLES_FILE)
-        computed += rows
+        computed.extend(rows)
+
+    batch.map_chunks(len(todo), lambda part: chunk(todo[part]))
     reporter.complete(line)
     stored = _stored(request.out, loaded, request.task, dataset)
     if any(not set(ids) <= set(stored.get(st.setting, {})) for st in settings):
@@ -274,6 +280,9 @@ def evaluate_one(loaded: LoadedVLM, dataset: VLMDataset, request: VLMEvalRequest
             rows.append(_row(common, st.attack, st.described, st.eps,
                              [float(stored[st.setting][i]["adv_score"]) for i in ids], seconds, protocol)
                         | {"grad_evals": mean_grad_evals([stored[st.setting][i].get("grad_evals") for i in ids])})
+    for row in rows:  # the batch that worked, beside the setting (outcomes do not depend on it: not in the key)
+        row["attack_config"] = json.dumps({**json.loads(row["attack_config"]), "batch_size": batch.size},
+                                          sort_keys=True)
     return rows, computed
 
 

@@ -35,17 +35,17 @@ from simclip_bench.data.catalog import DEFAULT_DATASET_ROOT, check_name, expand,
 from simclip_bench.data.subset import fixed_subset
 from simclip_bench.data.unreadable import DEFAULT_ON_ERROR, FLAG_UNREADABLE, check_on_error
 from simclip_bench.devices import check_precision, resolve_device, resolve_precision
-from simclip_bench.errors import UserError, check_count
+from simclip_bench.errors import UserError
 from simclip_bench.grid import unique_values
 from simclip_bench.jobs.claims import BALANCES, CLAIMS_FILE, DEFAULT_LEASE_S, SINGLE_WORKER, Worker, cell_chunks
 from simclip_bench.jobs.shards import SINGLE, Shard, detect_shard, launcher_notices, shard_device
+from simclip_bench.memory.adaptive_batch import AUTO, parse_batch_size, resolve_batch_size
 from simclip_bench.models.builtin import BUILTIN_MODELS, DEFAULT_MODEL
 from simclip_bench.models.spec import LoadedModel, load_model
 from simclip_bench.progress import SILENT, Reporter
 from simclip_bench.provenance import git_sha, new_run_id, package_version, utc_now
 from simclip_bench.results.aggregate import CellMeta, cell_rows, paired_differences, summary_table
-from simclip_bench.results.audit import FLAG_FAST_MISSED, PooledAudit, audit_table, missed_flag, pooled_audit
-from simclip_bench.results.intervals import MISS_BOUND
+from simclip_bench.results.audit import FLAG_FAST_MISSED, PooledAudit, audit_line, audit_table, pooled_audit
 from simclip_bench.results.schema import RESULT_COLUMNS, SAMPLE_COLUMNS, SAMPLE_KEY
 from simclip_bench.results.store import (
     RESULTS_FILE,
@@ -58,9 +58,11 @@ from simclip_bench.results.store import (
 )
 from simclip_bench.runs import DEFAULT_RUNS_DIR, latest_run
 from simclip_bench.tasks.protocols import DEFAULT_PROTOCOL, Protocol, get_protocol
-from simclip_bench.tasks.zeroshot import CellPlan, done_keys, missing_samples, run_cell, unreadable_among
+from simclip_bench.tasks.zeroshot import CellPlan, run_cell, unreadable_among
+from simclip_bench.tasks.zeroshot_rows import done_keys, missing_samples
 
 SUMMARY_FILE = "summary.csv"
+CPU_BATCH = 500  # --batch-size auto on a CPU, and always for the reference backend (its batch is in its setting)
 PAIRED_FILE = "paired.csv"
 AUDIT_FILE = "audit.csv"  # a fast protocol's audit: per cell and pooled over the run
 AUDIT_SEED_SALT = 0xA0D17  # the audited subset's seed is the sample seed with this salt
@@ -71,8 +73,10 @@ class EvalRequest:
     """One ``simclip eval`` invocation. ``models`` empty means: the built-in base model and the latest run.
 
     ``protocol`` names a preset; the fields after it override the preset when not None (eps as
-    written, e.g. "4/255"; ``n_iter`` per gradient attack). ``batch_size`` is both the attack's
-    working batch and the unit of resume; ``workers`` decode images in parallel. ``on_error``: ``skip``
+    written, e.g. "4/255"; ``n_iter`` per gradient attack). ``batch_size`` is both the attack's first
+    working batch and the unit of resume: ``auto`` (default) is 512 on CUDA and 500 on a CPU, and a batch that
+    runs out of memory is halved (:mod:`simclip_bench.memory.adaptive_batch`), except the reference backend's,
+    whose ``auto`` is always 500; ``workers`` decode images in parallel. ``on_error``: ``skip``
     (default) leaves an unreadable image out of every accuracy and reports it, ``fail`` stops at the first.
     ``allow_unsafe_pickle`` (default False) lets pickled ``.pt`` weights load with the full unpickler
     (see :func:`~simclip_bench.models.spec.load_model`). ``precision``: the attack search's dtype, ``auto``
@@ -91,7 +95,7 @@ class EvalRequest:
     n_targets: int | None = None
     sample_seed: int | None = None
     seed: int | None = None
-    batch_size: int = 500
+    batch_size: int | str = AUTO
     workers: int = 0
     on_error: str = DEFAULT_ON_ERROR
     out: Path = Path("simclip-results")
@@ -155,7 +159,7 @@ def resolve_protocol(request: EvalRequest) -> Protocol:
 def validate(request: EvalRequest) -> Protocol:
     """Check everything that can be checked without touching a dataset or a model."""
     protocol = resolve_protocol(request)
-    check_count("--batch-size", request.batch_size)
+    parse_batch_size(request.batch_size)
     if request.workers < 0:
         raise UserError(f"--workers must be 0 or more, got {request.workers}")
     check_on_error(request.on_error)
@@ -201,11 +205,13 @@ def run_eval(request: EvalRequest, reporter: Reporter = SILENT) -> EvalResult:
     dynamic = request.balance == "dynamic"
     for notice in launcher_notices(request.shard):
         reporter.notify(notice)
+    reference = protocol.spec().backend == "reference"
+    first_batch = resolve_batch_size(request.batch_size, device, CPU_BATCH, CPU_BATCH if reference else None)
     if dynamic:
-        reporter.notify(f"dynamic balance: chunks of {request.batch_size} samples claimed from "
+        reporter.notify(f"dynamic balance: chunks of {first_batch} samples claimed from "
                         f"{request.out}/{CLAIMS_FILE}, on {device}")
     elif not shard.whole:
-        unit = f"batches of {request.batch_size} samples" if protocol.spec().backend == "reference" else "samples"
+        unit = f"batches of {first_batch} samples" if reference else "samples"
         what = f"{unit} {shard.index}, {shard.index + shard.count}, ..."
         reporter.notify(f"shard {shard} ({shard.source}): {what} of every cell, on {device}")
     me = Worker.this(SINGLE_WORKER if shard.source == "single" else f"{shard.source} {shard}")
@@ -225,13 +231,15 @@ def run_eval(request: EvalRequest, reporter: Reporter = SILENT) -> EvalResult:
         for source in sources:
             indices = fixed_subset(len(source), protocol.n_samples_for(source.name), protocol.sample_seed)
             spec = protocol.spec_for(len(source.classnames))
+            batch_size = resolve_batch_size(request.batch_size, device, CPU_BATCH,
+                                            CPU_BATCH if spec.backend == "reference" else None)
             plan = CellPlan(source, indices, spec, protocol.eps_values(), protocol.norm, protocol.attack_seed,
-                            request.batch_size, request.on_error, precision,
+                            batch_size, request.on_error, precision,
                             audit_spec=protocol.audit_spec_for(len(source.classnames)),
                             audit_positions=audit_positions(len(indices), protocol.audit_fraction,
                                                             protocol.sample_seed),
                             part=None if shard.whole or dynamic else
-                            shard.part(indices, request.batch_size, whole_batches=spec.backend == "reference"))
+                            shard.part(indices, batch_size, whole_batches=spec.backend == "reference"))
             ids = [source.sample_id(i) for i in indices]
             ids_by_dataset[source.name] = set(ids)
             name = model.model_id if len(model.model_id) <= 20 else "…" + model.model_id[-19:]
@@ -243,15 +251,17 @@ def run_eval(request: EvalRequest, reporter: Reporter = SILENT) -> EvalResult:
             report = run_cell(model, plan, request.out, run_id, device, done,
                               on_batch=lambda k, line=line: reporter.advance(line, k),
                               on_status=lambda text, line=line, a=spec.name: reporter.set_info(line, f"{a} {text}"),
-                              chunks=chunks)
+                              chunks=chunks, notify=reporter.notify)
             computed, reused = computed + report.computed, reused + report.reused
             unreadable.update(dict.fromkeys(report.unreadable.values()))
             meta = CellMeta(run_id=run_id, created_at=utc_now(), git_sha=git_sha(), package_version=package_version(),
                             model=model.model_id, checkpoint_hash=model.checkpoint_hash,
                             text_hash=model.text_hash, dataset=source.name, data_id=source.data_id,
-                            data_source=source.source_text, split=source.split, sample_seed=protocol.sample_seed, sample_ids=ids, attack=spec.name,
+                            data_source=source.source_text, split=source.split, sample_seed=protocol.sample_seed,
+                            sample_ids=ids, attack=spec.name,
                             attack_config=spec.config() | {"seed": protocol.attack_seed, "resolved_protocol": record,
-                                                           "search_precision": plan.search_precision},
+                                                           "search_precision": plan.search_precision,
+                                                           "batch_size": report.batch_size},
                             protocol=protocol.name, norm=protocol.norm, settings=plan.settings(), device=str(device),
                             seconds=time.time() - t0, flags=report.flags,
                             white_box_then_square=_square_after_white_box(spec), unreadable=set(report.unreadable),
@@ -274,7 +284,7 @@ def run_eval(request: EvalRequest, reporter: Reporter = SILENT) -> EvalResult:
     for cell in cells:
         flags += [f"{cell.meta.model} / {cell.meta.dataset}: {f}" for f in _masking_flags(cell.rows or [])]
         where = f"{cell.meta.model} / {cell.meta.dataset}"
-        audits += [f"{where} {r['eps_text']}: {_audit_line(r, cell.plan.audit_spec.name)}"
+        audits += [f"{where} {r['eps_text']}: {audit_line(r, cell.plan.audit_spec.name)}"
                    for r in cell.rows or [] if r.get("audit_n") is not None]
     pending = [f"{cell.meta.model} / {cell.meta.dataset}" for cell in cells if cell.rows is None]
     table = pd.DataFrame(rows)
@@ -322,14 +332,6 @@ def _masking_flags(rows: list[dict]) -> list[str]:
     """The masking-check flags of a cell's rows, once each (unreadable images and audits are reported apart)."""
     return sorted({f for r in rows for f in r["flags"].split(";")
                    if f and not f.startswith((FLAG_UNREADABLE, FLAG_FAST_MISSED))})
-
-
-def _audit_line(row: dict, full_attack: str) -> str:
-    """E.g. ``50 samples re-attacked with apgd-ce+apgd-t: 0 fooled that the fast protocol missed; ...``."""
-    flag = missed_flag(row["audit_missed"], row["audit_n"])
-    return (f"{flag + ': ' if flag else ''}{row['audit_n']} samples re-attacked with {full_attack}: "
-            f"{row['audit_missed']} fooled that the fast protocol missed; its robust accuracy overstates the full "
-            f"one by at most {100 * row['audit_miss_upper']:.1f} points ({MISS_BOUND})")
 
 
 def _square_after_white_box(spec) -> bool:

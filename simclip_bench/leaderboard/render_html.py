@@ -210,7 +210,8 @@ def render_html(lb: Leaderboard, plots: dict[str, bytes]) -> str:
             "<h1>simclip-bench leaderboard</h1>\n"
             "<p>Rendered by <code>simclip leaderboard</code> from result files only. Click a column header to "
             "sort. Hover a score for its interval, sample count and attacks.</p>\n"
-            f"{_table(lb)}\n<ul class=\"notes\">{notes}</ul>\n{_protocols_html(lb)}{_price_html(lb)}<h2>Plots</h2>\n{images}\n"
+            f"{_table(lb)}\n<ul class=\"notes\">{notes}</ul>\n{_protocols_html(lb)}{_price_html(lb)}"
+            f"<h2>Plots</h2>\n{images}\n"
             f"{quoted_section_html()}"
             f"<h2>Model cards</h2>\n{cards or '<p>No model cards in the results directory.</p>'}\n"
             f"<script>{_SORT_JS}</script>\n</body></html>\n")

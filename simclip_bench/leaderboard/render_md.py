@@ -80,8 +80,8 @@ def _price_md(lb: Leaderboard) -> list[str]:
            "| model | task | ε | clean lost | robust gained | clean per robust point |", "|---|---|---|---:|---:|---:|"]
     for r in rows:
         ratio = r.clean_per_robust_point
-        out.append(f"| {md_escape(r.entry.name)} | {md_escape(r.task_label)} | {eps_label(r.eps)} | {r.clean_drop:+.1f} | "
-                   f"{r.robust_gain:+.1f} | {'–' if math.isnan(ratio) else f'{ratio:.2f}'} |")
+        out.append(f"| {md_escape(r.entry.name)} | {md_escape(r.task_label)} | {eps_label(r.eps)} | "
+                   f"{r.clean_drop:+.1f} | {r.robust_gain:+.1f} | {'–' if math.isnan(ratio) else f'{ratio:.2f}'} |")
     return out + [""]
 
 

@@ -8,6 +8,8 @@
 * ``hf-hub:org/repo`` (open_clip's hub schema);
 * a local checkpoint: a run directory of ``simclip train``, an ``encoder.safetensors`` written
   by it, or an open_clip ``local-dir`` folder (``open_clip_config.json`` + weights);
+* ``random:ARCH[@PX][/LAYERS]``: an open_clip architecture with random weights, for rehearsals
+  (:mod:`simclip_bench.models.random_init`);
 * ``BASE=FILE``: a vision-tower state dict (``FILE``, e.g. Sim-CLIP's ``simclip4.pt``) on the model
   ``BASE``, which supplies the text tower and the preprocessing. ``BASE`` is any spec above or the
   name of a vision-tower release in the catalog (``simclip4=/data/simclip4.pt``: the catalog knows its
@@ -50,6 +52,7 @@ from simclip_bench.models.open_clip_build import (
     wrap_open_clip,
 )
 from simclip_bench.models.pixel_clip import PixelSpaceCLIP
+from simclip_bench.models.random_init import create_random_clip, is_random_spec
 from simclip_bench.models.spec_syntax import ParsedSpec, parse_model_spec
 from simclip_bench.models.vision_tower import read_vision_tower
 
@@ -224,6 +227,9 @@ def _unknown(spec: str) -> UserError:
 
 
 def _load(spec: str, device: torch.device, allow_unsafe_pickle: bool, chain: _Chain) -> LoadedModel:
+    if is_random_spec(spec):  # random:ARCH[@PX][/LAYERS]: the architecture with random weights (random_init.py)
+        clip, tokenizer, arch = create_random_clip(spec)
+        return _finish(str(spec).strip(), arch, clip, tokenizer, device)
     parsed = parse_model_spec(spec)
     spec = parsed.text
     if parsed.kind == "builtin":

@@ -46,6 +46,7 @@ from simclip_bench.attacks.apgd import APGD
 from simclip_bench.attacks.base import check_perturbation
 from simclip_bench.attacks.cost import CountedObjective
 from simclip_bench.devices import autocast_for
+from simclip_bench.memory.adaptive_batch import AdaptiveBatch
 from simclip_bench.tasks.lm_objective import LanguageModelObjective, TargetStringObjective, contains_target
 from simclip_bench.vlm.base import VisionLanguageModel
 
@@ -140,7 +141,8 @@ def attack_vlm(vlm: VisionLanguageModel, x: torch.Tensor, prompts: Sequence[str]
                ground_truth: Sequence[Sequence[str]], score: ScoreFn, clean_texts: Sequence[str],
                clean_scores: Sequence[float], config: VLMAttackConfig,
                on_run_done: Callable[[str], None] | None = None,
-               on_progress: Callable[[str, int, float], None] | None = None) -> VLMAttackOutcome:
+               on_progress: Callable[[str, int, float], None] | None = None,
+               batch: AdaptiveBatch | None = None) -> VLMAttackOutcome:
     """Run the protocol of ``config`` on images ``x`` (N, 3, H, W) in [0,1].
 
     ``ground_truth[i]`` are the texts to attack sample i with (see :func:`attack_texts`); ``score(indices,
@@ -148,6 +150,8 @@ def attack_vlm(vlm: VisionLanguageModel, x: torch.Tensor, prompts: Sequence[str]
     Each run (:func:`planned_runs`) attacks its samples ``config.batch_size`` at a time (each sample's outcome
     does not depend on its batch mates); ``on_progress(run, k, mean score)`` follows every batch and the
     samples a run skips (k of them), so each run counts N; ``on_run_done(run)`` follows each run that attacked.
+    ``batch`` (default: a new one of ``config.batch_size``) halves the batch of the run that runs out of memory
+    and keeps the smaller size (:mod:`simclip_bench.memory.adaptive_batch`); outcomes do not change.
     """
     if config.protocol not in PROTOCOLS:
         raise ValueError(f"unknown protocol {config.protocol!r}; choose one of {PROTOCOLS}")
@@ -158,6 +162,7 @@ def attack_vlm(vlm: VisionLanguageModel, x: torch.Tensor, prompts: Sequence[str]
     fooled_by = [""] * n
     best_source: list[str | None] = [None] * n  # the ground-truth text whose run found the best point
     counts = torch.zeros(n, dtype=torch.float64, device=device)
+    batch = batch or AdaptiveBatch(config.batch_size, "VLM attack batch")
 
     def run_once(name: str, texts: list[str | None], targeted: bool, start: torch.Tensor | None,
                  precision: str) -> None:
@@ -169,15 +174,20 @@ def attack_vlm(vlm: VisionLanguageModel, x: torch.Tensor, prompts: Sequence[str]
         attack_progress.run(name, len(active))
         objective = CountedObjective(LanguageModelObjective(vlm, prompts, [t or "" for t in texts], targeted=targeted),
                                      counts)
-        attack = vlm_apgd(config.eps, config.n_iter, config.batch_size, config.seed)
-        for first in range(0, len(active), config.batch_size):
-            part = active[first:first + config.batch_size]
+
+        def attempt(part: list[int]) -> None:
             idx = torch.tensor(part, device=device)
-            with autocast_for(precision, device):
-                result = attack.run(objective, x[idx], idx, start=None if start is None else start[idx])
-            check_perturbation(result.x_adv, x[idx], config.eps)
-            texts_adv = _generate(vlm, result.x_adv, [prompts[i] for i in part], config.batch_size,
-                                  config.max_new_tokens)
+            spent = counts[idx].clone()  # a batch that runs out of memory is redone: its counts with it
+            try:
+                with autocast_for(precision, device):
+                    result = vlm_apgd(config.eps, config.n_iter, len(part), config.seed).run(
+                        objective, x[idx], idx, start=None if start is None else start[idx])
+                check_perturbation(result.x_adv, x[idx], config.eps)
+                texts_adv = _generate(vlm, result.x_adv, [prompts[i] for i in part], len(part),
+                                      config.max_new_tokens)
+            except BaseException:
+                counts[idx] = spent
+                raise
             for k, (i, s) in enumerate(zip(part, score(part, texts_adv), strict=True)):
                 if s < best_score[i]:
                     best_score[i], best_text[i], fooled_by[i] = s, texts_adv[k], name
@@ -186,6 +196,8 @@ def attack_vlm(vlm: VisionLanguageModel, x: torch.Tensor, prompts: Sequence[str]
                         best_source[i] = texts[i]
             if on_progress:
                 on_progress(name, len(part), statistics.fmean(best_score))
+
+        batch.map_chunks(len(active), lambda part: attempt(active[part]))
         if on_run_done:
             on_run_done(name)
 
@@ -208,14 +220,21 @@ def attack_vlm(vlm: VisionLanguageModel, x: torch.Tensor, prompts: Sequence[str]
 
 def targeted_string_attack(vlm: VisionLanguageModel, x: torch.Tensor, prompts: Sequence[str], target: str,
                            eps: float, n_iter: int = TARGETED_STRING_ITERATIONS, batch_size: int = 64, seed: int = 0,
-                           max_new_tokens: int = 20,
-                           precision: str = "fp32") -> tuple[torch.Tensor, list[str], list[bool]]:
+                           max_new_tokens: int = 20, precision: str = "fp32",
+                           batch: AdaptiveBatch | None = None) -> tuple[torch.Tensor, list[str], list[bool]]:
     """RobustVLM's targeted attack towards ``target`` (module docstring); returns adversarial images, their
-    float32 generated texts and success (target in the text). Defaults: 10 000 iterations in float32."""
+    float32 generated texts and success (target in the text). Defaults: 10 000 iterations in float32. ``batch``
+    (default: a new one of ``batch_size``) halves a batch that runs out of memory."""
+    batch = batch or AdaptiveBatch(batch_size, "VLM attack batch")
     idx = torch.arange(len(x), device=x.device)
     objective = TargetStringObjective(vlm, prompts, [target] * len(x), max_new_tokens=max_new_tokens)
-    with autocast_for(precision, x.device):
-        result = vlm_apgd(eps, n_iter, batch_size, seed).run(objective, x, idx)
+
+    def attack(size: int):
+        with autocast_for(precision, x.device):
+            return vlm_apgd(eps, n_iter, size, seed).run(objective, x, idx)
+
+    result = batch.run(attack)
     check_perturbation(result.x_adv, x, eps)
-    texts = _generate(vlm, result.x_adv, prompts, batch_size, max_new_tokens)
+    texts = [t for part in batch.map_chunks(len(x), lambda p: _generate(vlm, result.x_adv[p], prompts[p], len(x),
+                                                                         max_new_tokens)) for t in part]
     return result.x_adv, texts, [contains_target(t, target) for t in texts]

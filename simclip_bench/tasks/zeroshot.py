@@ -9,8 +9,8 @@ float32 confirms it (:mod:`simclip_bench.attacks.apgd`).
 
 Per-sample outcomes go to the store a batch at a time; a sample whose key (model and text tower,
 dataset identity, setting, sample id: :mod:`simclip_bench.results.identity`) is already there is skipped,
-so re-running a killed command recomputes at most the batch it was in. Each sample's attack randomness is seeded by its dataset index, so the resumed
-result equals the uninterrupted one.
+so re-running a killed command recomputes at most the batch it was in. Each sample's attack randomness is
+seeded by its dataset index, so the resumed result equals the uninterrupted one.
 
 A sample whose image cannot be read keeps its place in the fixed subset but gets no row: it is
 reported, left out of every accuracy (the rows' ``n_samples`` counts only the evaluated samples) and
@@ -26,7 +26,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 
@@ -43,12 +43,16 @@ from simclip_bench.data.preprocess import pixel_transform
 from simclip_bench.data.unreadable import DEFAULT_ON_ERROR, FAIL, unreadable_error
 from simclip_bench.devices import autocast_for
 from simclip_bench.errors import UserError
+from simclip_bench.memory.adaptive_batch import AdaptiveBatch
 from simclip_bench.models.spec import LoadedModel
 from simclip_bench.results.store import append_samples
 from simclip_bench.tasks.zeroshot_head import ZeroShotClassifier, build_text_classifier
+from simclip_bench.tasks.zeroshot_rows import sample_rows
 
 PREFLIGHT_SAMPLES = 64
-TASK = "zeroshot"
+REFERENCE_BATCH_FIXED = ("the reference backend draws its randomness per batch, so its results depend on --batch-size "
+                         "(part of their stored setting) and its batches are never split: run again with a lower "
+                         "--batch-size")
 CLEAN = "none"
 
 
@@ -135,29 +139,14 @@ class CellReport:
     reused: int = 0
     flags: list[str] = field(default_factory=list)
     unreadable: dict[str, str] = field(default_factory=dict)
-
-
-def cell_samples(samples, loaded: LoadedModel, source: ClassificationSource):
-    """The stored per-sample rows of one (model, dataset) cell: every identity column but setting and sample."""
-    if samples.empty:
-        return samples
-    return samples[(samples["model"] == loaded.model_id) & (samples["checkpoint_hash"] == loaded.checkpoint_hash)
-                   & (samples["text_hash"] == loaded.text_hash) & (samples["task"] == TASK)
-                   & (samples["dataset"] == source.name) & (samples["data_id"] == source.data_id)]
-
-
-def done_keys(samples, loaded: LoadedModel, source: ClassificationSource) -> set[tuple[str, str]]:
-    """(setting, sample_id) pairs already in the store for this model and dataset."""
-    mine = cell_samples(samples, loaded, source)
-    if mine.empty:
-        return set()
-    return set(zip(mine["setting"], mine["sample_id"], strict=True))
+    batch_size: int | None = None  # the working batch that ran the last samples (after any halving)
 
 
 def run_cell(loaded: LoadedModel, plan: CellPlan, out_dir, run_id: str, device: torch.device, done: set,
              on_batch: Callable[[int], None] | None = None,
              on_status: Callable[[str], None] | None = None,
-             chunks: Iterable[list[int]] | None = None) -> CellReport:
+             chunks: Iterable[list[int]] | None = None,
+             notify: Callable[[str], None] | None = None) -> CellReport:
     """Evaluate one (model, dataset) cell into the store at ``out_dir``, skipping samples in ``done``.
 
     Only ``plan.own`` is evaluated (a shard's part), in batches of ``plan.batch_size``, or the batches that
@@ -169,6 +158,10 @@ def run_cell(loaded: LoadedModel, plan: CellPlan, out_dir, run_id: str, device: 
     stops the cell with a UserError naming the file (``fail``); the other samples keep their place.
     After each batch ``on_batch`` gets its size and ``on_status`` the accuracies so far, clean and per eps,
     over the samples computed in this call (e.g. ``clean 89.2%, 4/255 robust 10.4% (of 500)``).
+
+    ``plan.batch_size`` is the unit of resume and the first working batch: a batch that runs out of memory runs
+    again at half the size (:mod:`simclip_bench.memory.adaptive_batch`, ``notify`` hears of it), which changes
+    no outcome; the reference backend's batches are never split (its results depend on them): it stops instead.
     """
     source, model = plan.source, loaded.model
     settings = plan.settings()
@@ -185,8 +178,13 @@ def run_cell(loaded: LoadedModel, plan: CellPlan, out_dir, run_id: str, device: 
     # The masking checks run on the first samples every time, so a resumed run reports the same flags.
     first = _load(plan, plan.indices[:PREFLIGHT_SAMPLES], ids[:PREFLIGHT_SAMPLES], model.image_size, transform,
                   report)
+    fixed = REFERENCE_BATCH_FIXED if any(spec.backend == "reference" for spec, _ in settings.values()) else None
+    batch = AdaptiveBatch(plan.batch_size, "zero-shot attack batch", fixed=fixed, notify=notify)
+    checks = AdaptiveBatch(min(plan.batch_size, PREFLIGHT_SAMPLES), "masking-check batch", notify=notify) \
+        if fixed else batch
     if first.kept:
-        report.flags += preflight_checks(head, first.x.to(device), first.y.to(device))
+        fx, fy = first.x.to(device), first.y.to(device)
+        report.flags += checks.run(lambda size: preflight_checks(head, fx, fy, batch_size=size))
     own_ids: list[str] = []
     for chunk in (chunks if chunks is not None else _batches(plan.own, plan.batch_size)):
         chunk_ids = [source.sample_id(i) for i in chunk]
@@ -195,11 +193,13 @@ def run_cell(loaded: LoadedModel, plan: CellPlan, out_dir, run_id: str, device: 
         n_todo = max(len(v) for v in _todo(every_setting, chunk_ids, done, only).values())
         report.reused += size - max(len(v) for v in _todo(settings, chunk_ids, done).values())
         if n_todo:
-            batch = _load(plan, chunk, chunk_ids, model.image_size, transform, report)
-            chunk, chunk_ids = [chunk[j] for j in batch.kept], [chunk_ids[j] for j in batch.kept]
+            images = _load(plan, chunk, chunk_ids, model.image_size, transform, report)
+            chunk, chunk_ids = [chunk[j] for j in images.kept], [chunk_ids[j] for j in images.kept]
             todo = _todo(every_setting, chunk_ids, done, only)
             if chunk:
-                rows = _outcomes(loaded, plan, head, every_setting, batch, chunk, chunk_ids, todo, run_id, device)
+                rows = batch.run(lambda size, images=images, chunk=chunk, chunk_ids=chunk_ids, todo=todo: _outcomes(
+                    loaded, replace(plan, batch_size=size), head, every_setting, images, chunk, chunk_ids, todo, run_id,
+                    device))
                 append_samples(out_dir, rows)
                 report.computed += max(len(todo[s]) for s in settings)
                 for r in rows:
@@ -214,6 +214,7 @@ def run_cell(loaded: LoadedModel, plan: CellPlan, out_dir, run_id: str, device: 
     if own_ids and set(own_ids) <= set(report.unreadable):
         raise UserError(f"none of the {len(own_ids)} images of {source.name} could be read, e.g. "
                         f"{next(iter(report.unreadable.values()))}")
+    report.batch_size = batch.size
     return report
 
 
@@ -271,7 +272,7 @@ def _outcomes(loaded: LoadedModel, plan: CellPlan, head, settings: dict, batch: 
         else:
             adv_pred, norms, fooled_by, grad_evals = _attack(spec, head, x[pos], y[pos], keys[pos.cpu()], eps, plan,
                                                              device)
-        rows += _rows(run_id, loaded, plan.source, spec.name, setting, plan.norm, eps,
+        rows += sample_rows(run_id, loaded, plan.source, spec.name, setting, plan.norm, eps,
                       [chunk_ids[j] for j in positions], y[pos], clean_pred[pos], adv_pred, norms, fooled_by,
                       grad_evals)
     return rows
@@ -293,34 +294,6 @@ def _attack(spec: EnsembleSpec, head, x, y, keys, eps: Eps, plan: CellPlan, devi
     outcome = run_ensemble(spec, head, x, y, eps.value, norm=plan.norm, seed=plan.seed, batch_size=plan.batch_size,
                            autocast=lambda: autocast_for(plan.precision, device), sample_keys=keys)
     return outcome.adv_pred, outcome.norms, outcome.fooled_by, outcome.grad_evals
-
-
-def _rows(run_id, loaded, source, attack, setting, norm, eps, sample_ids, labels, clean_pred, adv_pred, norms,
-          fooled_by, grad_evals) -> list[dict]:
-    labels, clean_pred, adv_pred, norms = labels.tolist(), clean_pred.tolist(), adv_pred.tolist(), norms.tolist()
-    grad_evals = [round(g, 2) for g in grad_evals.tolist()]
-    return [{"run_id": run_id, "model": loaded.model_id, "checkpoint_hash": loaded.checkpoint_hash,
-             "text_hash": loaded.text_hash, "task": TASK, "dataset": source.name, "data_id": source.data_id,
-             "sample_id": sid, "attack": attack, "setting": setting,
-             "norm": norm if eps else "", "eps": eps.value if eps else 0.0, "eps_text": eps.text if eps else "0",
-             "label": lab, "clean_pred": cp, "clean_correct": cp == lab, "adv_pred": ap,
-             "adv_correct": cp == lab and ap == lab, "fooled_by": fb, "max_perturbation": mp, "grad_evals": ge}
-            for sid, lab, cp, ap, mp, fb, ge in zip(sample_ids, labels, clean_pred, adv_pred, norms, fooled_by,
-                                                    grad_evals, strict=True)]
-
-
-def missing_samples(samples, loaded: LoadedModel, plan: CellPlan) -> dict[str, int]:
-    """The cell's samples (id -> dataset index) that lack an outcome for some setting in the store ``samples``,
-    the audit's settings included for the audited samples."""
-    settings, audit_settings = plan.settings(), plan.audit_settings()
-    audited = {plan.source.sample_id(plan.indices[j]) for j in plan.audit_positions}
-    done = done_keys(samples, loaded, plan.source)
-
-    def lacks(sid: str) -> bool:
-        return any((s, sid) not in done for s in settings) or \
-            (sid in audited and any((s, sid) not in done for s in audit_settings))
-
-    return {plan.source.sample_id(i): i for i in plan.indices if lacks(plan.source.sample_id(i))}
 
 
 def unreadable_among(loaded: LoadedModel, plan: CellPlan, missing: dict[str, int]) -> dict[str, str] | None:

@@ -163,6 +163,8 @@ def _finish(session: TrainSession, run_dir: Path, metrics: list[str], write_metr
     summary = {"step": cfg.steps, "val_zero_shot_before": session.zero_shot_before, "val_zero_shot_after": after,
                "unreadable_images": unreadable, "world_size": dist.world_size,
                "ranks_agree": len(set(digests)) == 1, "collapse_warned_at_step": session.watch.warned_at_step}
+    if session.memory.halved_from:  # the micro-batch that fitted, after running out of memory at larger ones
+        summary["micro_batch_after_out_of_memory"] = session.memory.size
     metrics.append(json.dumps(summary))
     if dist.is_main:
         write_metrics()

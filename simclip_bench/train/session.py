@@ -8,6 +8,12 @@ mode and the objective's loss is back-propagated. AdamW under linear warm-up and
 bf16 autocast on CUDA (``--precision``), open_clip's gradient checkpointing and ``torch.compile`` are
 opt-in. A NaN or Inf loss or gradient raises before the step is applied (:mod:`.divergence`). The whole
 state (:meth:`TrainSession.state_dict`) is what a checkpoint holds; the run around it is :mod:`.loop`.
+
+A step that runs out of memory starts again with each micro-batch cut into pieces of half the size, each
+piece's loss weighted by its share, so the gradient is the same up to float rounding (more accumulation steps:
+every loss is a per-image mean, and each image's PGD start is keyed by its position in the global batch); the
+smaller pieces are kept (:mod:`simclip_bench.memory.adaptive_batch`). Under DDP the processes must cut alike, so
+there it stops with one line instead.
 """
 from __future__ import annotations
 
@@ -26,6 +32,7 @@ from simclip_bench.data.sources import SHAPES, open_probe_data, open_train_data
 from simclip_bench.data.unreadable import FAIL, unreadable_error
 from simclip_bench.devices import resolve_device
 from simclip_bench.lr_schedule import warmup_cosine
+from simclip_bench.memory.adaptive_batch import AdaptiveBatch
 from simclip_bench.models.spec import load_model
 from simclip_bench.train import distributed as ddp
 from simclip_bench.train.batches import MapBatches, Split, StreamBatches
@@ -107,6 +114,9 @@ class TrainSession:
         self.step_count = 0
         self.unreadable = 0
         self.zero_shot_before: float | None = None
+        self.memory = AdaptiveBatch(self.split.micro, "training micro-batch", notify=log, fixed=(
+            "the processes of a DDP run must cut their micro-batches alike: run again with a higher --accum-steps"
+            if self.dist.enabled else None))
 
     def _batches(self, state: dict | None):
         if self.data.kind == "webdataset":
@@ -139,53 +149,75 @@ class TrainSession:
 
         Raises :class:`TrainingDiverged`, without applying the step, when a loss or a gradient is NaN or Inf.
         """
-        cfg, step = self.cfg, self.step_count
+        step = self.step_count
         lr = self.lr_at(step)
         for g in self.opt.param_groups:
             g["lr"] = lr
         micro_batches = self.batches.next_step()
-        self.opt.zero_grad(set_to_none=True)
-        reports: list[dict] = []
-        losses: list[torch.Tensor] = []
-        for m, mb in enumerate(micro_batches):
-            if mb.errors:
-                if cfg.on_error == FAIL:
-                    raise unreadable_error("training image", mb.errors[0])
-                self.unreadable += len(mb.errors)
-            x = mb.x.to(self.device, non_blocking=True)
-            labels = mb.labels.to(self.device, non_blocking=True)
-            first = self.split.slice(m).start
-            positions = torch.arange(first, first + len(x))
-            self.net.eval()  # the inner maximisation runs in eval mode, as in the papers
-            with self.autocast():
-                views = self.objective.views(self.encoder, self.original, x, labels)
-                encoder = self.attack_encoder
-
-                def attack(x_adv, idx, views=views, encoder=encoder):
-                    loss = self.objective.attack_loss(encoder(x_adv), views, idx)
-                    return loss, torch.zeros_like(loss, dtype=torch.bool)
-
-                x_adv = training_pgd(attack, x, self.eps, cfg.attack_steps, self.step_size, cfg.seed, step, positions,
-                                     momentum=cfg.attack_momentum, clip_start=cfg.attack_start == "ball-clipped")
-            self.net.train()
-            last = m == len(micro_batches) - 1
-            sync = self.ddp_net.no_sync() if (self.ddp_net is not None and not last) else contextlib.nullcontext()
-            with sync:
-                with self.autocast():
-                    z, p = self.forward(self.objective.loss_inputs(x, x_adv))
-                    loss, report = self.objective.loss(z, p, views)
-                # backward even on a NaN loss: under DDP every process must reach the gradient all-reduce
-                (loss / len(micro_batches)).backward()
-            losses.append(loss.detach())
-            reports.append(report)
+        reports, losses = self.memory.run(lambda size: self._accumulate(micro_batches, size, step))
         trained = [param for group in self.opt.param_groups for param in group["params"]]
         check_finite(step + 1, losses, trained, self.dist.enabled)
         self.opt.step()
         self.step_count += 1
-        out = {k: sum(r[k] for r in reports) / len(reports) for k in reports[0]}
+        if all(w == 1.0 for w, _ in reports):  # whole micro-batches: their plain mean, as always
+            out = {k: sum(r[k] for _, r in reports) / len(reports) for k in reports[0][1]}
+        else:
+            out = {k: sum(w * r[k] for w, r in reports) / len(micro_batches) for k in reports[0][1]}
         out["lr"] = lr
         self._last_x = micro_batches[0].x
         return out
+
+    def _accumulate(self, micro_batches: list, size: int, step: int) -> tuple[list[tuple[float, dict]], list]:
+        """The step's gradients into ``.grad`` (from zero), each micro-batch in pieces of at most ``size`` images;
+        returns each piece's (share of its micro-batch, report) and each piece's loss."""
+        cfg = self.cfg
+        self.opt.zero_grad(set_to_none=True)
+        reports: list[tuple[float, dict]] = []
+        losses: list[torch.Tensor] = []
+        unreadable = 0
+        for m, mb in enumerate(micro_batches):
+            if mb.errors:
+                if cfg.on_error == FAIL:
+                    raise unreadable_error("training image", mb.errors[0])
+                unreadable += len(mb.errors)
+            first = self.split.slice(m).start
+            for start in range(0, len(mb.x), size):
+                x = mb.x[start:start + size].to(self.device, non_blocking=True)
+                labels = mb.labels[start:start + size].to(self.device, non_blocking=True)
+                share = len(x) / len(mb.x)
+                last = m == len(micro_batches) - 1 and start + size >= len(mb.x)
+                loss, report = self._piece(x, labels, torch.arange(first + start, first + start + len(x)), step,
+                                           share, len(micro_batches), last)
+                losses.append(loss)
+                reports.append((share, report))
+        self.unreadable += unreadable  # once the step went through (an attempt that ran out of memory is redone)
+        return reports, losses
+
+    def _piece(self, x: torch.Tensor, labels: torch.Tensor, positions: torch.Tensor, step: int, share: float,
+               n_micro: int, last: bool) -> tuple[torch.Tensor, dict]:
+        """PGD on the images ``x`` (at ``positions`` of the global batch), then the objective's loss, weighted by
+        the piece's ``share`` of its micro-batch over the ``n_micro`` micro-batches, back-propagated."""
+        cfg = self.cfg
+        self.net.eval()  # the inner maximisation runs in eval mode, as in the papers
+        with self.autocast():
+            views = self.objective.views(self.encoder, self.original, x, labels)
+            encoder = self.attack_encoder
+
+            def attack(x_adv, idx, views=views, encoder=encoder):
+                loss = self.objective.attack_loss(encoder(x_adv), views, idx)
+                return loss, torch.zeros_like(loss, dtype=torch.bool)
+
+            x_adv = training_pgd(attack, x, self.eps, cfg.attack_steps, self.step_size, cfg.seed, step, positions,
+                                 momentum=cfg.attack_momentum, clip_start=cfg.attack_start == "ball-clipped")
+        self.net.train()
+        sync = self.ddp_net.no_sync() if (self.ddp_net is not None and not last) else contextlib.nullcontext()
+        with sync:
+            with self.autocast():
+                z, p = self.forward(self.objective.loss_inputs(x, x_adv))
+                loss, report = self.objective.loss(z, p, views)
+            # backward even on a NaN loss: under DDP every process must reach the gradient all-reduce
+            ((loss if share == 1.0 else loss * share) / n_micro).backward()
+        return loss.detach(), report
 
     @torch.no_grad()
     def spread(self) -> float:

@@ -1,0 +1,1 @@
+"""Memory: batch sizes that adapt to what fits."""
