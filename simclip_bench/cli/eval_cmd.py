@@ -43,10 +43,11 @@ MAX_VLM_BATCH = 64  # captioning/VQA cap --batch-size here (its default, 500, is
   simclip eval --shard 3/8 --out shared/   # part 3 of 8 (e.g. a Slurm array)""")
 def eval_(
     config: Path = config_option(),
-    task: str = typer.Option("zeroshot", help="zeroshot (default), captioning or vqa (a VLM task, see --vlm)."),
+    task: str = typer.Option("zeroshot", help="zeroshot (default), or a VLM task (see --vlm): captioning, vqa, pope "
+                                              "(object hallucination) or scienceqa (ScienceQA-IMG)."),
     vlm: str = typer.Option(
-        None, help="VLM for captioning/vqa: tiny-vlm (default, built-in) or llava:<hub id or folder>; "
-                   "--model then names the vision encoders swapped into it."),
+        None, help="VLM for the VLM tasks: tiny-vlm (default, built-in), llava:<hub id or folder> or "
+                   "openflamingo:<folder>; --model then names the vision encoders swapped into it."),
     model: list[str] = typer.Option(
         None, help="Model spec; repeat for several. Default: tiny-clip and the latest run under runs/."),
     dataset: list[str] = typer.Option(
@@ -81,6 +82,12 @@ def eval_(
     vqa_metric: str = typer.Option(
         None, help="VQA accuracy variant (--task vqa): official (default; the VQA challenge's evaluation) or "
                    "robustvlm (RobustVLM's, which also normalises the human answers)."),
+    scienceqa_prompt: str = typer.Option(
+        None, help="--task scienceqa: robustvlm (default; RobustVLM's script) or llava (adds LLaVA-1.5's "
+                   "'Answer with the option's letter...' sentence)."),
+    shots: int = typer.Option(
+        None, help="--vlm openflamingo: demonstrations with images per prompt (default 0: two text-only ones, "
+                   "RobustVLM's zero-shot)."),
     precision: str = typer.Option(
         "auto", help="Attack search dtype: auto (bf16 on CUDA, fp32 on a CPU), fp32 or bf16 (also on a CPU). "
                      "Every reported verdict is computed in fp32."),
@@ -107,7 +114,9 @@ def eval_(
         parse_shard(shard)
     if vqa_metric is not None and task != "vqa":
         raise UserError(f"--vqa-metric applies to --task vqa only (got --task {task}); drop --vqa-metric")
-    if task != "zeroshot" or vlm:  # captioning / VQA with a VLM: simclip_bench.jobs.vlm_eval
+    if scienceqa_prompt is not None and task != "scienceqa":
+        raise UserError(f"--scienceqa-prompt applies to --task scienceqa only (got --task {task}); drop it")
+    if task != "zeroshot" or vlm:  # captioning / VQA / POPE / ScienceQA with a VLM: simclip_bench.jobs.vlm_eval
         if on_error is not None:
             raise UserError("--on-error applies to --task zeroshot; captioning and VQA stop at an unreadable "
                             "image, so drop --on-error")
@@ -117,8 +126,10 @@ def eval_(
                      dataset_root=dataset_root, attack=attack, eps=eps_list(eps or ["4/255"]), n_samples=n_samples,
                      iterations=iterations, batch_size=batch_size, seed=seed, sample_seed=sample_seed, out=out,
                      device=device, allow_unsafe_pickle=allow_unsafe_pickle, vqa_metric=vqa_metric, precision=precision,
-                     shard=shard, merge_from=list(merge_from or []))
+                     shard=shard, merge_from=list(merge_from or []), scienceqa_prompt=scienceqa_prompt, shots=shots)
         return
+    if shots is not None:
+        raise UserError("--shots applies to --vlm openflamingo:... (captioning and vqa); drop it")
     if norm in (None, "linf", "l2"):  # a bad eps gets its one line before the job (and torch) is imported
         eps_list(eps or [], norm=norm or "linf")
     from simclip_bench.data.unreadable import DEFAULT_ON_ERROR
@@ -167,9 +178,10 @@ def _eval_vlm(task: str, vlm: str | None, models: list[str], datasets: list[str]
               attack: str | None, eps: list[Eps], n_samples: int | None, iterations: int | None, batch_size: int,
               seed: int | None, sample_seed: int | None, out: Path, device: str, allow_unsafe_pickle: bool = False,
               precision: str = "auto", vqa_metric: str | None = None, shard: str | None = None,
-              merge_from: list[Path] | None = None) -> None:
-    """What ``simclip eval --task captioning|vqa`` (or any ``--vlm``) runs: evaluate, print, write."""
-    from simclip_bench.jobs.vlm_eval import VLMEvalRequest, run_vlm_eval, validate
+              merge_from: list[Path] | None = None, scienceqa_prompt: str | None = None,
+              shots: int | None = None) -> None:
+    """What ``simclip eval --task captioning|vqa|pope|scienceqa`` (or any ``--vlm``) runs: evaluate, print, write."""
+    from simclip_bench.jobs.vlm_eval import DEFAULT_SCIENCEQA_PROMPT, VLMEvalRequest, run_vlm_eval, validate
     from simclip_bench.metrics.vqa_accuracy import DEFAULT_VQA_METRIC
     from simclip_bench.vlm.load import DEFAULT_VLM
 
@@ -182,7 +194,8 @@ def _eval_vlm(task: str, vlm: str | None, models: list[str], datasets: list[str]
                              seed=seed or 0, sample_seed=sample_seed or 0, out=out, device=device,
                              allow_unsafe_pickle=allow_unsafe_pickle, precision=precision,
                              vqa_metric=vqa_metric or DEFAULT_VQA_METRIC, shard=shard,
-                             merge_from=list(merge_from or []))
+                             merge_from=list(merge_from or []),
+                             scienceqa_prompt=scienceqa_prompt or DEFAULT_SCIENCEQA_PROMPT, shots=shots or 0)
     validate(request)
     with rich_reporter() as reporter:
         result = run_vlm_eval(request, reporter)
@@ -190,12 +203,16 @@ def _eval_vlm(task: str, vlm: str | None, models: list[str], datasets: list[str]
         _print_pending(result.shard, result.pending, out)
     if not result.rows:
         return
-    metric = "CIDEr-D ×100" if task == "captioning" else f"VQA accuracy % ({request.vqa_metric} metric)"
+    metric = {"captioning": "CIDEr-D ×100", "vqa": f"VQA accuracy % ({request.vqa_metric} metric)",
+              "pope": "% (eval_pope.py)", "scienceqa": f"accuracy % ({request.scienceqa_prompt} prompt)"}[task]
     table = Table(title=f"{task} on {request.dataset} (n={result.rows[0]['n_samples']}), {metric}")
-    for col in ("model", "attack", "eps", "score", f"95% CI ({MEAN_CI})", "seconds", "grad evals"):
-        table.add_column(col, justify="left" if col in ("model", "attack") else "right")
+    several = task == "pope"  # one row per split and metric
+    for col in ("model", *(("dataset", "metric") if several else ()), "attack", "eps", "score", f"95% CI ({MEAN_CI})",
+                "seconds", "grad evals"):
+        table.add_column(col, justify="left" if col in ("model", "dataset", "metric", "attack") else "right")
     for r in result.rows:
-        table.add_row(escape(r["model"]), r["attack"], _eps_label(r["eps_text"], r["norm"]), f"{100 * r['value']:.1f}",
+        table.add_row(escape(r["model"]), *((escape(r["dataset"]), r["metric"]) if several else ()), r["attack"],
+                      _eps_label(r["eps_text"], r["norm"]), f"{100 * r['value']:.1f}",
                       _interval(r["ci_low"], r["ci_high"]), f"{r['seconds']:.0f}", _cost(r.get("grad_evals")))
     stdout.print(table)
     stdout.print(f"results: {result.results_path}  per-sample texts: {result.samples_path}")
