@@ -15,6 +15,8 @@ Parts (``benchmarks/gpu_check_parts.py``), in this order, each with its limit in
   ``simclip eval --task vqa`` (100 samples, RobustVLM ensemble), all ``--device cuda``;
 * ``llava`` (40): the tiny random LLaVA with tiny-clip swapped in: load, generate, the VLM ensemble attack and
   the targeted-string attack on the device;
+* ``vlm-prompts`` (40): ``benchmarks/gpu_check_vlm_prompts.py``: LLaVA's RobustVLM prompt path (system sentence,
+  pad-to-square, generation, the end token scored, an APGD step) and a tiny OpenFlamingo on the device;
 * ``attacks`` (120): ``apgd-ce+apgd-t`` ours (fp32 and bf16) vs ``ref:apgd-ce+apgd-t`` on tiny-clip, the
   1000 shapes test images (wall time, gradient evaluations through benchmarks/attack_speed.py's counting
   wrapper, robust accuracy, bf16 successes rejected by the float32 confirmation); per-iteration cost on
@@ -54,9 +56,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # run as a script or imported: gpu_check_parts, attack_speed
 from gpu_check_parts import PARTS, Recorder, ddp_worker, error_line, stop_group  # noqa: E402
+from gpu_check_vlm_prompts import run as part_vlm_prompts  # noqa: E402
+
+PARTS["vlm-prompts"] = part_vlm_prompts
 
 HERE = Path(__file__).resolve().parent
-ORDER = ("env", "ddp", "cli", "llava", "attacks", "training", "compile")
+ORDER = ("env", "ddp", "cli", "llava", "vlm-prompts", "attacks", "training", "compile")
 SCHEMA = "simclip-bench gpu_check 1"
 
 _TRAIN_CUDA = [[arch, 224, batch, variant] for arch, batch in (("ViT-B-32", 128), ("ViT-L-14", 64))
@@ -91,9 +96,10 @@ SIZES = {
         "ddp": {"steps": 2, "batch": 2, "attack_steps": 1, "timeout_each": 150},
     },
 }
-LIMITS = {"cuda": {"env": 60, "ddp": 50, "cli": 100, "llava": 40, "attacks": 120, "training": 110, "compile": 150},
-          "dry-run": {"env": 60, "ddp": 240, "cli": 300, "llava": 150, "attacks": 300, "training": 300,
-                      "compile": 150}}
+LIMITS = {"cuda": {"env": 60, "ddp": 50, "cli": 100, "llava": 40, "vlm-prompts": 40, "attacks": 120, "training": 110,
+                   "compile": 150},
+          "dry-run": {"env": 60, "ddp": 240, "cli": 300, "llava": 150, "vlm-prompts": 150, "attacks": 300,
+                      "training": 300, "compile": 150}}
 BUDGET = {"cuda": 470, "dry-run": 1200}
 MIN_START_S = 10  # a part is not started with less than this left of the budget
 
