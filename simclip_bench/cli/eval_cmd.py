@@ -34,9 +34,10 @@ MAX_VLM_BATCH = 64  # captioning/VQA cap --batch-size here (its default, 500, is
 
   # RobustVLM's zero-shot table on a GPU (see docs/commands.md for the datasets)
   simclip eval --protocol robustvlm --dataset robustvlm --device cuda
-  # LLaVA-1.5 with its own vision tower, then with your run's encoder swapped in
+  # LLaVA-1.5 with the 224-px OpenAI tower (RobustVLM's baseline), then your run
   simclip eval --task vqa --vlm llava:llava-hf/llava-1.5-7b-hf --device cuda
   simclip eval --task vqa --vlm llava:llava-hf/llava-1.5-7b-hf --model runs/x
+  simclip eval --task pope --vlm llava:DIR --dataset pope --attack none
 
   # Scale out: 8 GPUs, each a part of every cell; the last writes the table
   torchrun --nproc_per_node 8 -m simclip_bench eval --device cuda
