@@ -85,10 +85,11 @@ class VisionLanguageModel(ABC):
         """One text per (image, prompt), without the prompt (greedy unless ``num_beams`` > 1)."""
 
     def generate_with(self, images: torch.Tensor, prompts: Sequence[str], generation: Generation) -> list[str]:
-        """:meth:`generate` with a task's :class:`Generation`."""
-        return self.generate(images, prompts, max_new_tokens=generation.max_new_tokens,
-                             min_new_tokens=generation.min_new_tokens, num_beams=generation.num_beams,
-                             length_penalty=generation.length_penalty)
+        """:meth:`generate` with a task's :class:`Generation` (arguments at their defaults are not passed, so a
+        greedy-only model needs only ``max_new_tokens``)."""
+        default = Generation()
+        extra = {k: v for k, v in generation.describe().items() if k != "max_new_tokens" and v != getattr(default, k)}
+        return self.generate(images, prompts, max_new_tokens=generation.max_new_tokens, **extra)
 
     @abstractmethod
     def target_scores(self, images: torch.Tensor, prompts: Sequence[str],
