@@ -16,6 +16,8 @@ seconds (CUDA run):
   ``simclip eval --task vqa`` (100 samples, RobustVLM ensemble), all ``--device cuda``;
 * ``llava`` (40): the tiny random LLaVA with tiny-clip swapped in: load, generate, the VLM ensemble attack and
   the targeted-string attack on the device;
+* ``vlm-prompts`` (40): ``benchmarks/gpu_parts/vlm_prompts.py``: LLaVA's RobustVLM prompt path (system sentence,
+  pad-to-square, generation, the end token scored, an APGD step) and a tiny OpenFlamingo on the device;
 * ``attacks`` (120): ``apgd-ce+apgd-t`` ours (fp32 and bf16) vs ``ref:apgd-ce+apgd-t`` on tiny-clip, the
   1000 shapes test images (wall time, gradient evaluations through benchmarks/attack_speed.py's counting
   wrapper, robust accuracy, bf16 successes rejected by the float32 confirmation); per-iteration cost on
@@ -83,6 +85,7 @@ PARTS: dict[str, Part] = {
     "ddp": Part("gpu_parts.ddp", cuda_s=50, dry_run_s=240),
     "cli": Part("gpu_parts.cli", cuda_s=100, dry_run_s=300),
     "llava": Part("gpu_parts.llava", cuda_s=40, dry_run_s=150),
+    "vlm-prompts": Part("gpu_parts.vlm_prompts", cuda_s=40, dry_run_s=150),
     "attacks": Part("gpu_parts.attacks", cuda_s=120, dry_run_s=300),
     "training": Part("gpu_parts.training", cuda_s=110, dry_run_s=300),
     "plan": Part("gpu_parts.plan", cuda_s=60, dry_run_s=200),

@@ -207,8 +207,7 @@ def test_training_splits_a_micro_batch_that_runs_out_of_memory_into_more_accumul
 
 
 def _vlm_eval(tmp_path, name, monkeypatch, limit):
-    from simclip_bench.eps import parse_eps
-
+    from simclip_bench.attacks.eps import parse_eps
     from simclip_bench.jobs import vlm_eval
 
     load, hits = vlm_eval.load_vlm, []
@@ -252,8 +251,7 @@ def test_a_vlm_run_that_ran_out_of_memory_stores_the_same_texts_and_scores(tmp_p
 
 @pytest.mark.slow
 def test_the_attack_gallery_halves_its_batch_and_saves_the_same_pictures(tmp_path, monkeypatch):
-    from simclip_bench.eps import parse_eps
-
+    from simclip_bench.attacks.eps import parse_eps
     from simclip_bench.jobs import attack_gallery
 
     def run(name, limit):

@@ -43,7 +43,7 @@ MAX_MODULE_LINES = 350
 # rank, never one of its rank or above.
 ROOT_AREAS = {"runs", "__main__"}
 RANKS: dict[str, int] = {
-    "": 0,  # errors, grid, progress, devices, provenance, lr_schedule
+    "": 0,  # errors, grid, progress, devices, provenance, lr_schedule, multiple_choice
     "models": 1, "data": 1, "attacks": 1, "metrics": 1,
     "memory": 1,  # the batch that halves on out-of-memory: used by every batched loop above
     "runs": 2,  # run directories: named by the encoder file of models/
@@ -291,8 +291,8 @@ def test_the_package_has_no_import_cycle(graph):
 
 def test_the_package_root_holds_only_the_small_shared_modules():
     root_modules = sorted(p.stem for p in (SOURCE_ROOT / PACKAGE).glob("*.py"))
-    assert root_modules == ["__init__", "__main__", "devices", "errors", "grid", "lr_schedule", "progress",
-                            "provenance", "runs"]
+    assert root_modules == ["__init__", "__main__", "devices", "errors", "grid", "lr_schedule", "multiple_choice",
+                            "progress", "provenance", "runs"]
 
 
 def test_no_arrow_runs_back_up(graph):

@@ -13,7 +13,7 @@ import pytest
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parent.parent
-PARTS = ("env", "ddp", "cli", "llava", "attacks", "training", "plan", "compile")
+PARTS = ("env", "ddp", "cli", "llava", "vlm-prompts", "attacks", "training", "plan", "compile")
 TOP_KEYS = {"schema", "mode", "device", "created_at", "command", "budget_s", "total_seconds", "sizes", "env",
             "host_syncs", "parts", "ok"}
 PART_KEYS = {"status", "seconds", "limit_s", "rc", "error", "errors", "results"}
@@ -22,6 +22,7 @@ RESULT_KEYS = {
     "ddp": {"torchrun_cli", "process_group"},
     "cli": {"commands"},
     "llava": {"llava"},
+    "vlm-prompts": {"vlm_prompts"},
     "attacks": {"ensemble", "ensemble_rows", "precision", "per_iteration_rows", "host_syncs"},
     "training": {"rows", "flop_counting", "peak_tflops", "objective"},
     "compile": {"rows", "flop_counting", "peak_tflops", "objective"},
@@ -108,6 +109,15 @@ def test_the_tiny_llava_generated_and_ran_every_attack_run(dry_run):
     assert llava["ensemble_runs"] == ["apgd-gt1", "apgd-gt2", "apgd-fp32-final", "apgd-target:Maybe",
                                       "apgd-target:Word"]
     assert len(llava["targeted_success"]) == 2
+
+
+def test_the_vlm_prompt_path_ran_llava_as_robustvlm_and_openflamingo(dry_run):
+    _, report, _, _ = dry_run
+    part = report["parts"]["vlm-prompts"]["results"]["vlm_prompts"]
+    assert part["checks"] and all(part["checks"].values()), part["checks"]
+    assert part["llava"]["prompt"].startswith("<system> USER: <image>\n")
+    assert part["llava"]["scored_tokens"][-1] == "</s>" and part["llava"]["generation"]["max_new_tokens"] == 5
+    assert part["openflamingo"]["generation"]["num_beams"] == 3
 
 
 def test_ddp_launched_by_torchrun_and_joined_a_one_rank_gloo_group(dry_run):

@@ -161,3 +161,17 @@ def test_a_results_file_without_the_schema_is_refused(tmp_path):
     with pytest.raises(UserError, match="lacks the result columns"):
         render_leaderboard(tmp_path, tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+def test_pope_shows_f1_averaged_over_its_splits_and_scienceqa_its_accuracy(tmp_path):
+    rows = model_rows("m", 0.9, 0.5, 0.3)
+    for split, f1 in (("random", 0.9), ("popular", 0.8), ("adversarial", 0.7)):
+        for metric, value in (("accuracy", 0.5), ("f1", f1), ("yes_ratio", 0.6)):
+            rows.append(row("tiny-vlm[m]", 0.0, value, task="pope", metric=metric, dataset=f"pope-{split}"))
+    rows.append(row("tiny-vlm[m]", 0.0, 0.4, task="scienceqa", metric="accuracy", dataset="scienceqa"))
+    lb = _board(write_results(tmp_path, rows))
+    assert lb.tasks == ["zeroshot", "pope", "scienceqa"]
+    entry = lb.entries[0]
+    assert entry.cells[lb.columns_of("pope")[0]].value == pytest.approx(0.8)
+    assert entry.cells[lb.columns_of("pope")[0]].datasets == ("pope-adversarial", "pope-popular", "pope-random")
+    assert entry.cells[lb.columns_of("scienceqa")[0]].value == pytest.approx(0.4)

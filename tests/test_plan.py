@@ -217,8 +217,8 @@ def test_dry_run_prints_the_plan_and_loads_nothing(tmp_path, monkeypatch):
 @pytest.mark.parametrize("task, runs", [("captioning", 6), ("vqa", 8)])
 def test_the_vlm_plan_counts_every_run_of_the_ensemble(task, runs, tmp_path):
     import pandas as pd
-    from simclip_bench.eps import parse_eps
 
+    from simclip_bench.attacks.eps import parse_eps
     from simclip_bench.jobs.plan import plan_vlm_request
     from simclip_bench.jobs.vlm_eval import VLMEvalRequest, run_vlm_eval
 

@@ -250,12 +250,17 @@ def test_vqa_intervals_are_conservative_wilson_inside_0_and_1_and_cider_interval
 
 
 def test_captioning_and_vqa_result_rows_carry_those_intervals():
-    from simclip_bench.jobs import vlm_eval
+    from simclip_bench.data.vlm_samples import shapes_captioning, shapes_vqa
+    from simclip_bench.tasks import vlm_rows
+    from simclip_bench.tasks.captioning import CaptioningTask
+    from simclip_bench.tasks.vqa import VQATask
 
-    vqa = vlm_eval._row({"metric": "vqa_accuracy"}, "none", {}, None, [1.0] * 4, 1.0, "")
-    assert vqa["value"] == 1.0 and vqa["ci_low"] < 0.6 and vqa["ci_high"] == 1.0
-    cider = vlm_eval._row({"metric": "cider"}, "none", {}, None, [0.0, 0.0, 3.0], 1.0, "")
-    assert cider["ci_low"] == 0.0 and cider["ci_high"] > 1.0
+    summary = VQATask(shapes_vqa(4)).summarise(["a"] * 4, [1.0] * 4)
+    (vqa,) = vlm_rows.result_rows({}, "none", {}, None, summary, 1.0, "")
+    assert vqa["metric"] == "vqa_accuracy" and vqa["value"] == 1.0 and vqa["ci_low"] < 0.6 and vqa["ci_high"] == 1.0
+    summary = CaptioningTask(shapes_captioning(3)).summarise(["a"] * 3, [0.0, 0.0, 3.0])
+    (cider,) = vlm_rows.result_rows({}, "none", {}, None, summary, 1.0, "")
+    assert cider["metric"] == "cider" and cider["ci_low"] == 0.0 and cider["ci_high"] > 1.0
 
 
 def test_a_protocol_name_with_markdown_in_it_is_escaped_in_the_header(tmp_path):

@@ -63,7 +63,7 @@ def test_eval_vqa_metric_variant_scores_the_rows_and_is_recorded_in_each(tmp_pat
     scores 0), RobustVLM's drops the article as it does from the prediction (right answers score 1)."""
     import dataclasses
 
-    import simclip_bench.jobs.vlm_eval as evaluate_vlm
+    import simclip_bench.jobs.vlm_tasks as vlm_tasks
     from simclip_bench.data.vlm_samples import shapes_vqa
 
     def with_articles(n, seed=0):
@@ -71,7 +71,7 @@ def test_eval_vqa_metric_variant_scores_the_rows_and_is_recorded_in_each(tmp_pat
         written = [dataclasses.replace(s, references=tuple(f"the {r}" for r in s.references)) for s in ds.samples]
         return dataclasses.replace(ds, samples=written)
 
-    monkeypatch.setattr(evaluate_vlm, "shapes_vqa", with_articles)
+    monkeypatch.setattr(vlm_tasks, "shapes_vqa", with_articles)
     base = ["eval", "--task", "vqa", "--model", "tiny-clip", "--n-samples", "6", "--out", str(tmp_path),
             "--device", "cpu"]
     for extra in (["--vqa-metric", "official", "--attack", "none"],

@@ -36,9 +36,10 @@ MAX_VLM_BATCH = 64  # captioning/VQA cap --batch-size here (auto: this; the zero
   simclip eval --protocol robustvlm --dry-run --plan-device h100
   # RobustVLM's zero-shot table on a GPU (see docs/commands.md for the datasets)
   simclip eval --protocol robustvlm --dataset robustvlm --device cuda
-  # LLaVA-1.5 with its own vision tower, then with your run's encoder swapped in
+  # LLaVA-1.5 with the 224-px OpenAI tower (RobustVLM's baseline), then your run
   simclip eval --task vqa --vlm llava:llava-hf/llava-1.5-7b-hf --device cuda
   simclip eval --task vqa --vlm llava:llava-hf/llava-1.5-7b-hf --model runs/x
+  simclip eval --task pope --vlm llava:DIR --dataset pope --attack none
 
   # Scale out: 8 GPUs, each a part of every cell; the last writes the table
   torchrun --nproc_per_node 8 -m simclip_bench eval --device cuda
@@ -46,10 +47,11 @@ MAX_VLM_BATCH = 64  # captioning/VQA cap --batch-size here (auto: this; the zero
   simclip eval --balance dynamic --out shared/   # any number of these: chunks""")
 def eval_(
     config: Path = config_option(),
-    task: str = typer.Option("zeroshot", help="zeroshot (default), captioning or vqa (a VLM task, see --vlm)."),
+    task: str = typer.Option("zeroshot", help="zeroshot (default), or a VLM task (see --vlm): captioning, vqa, pope "
+                                              "(object hallucination) or scienceqa (ScienceQA-IMG)."),
     vlm: str = typer.Option(
-        None, help="VLM for captioning/vqa: tiny-vlm (default, built-in) or llava:<hub id or folder>; "
-                   "--model then names the vision encoders swapped into it."),
+        None, help="VLM for the VLM tasks: tiny-vlm (default, built-in), llava:<hub id or folder> or "
+                   "openflamingo:<folder>; --model then names the vision encoders swapped into it."),
     model: list[str] = typer.Option(
         None, help="Model spec; repeat for several. Default: tiny-clip and the latest run under runs/."),
     dataset: list[str] = typer.Option(
@@ -86,6 +88,12 @@ def eval_(
     vqa_metric: str = typer.Option(
         None, help="VQA accuracy variant (--task vqa): official (default; the VQA challenge's evaluation) or "
                    "robustvlm (RobustVLM's, which also normalises the human answers)."),
+    scienceqa_prompt: str = typer.Option(
+        None, help="--task scienceqa: robustvlm (default; RobustVLM's script) or llava (adds LLaVA-1.5's "
+                   "'Answer with the option's letter...' sentence)."),
+    shots: int = typer.Option(
+        None, help="--vlm openflamingo: demonstrations with images per prompt (default 0: two text-only ones, "
+                   "RobustVLM's zero-shot)."),
     precision: str = typer.Option(
         "auto", help="Attack search dtype: auto (bf16 on CUDA, fp32 on a CPU), fp32 or bf16 (also on a CPU). "
                      "Every reported verdict is computed in fp32."),
@@ -125,7 +133,9 @@ def eval_(
         parse_shard(shard)
     if vqa_metric is not None and task != "vqa":
         raise UserError(f"--vqa-metric applies to --task vqa only (got --task {task}); drop --vqa-metric")
-    if task != "zeroshot" or vlm:  # captioning / VQA with a VLM: simclip_bench.jobs.vlm_eval
+    if scienceqa_prompt is not None and task != "scienceqa":
+        raise UserError(f"--scienceqa-prompt applies to --task scienceqa only (got --task {task}); drop it")
+    if task != "zeroshot" or vlm:  # captioning / VQA / POPE / ScienceQA with a VLM: simclip_bench.jobs.vlm_eval
         if on_error is not None:
             raise UserError("--on-error applies to --task zeroshot; captioning and VQA stop at an unreadable "
                             "image, so drop --on-error")
@@ -138,8 +148,11 @@ def eval_(
                      dataset_root=dataset_root, attack=attack, eps=eps_list(eps or ["4/255"]), n_samples=n_samples,
                      iterations=iterations, batch_size=batch_size, seed=seed, sample_seed=sample_seed, out=out,
                      device=device, allow_unsafe_pickle=allow_unsafe_pickle, vqa_metric=vqa_metric, precision=precision,
-                     shard=shard, merge_from=list(merge_from or []), dry_run=dry_run, plan_device=plan_device)
+                     shard=shard, merge_from=list(merge_from or []), scienceqa_prompt=scienceqa_prompt, shots=shots,
+                     dry_run=dry_run, plan_device=plan_device)
         return
+    if shots is not None:
+        raise UserError("--shots applies to --vlm openflamingo:... (captioning and vqa); drop it")
     if norm in (None, "linf", "l2"):  # a bad eps gets its one line before the job (and torch) is imported
         eps_list(eps or [], norm=norm or "linf")
     from simclip_bench.data.unreadable import DEFAULT_ON_ERROR
@@ -193,9 +206,10 @@ def _eval_vlm(task: str, vlm: str | None, models: list[str], datasets: list[str]
               attack: str | None, eps: list[Eps], n_samples: int | None, iterations: int | None, batch_size: str,
               seed: int | None, sample_seed: int | None, out: Path, device: str, allow_unsafe_pickle: bool = False,
               precision: str = "auto", vqa_metric: str | None = None, shard: str | None = None,
-              merge_from: list[Path] | None = None, dry_run: bool = False, plan_device: str | None = None) -> None:
-    """What ``simclip eval --task captioning|vqa`` (or any ``--vlm``) runs: evaluate, print, write."""
-    from simclip_bench.jobs.vlm_eval import VLMEvalRequest, run_vlm_eval, validate
+              merge_from: list[Path] | None = None, scienceqa_prompt: str | None = None,
+              shots: int | None = None, dry_run: bool = False, plan_device: str | None = None) -> None:
+    """What ``simclip eval --task captioning|vqa|pope|scienceqa`` (or any ``--vlm``) runs: evaluate, print, write."""
+    from simclip_bench.jobs.vlm_eval import DEFAULT_SCIENCEQA_PROMPT, VLMEvalRequest, run_vlm_eval, validate
     from simclip_bench.metrics.vqa_accuracy import DEFAULT_VQA_METRIC
     from simclip_bench.vlm.load import DEFAULT_VLM
 
@@ -208,7 +222,8 @@ def _eval_vlm(task: str, vlm: str | None, models: list[str], datasets: list[str]
                              seed=seed or 0, sample_seed=sample_seed or 0, out=out, device=device,
                              allow_unsafe_pickle=allow_unsafe_pickle, precision=precision,
                              vqa_metric=vqa_metric or DEFAULT_VQA_METRIC, shard=shard,
-                             merge_from=list(merge_from or []))
+                             merge_from=list(merge_from or []),
+                             scienceqa_prompt=scienceqa_prompt or DEFAULT_SCIENCEQA_PROMPT, shots=shots or 0)
     validate(request)
     if dry_run:
         _print_plan(request, plan_device)
@@ -219,7 +234,7 @@ def _eval_vlm(task: str, vlm: str | None, models: list[str], datasets: list[str]
         _print_pending(result.shard, result.pending, out)
     if not result.rows:
         return
-    print_vlm_rows(task, request.dataset, request.vqa_metric, result)
+    print_vlm_rows(task, request.dataset, request.vqa_metric, result, request.scienceqa_prompt)
 
 
 def _print_plan(request, plan_device: str | None) -> None:

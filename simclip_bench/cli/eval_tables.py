@@ -13,16 +13,21 @@ from simclip_bench.results.intervals import ACCURACY_CI, AVERAGE_CI, MEAN_CI, PA
 GRAD_EVALS = "grad evals / sample"
 
 
-def print_vlm_rows(task: str, dataset: str, vqa_metric: str, result) -> None:
-    """The captioning or VQA rows of a ``simclip eval --task captioning|vqa`` run."""
-    metric = "CIDEr-D ×100" if task == "captioning" else f"VQA accuracy % ({vqa_metric} metric)"
+def print_vlm_rows(task: str, dataset: str, vqa_metric: str, result, scienceqa_prompt: str = "") -> None:
+    """The rows of a ``simclip eval --task captioning|vqa|pope|scienceqa`` run (POPE: one row per split and
+    metric)."""
+    metric = {"captioning": "CIDEr-D ×100", "vqa": f"VQA accuracy % ({vqa_metric} metric)",
+              "pope": "% (LLaVA's eval_pope.py)", "scienceqa": f"accuracy % ({scienceqa_prompt} prompt)"}[task]
     table = Table(title=escape(f"{task} on {dataset} (n={result.rows[0]['n_samples']}), {metric}"))
     interval = MEAN_CI if task == "captioning" else UNIT_MEAN_CI  # as results/intervals.py computes them
-    for col in ("model", "attack", "eps", "score", f"95% CI ({interval})", "seconds", GRAD_EVALS):
-        table.add_column(col, justify="left" if col in ("model", "attack") else "right")
+    several = task == "pope"  # one row per split and metric
+    for col in ("model", *(("dataset", "metric") if several else ()), "attack", "eps", "score",
+                f"95% CI ({interval})", "seconds", GRAD_EVALS):
+        table.add_column(col, justify="left" if col in ("model", "dataset", "metric", "attack") else "right")
     for r in result.rows:
         idle = _nothing_attacked(r)
-        table.add_row(escape(r["model"]), r["attack"], _eps_label(r["eps_text"], r["norm"]), f"{100 * r['value']:.1f}",
+        table.add_row(escape(r["model"]), *((escape(r["dataset"]), r["metric"]) if several else ()), r["attack"],
+                      _eps_label(r["eps_text"], r["norm"]), f"{100 * r['value']:.1f}",
                       _interval(r["ci_low"], r["ci_high"]), f"{r['seconds']:.0f}{' *' if idle else ''}",
                       _cost(r.get("grad_evals")) + (" *" if idle else ""))
     stdout.print(table)

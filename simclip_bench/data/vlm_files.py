@@ -13,6 +13,12 @@ Each dataset lives in one folder (``--dataset-root``, default ``datasets/{datase
 * ``vizwiz`` (val): ``val_questions_vqa_format.json`` + ``val_annotations_vqa_format.json``; ``val/``.
 
 Every VQA dataset also accepts ``questions.json`` + ``annotations.json`` and an ``images/`` folder.
+OpenFlamingo's demonstrations come from the training split: the Karpathy file's ``train`` images, or the
+VQA training files (VQAv2 ``v2_OpenEnded_mscoco_train2014_questions.json`` + ``v2_mscoco_train2014_annotations
+.json``, images ``train2014/``; OK-VQA ``OpenEnded_mscoco_train2014_questions.json`` +
+``mscoco_train2014_annotations.json``, ``train2014/``; TextVQA and VizWiz ``train_questions_vqa_format.json``
++ ``train_annotations_vqa_format.json``, ``train_images/`` and ``train/``; any: ``train_questions.json`` +
+``train_annotations.json`` + ``train_images/``), as RobustVLM's ``bash/of_eval_9B.sh`` names them.
 Caption files are Karpathy's split files (``{"images": [{"filename", "filepath"?, "split", "sentences":
 [{"raw"}]}]}``), test split. VQA files are in the VQA format (``{"questions": [{"question_id", "image_id",
 "question"}]}`` and ``{"annotations": [{"question_id", "answers": [{"answer"}]}]}``), as the VQA
@@ -34,20 +40,29 @@ from simclip_bench.errors import UserError
 
 CAPTION_DATASETS: dict[str, dict] = {
     "coco": {"json": ("karpathy_coco.json", "dataset_coco.json"), "images": ("val2014", "images", "."),
-             "stop_below": 0.10},
+             "train_images": ("train2014", "images", "."), "stop_below": 0.10},
     "flickr30k": {"json": ("dataset_flickr30k.json", "karpathy_flickr30k.json", "dataset_flickr.json"),
-                  "images": ("flickr30k-images", "images", "."), "stop_below": 0.02},
+                  "images": ("flickr30k-images", "images", "."), "train_images": ("flickr30k-images", "images", "."),
+                  "stop_below": 0.02},
 }
-_GENERIC_VQA = (("questions.json",), ("annotations.json",), ("images",))
+_GENERIC_VQA = {"val": (("questions.json",), ("annotations.json",), ("images",)),
+                "train": (("train_questions.json",), ("train_annotations.json",), ("train_images",))}
 VQA_DATASETS: dict[str, dict] = {
     "vqav2": {"questions": ("v2_OpenEnded_mscoco_val2014_questions.json",),
-              "annotations": ("v2_mscoco_val2014_annotations.json",), "images": ("val2014",)},
+              "annotations": ("v2_mscoco_val2014_annotations.json",), "images": ("val2014",),
+              "train": (("v2_OpenEnded_mscoco_train2014_questions.json",), ("v2_mscoco_train2014_annotations.json",),
+                        ("train2014",))},
     "okvqa": {"questions": ("OpenEnded_mscoco_val2014_questions.json",),
-              "annotations": ("mscoco_val2014_annotations.json",), "images": ("val2014",)},
+              "annotations": ("mscoco_val2014_annotations.json",), "images": ("val2014",),
+              "train": (("OpenEnded_mscoco_train2014_questions.json",), ("mscoco_train2014_annotations.json",),
+                        ("train2014",))},
     "textvqa": {"questions": ("val_questions_vqa_format.json",), "annotations": ("val_annotations_vqa_format.json",),
-                "images": ("train_images",)},
+                "images": ("train_images",),
+                "train": (("train_questions_vqa_format.json",), ("train_annotations_vqa_format.json",),
+                          ("train_images",))},
     "vizwiz": {"questions": ("val_questions_vqa_format.json",), "annotations": ("val_annotations_vqa_format.json",),
-               "images": ("val",)},
+               "images": ("val",),
+               "train": (("train_questions_vqa_format.json",), ("train_annotations_vqa_format.json",), ("train",))},
 }
 
 
@@ -123,13 +138,15 @@ def _captions(f: _Entries, entry: dict, where: str) -> tuple[str, ...]:
 
 
 def caption_dataset(name: str, root: Path, split: str = "test") -> VLMDataset:
-    """COCO or Flickr30k Karpathy ``split`` from ``root`` (layout in the module docstring)."""
+    """COCO or Flickr30k Karpathy ``split`` from ``root`` (layout in the module docstring); ``train`` (the
+    demonstrations) reads COCO's images from ``train2014/``."""
     spec = CAPTION_DATASETS[name]
     root = Path(root)
     if not _is(root, directory=True):
         raise UserError(f"{name}: dataset folder {root} does not exist; pass --dataset-root")
     path = _first(root, spec["json"], "Karpathy caption file", name)
-    image_dir = ManifestFolder(path, _first(root, spec["images"], "image folder", name, directory=True))
+    folders = spec["train_images" if split == "train" else "images"]
+    image_dir = ManifestFolder(path, _first(root, folders, "image folder", name, directory=True))
     samples = []
     f = _Entries(path, name)
     for i, entry in enumerate(f.read("images")):
@@ -171,14 +188,18 @@ def _answers(f: _Entries) -> dict[int | str, tuple[str, ...]]:
 
 
 def vqa_dataset(name: str, root: Path, split: str = "val") -> VLMDataset:
-    """A VQA-format dataset (VQAv2, OK-VQA, TextVQA, VizWiz) from ``root`` (layout in the module docstring)."""
+    """A VQA-format dataset (VQAv2, OK-VQA, TextVQA, VizWiz) from ``root``: ``split`` ``val`` (evaluated) or
+    ``train`` (demonstrations); layout in the module docstring."""
     spec = VQA_DATASETS[name]
     root = Path(root)
     if not _is(root, directory=True):
         raise UserError(f"{name}: dataset folder {root} does not exist; pass --dataset-root")
-    q_path = _first(root, spec["questions"] + _GENERIC_VQA[0], "questions file", name)
-    a_path = _first(root, spec["annotations"] + _GENERIC_VQA[1], "annotations file", name)
-    image_dir = ManifestFolder(q_path, _first(root, spec["images"] + _GENERIC_VQA[2], "image folder", name,
+    questions, annotations, images = (spec["train"] if split == "train"
+                                      else (spec["questions"], spec["annotations"], spec["images"]))
+    generic = _GENERIC_VQA["train" if split == "train" else "val"]
+    q_path = _first(root, questions + generic[0], f"{split} questions file", name)
+    a_path = _first(root, annotations + generic[1], f"{split} annotations file", name)
+    image_dir = ManifestFolder(q_path, _first(root, images + generic[2], f"{split} image folder", name,
                                               directory=True))
     answers = _answers(_Entries(a_path, name))
     samples = []

@@ -26,12 +26,15 @@ HUMANS_PER_QUESTION = 10
 
 @dataclass(frozen=True)
 class VLMSample:
-    """One captioning or VQA item. ``image`` is a file path or a uint8 (H, W, 3) array."""
+    """One captioning, VQA, POPE or ScienceQA item. ``image`` is a file path or a uint8 (H, W, 3) array;
+    ``references`` the captions, human answers, POPE label (``yes``/``no``) or right option's letter;
+    ``choices`` the options of a multiple-choice question, in letter order."""
 
     sample_id: str
     image: Path | np.ndarray
     references: tuple[str, ...]
     question: str | None = None
+    choices: tuple[str, ...] = ()
 
 
 @dataclass
@@ -75,16 +78,29 @@ class VLMDataset:
         return VLMDataset(self.name, self.split, self.task, [self.samples[i] for i in chosen], self.stop_below,
                           self.source, self.fingerprint)
 
-    def images(self, size: int, positions: Sequence[int] | None = None) -> torch.Tensor:
+    def images(self, size: int, positions: Sequence[int] | None = None,
+               pad_fill: tuple[int, int, int] | None = None) -> torch.Tensor:
         """The images (all, or those at ``positions``) as (N, 3, size, size) in [0,1]: shorter side resized to
-        ``size``, centre-cropped."""
+        ``size``, centre-cropped; with ``pad_fill``, first padded to a square with that colour (LLaVA)."""
         chosen = self.samples if positions is None else [self.samples[p] for p in positions]
-        return torch.stack([load_image(s.image, size) for s in chosen])
+        return torch.stack([load_image(s.image, size, pad_fill) for s in chosen])
 
 
-def load_image(image: Path | np.ndarray, size: int) -> torch.Tensor:
+def expand_to_square(image: Image.Image, fill: tuple[int, int, int]) -> Image.Image:
+    """LLaVA's ``expand2square`` (``llava/mm_utils.py``): the image pasted centred (offset rounded down) on a
+    square of side max(width, height) filled with ``fill``; a square image is returned as it is."""
+    width, height = image.size
+    if width == height:
+        return image
+    side = max(width, height)
+    square = Image.new(image.mode, (side, side), fill)
+    square.paste(image, ((side - width) // 2, (side - height) // 2))
+    return square
+
+
+def load_image(image: Path | np.ndarray, size: int, pad_fill: tuple[int, int, int] | None = None) -> torch.Tensor:
     """(3, size, size) in [0,1] from a file (see :func:`~simclip_bench.data.image_io.read_rgb`) or a uint8 array
-    (bicubic resize of the shorter side, centre crop)."""
+    (bicubic resize of the shorter side, centre crop; with ``pad_fill``, padded to a square first)."""
     if isinstance(image, np.ndarray):
         im = Image.fromarray(image)
     else:
@@ -96,7 +112,7 @@ def load_image(image: Path | np.ndarray, size: int) -> torch.Tensor:
             raise UserError(f"image file {image}: {e}") from None
         except OSError as e:
             raise UserError(f"image file {image} is not a readable image ({e.__class__.__name__})") from None
-    return square_tensor(im, size)
+    return square_tensor(im if pad_fill is None else expand_to_square(im, pad_fill), size)
 
 
 # RobustVLM stops attacking a caption below CIDEr 10 (printed scale) on COCO; the generated data uses the same.

@@ -238,7 +238,7 @@ def cell_chunks(out_dir: Path, me: Worker, model: LoadedModel, plan: CellPlan, s
     """The chunks of a zero-shot cell that this process claims, one at a time, from the store ``out_dir``
     (``--balance dynamic``); ``stored`` is the store's samples as the cell begins (chunks complete there
     are not claimed)."""
-    from simclip_bench.tasks.zeroshot_rows import missing_samples
+    from simclip_bench.tasks.zeroshot import missing_samples
 
     ids = [plan.source.sample_id(i) for i in plan.indices]
     lacking = set(missing_samples(stored, model, plan))

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import os
 
+from simclip_bench.data.vlm_benchmarks import POPE_SPLITS
 from simclip_bench.grid import unique_values
-from simclip_bench.jobs.vlm_eval import DEFAULT_N_SAMPLES, VLM_ATTACKS, VLMEvalRequest, default_encoders
+from simclip_bench.jobs.vlm_eval import VLM_ATTACKS, VLMEvalRequest, default_encoders
 from simclip_bench.jobs.vlm_eval import validate as validate_vlm
+from simclip_bench.jobs.vlm_tasks import DEFAULT_N_SAMPLES
 from simclip_bench.jobs.zeroshot_eval import EvalRequest, default_models, validate
 from simclip_bench.models.builtin import BUILTIN_MODELS
 from simclip_bench.plan.cost_plan import CostPlan
@@ -35,6 +37,7 @@ def plan_vlm_request(request: VLMEvalRequest, plan_device: str | None = None) ->
     validate_vlm(request)
     device = get_plan_device(plan_device or device_for_run(request.device))
     n = request.n_samples or DEFAULT_N_SAMPLES["shapes" if request.dataset == "shapes" else "files"]
+    n *= len(POPE_SPLITS) if request.task == "pope" else 1  # POPE: --n-samples per split, three splits
     encoders = unique_values(request.models, BUILTIN_MODELS) or default_encoders(request)
     protocol = VLM_ATTACKS[request.attack]
     return plan_vlm(request.task, request.vlm, encoders, n, protocol, len(request.eps) if protocol != "none" else 0,

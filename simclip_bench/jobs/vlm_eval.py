@@ -1,6 +1,6 @@
-"""``simclip eval --task captioning|vqa`` as a library call: one VLM, several vision encoders, clean and
-under attack, into tidy rows (``results.csv``) and per-sample outcomes with the generated texts
-(``vlm_samples.csv``).
+"""``simclip eval --task captioning|vqa|pope|scienceqa`` as a library call: one VLM, several vision encoders,
+clean and under attack, into tidy rows (``results.csv``) and per-sample outcomes with the generated texts
+(``vlm_samples.csv``). Datasets, tasks and task settings: :mod:`simclip_bench.jobs.vlm_tasks`.
 
 With no ``--vlm`` and no ``--dataset``: the built-in tiny VLM on the built-in generated data, with the
 base encoder ``tiny-clip`` and the latest ``simclip train`` run side by side.
@@ -12,27 +12,33 @@ by the process that finds the encoder's samples complete.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from simclip_bench.attacks.eps import Eps, unique_eps
-from simclip_bench.data.vlm_files import CAPTION_DATASETS, VQA_DATASETS, caption_dataset, vqa_dataset
-from simclip_bench.data.vlm_samples import VLMDataset, shapes_captioning, shapes_vqa
+from simclip_bench.data.vlm_samples import VLMDataset
 from simclip_bench.devices import check_precision, resolve_device, resolve_precision
 from simclip_bench.errors import UserError, did_you_mean
 from simclip_bench.grid import unique_values
 from simclip_bench.jobs.shards import SINGLE, Shard, detect_shard, launcher_notices, shard_device
+from simclip_bench.jobs.vlm_tasks import (
+    VLM_TASKS,
+    build_prompts,
+    check_task_options,
+    known_datasets,
+    load_datasets,
+    make_task,
+    task_setting,
+)
 from simclip_bench.memory.adaptive_batch import AdaptiveBatch
 from simclip_bench.metrics.vqa_accuracy import DEFAULT_VQA_METRIC, VQA_METRICS
 from simclip_bench.models.builtin import BUILTIN_MODELS, DEFAULT_MODEL
 from simclip_bench.progress import SILENT, Reporter
 from simclip_bench.provenance import git_sha, new_run_id, package_version, utc_now
 from simclip_bench.results.identity import VLM_SAMPLE_KEY, subset_id
-from simclip_bench.results.intervals import mean_interval, unit_mean_interval
 from simclip_bench.results.schema import RESULT_COLUMNS, VLM_SAMPLE_COLUMNS, mean_grad_evals
 from simclip_bench.results.store import (
     RESULTS_FILE,
@@ -41,27 +47,25 @@ from simclip_bench.results.store import (
     check_merge_sources,
     check_store,
     merge_samples,
-    read_rows,
     upsert_results,
 )
 from simclip_bench.runs import DEFAULT_RUNS_DIR, latest_run
-from simclip_bench.tasks.captioning import CaptioningTask
+from simclip_bench.tasks.scienceqa import DEFAULT_STYLE as DEFAULT_SCIENCEQA_PROMPT
 from simclip_bench.tasks.vlm_attack import VLMAttackConfig, attack_vlm, planned_runs
-from simclip_bench.tasks.vqa import METRIC as VQA_METRIC
-from simclip_bench.tasks.vqa import VQATask
+from simclip_bench.tasks.vlm_rows import done_samples, result_rows, setting_id, stored_samples
 from simclip_bench.vlm.base import NATIVE_ENCODER, LoadedVLM
+from simclip_bench.vlm.llava import DEFAULT_LLAVA_ENCODER
 from simclip_bench.vlm.load import DEFAULT_VLM, check_vlm_spec, load_vlm
 
-TASKS: tuple[str, ...] = ("zeroshot", "captioning", "vqa")
-VLM_TASKS: tuple[str, ...] = ("captioning", "vqa")
+TASKS: tuple[str, ...] = ("zeroshot", *VLM_TASKS)
 # --attack for captioning/VQA: RobustVLM's ensemble, one APGD run on the first ground truth, or clean only.
 VLM_ATTACKS: dict[str, str] = {"ensemble": "ensemble", "robustvlm": "ensemble", "apgd": "single", "none": "none"}
-DEFAULT_N_SAMPLES = {"shapes": 200, "files": 500}
 
 
 @dataclass
 class VLMEvalRequest:
-    """One ``simclip eval --task captioning|vqa``; empty ``models`` = base encoder + latest run (tiny VLM)."""
+    """One ``simclip eval --task captioning|vqa|pope|scienceqa``; empty ``models`` = base encoder + latest run
+    (tiny VLM), ``ViT-L-14:openai`` (LLaVA, OpenFlamingo: RobustVLM's baseline)."""
 
     task: str = "captioning"
     vlm: str = DEFAULT_VLM
@@ -87,6 +91,10 @@ class VLMEvalRequest:
     shard: str | None = None
     # Other stores (e.g. one per shard) whose per-sample rows are copied into ``out`` first (``--merge-from``).
     merge_from: list[Path] = field(default_factory=list)
+    # ScienceQA only: robustvlm (bash/eval_scienceqa.sh) or llava (sqa.sh --single-pred-prompt); in every row.
+    scienceqa_prompt: str = DEFAULT_SCIENCEQA_PROMPT
+    # OpenFlamingo only: demonstrations with images per prompt (0: two text-only ones, RobustVLM's zero-shot).
+    shots: int = 0
 
 
 @dataclass
@@ -105,7 +113,7 @@ def validate(request: VLMEvalRequest) -> None:
         raise UserError(f"unknown task {request.task!r}{did_you_mean(request.task, TASKS)}; "
                         f"choose one of {', '.join(TASKS)}")
     check_vlm_spec(request.vlm)
-    known = ("shapes", *(CAPTION_DATASETS if request.task == "captioning" else VQA_DATASETS))
+    known = known_datasets(request.task)
     if request.dataset not in known:
         raise UserError(f"unknown {request.task} dataset {request.dataset!r}{did_you_mean(request.dataset, known)}; "
                         f"choose one of {', '.join(known)}")
@@ -116,6 +124,7 @@ def validate(request: VLMEvalRequest) -> None:
                         ("--n-samples", request.n_samples if request.n_samples is not None else 1)):
         if value <= 0:
             raise UserError(f"{name} must be a positive integer, got {value}")
+    check_task_options(request.task, request.vlm, request.scienceqa_prompt, request.shots)
     if request.vqa_metric not in VQA_METRICS:
         raise UserError(f"unknown --vqa-metric {request.vqa_metric!r}{did_you_mean(request.vqa_metric, VQA_METRICS)}; "
                         f"choose one of {', '.join(VQA_METRICS)}")
@@ -133,28 +142,12 @@ def validate(request: VLMEvalRequest) -> None:
 
 
 def default_encoders(request: VLMEvalRequest) -> list[str]:
-    """Tiny VLM: ``tiny-clip`` and the latest run; LLaVA: its own tower only."""
-    if request.vlm.startswith("llava:"):
-        return [NATIVE_ENCODER]
+    """Tiny VLM: ``tiny-clip`` and the latest run; LLaVA and OpenFlamingo: ``ViT-L-14:openai`` at 224 px, the
+    encoder RobustVLM swaps in for its baseline (``pretrained_rob_path=openai``)."""
+    if request.vlm != DEFAULT_VLM and not request.vlm.endswith(".safetensors"):
+        return [DEFAULT_LLAVA_ENCODER]
     latest = latest_run(request.runs_dir)
     return [DEFAULT_MODEL] + ([str(latest)] if latest else [])
-
-
-def load_dataset(request: VLMEvalRequest) -> VLMDataset:
-    """The evaluated subset: fixed per (dataset, n, sample seed), the same for every encoder."""
-    if request.dataset == "shapes":
-        n = request.n_samples or DEFAULT_N_SAMPLES["shapes"]
-        return shapes_captioning(n) if request.task == "captioning" else shapes_vqa(n)
-    root = Path(request.dataset_root.replace("{dataset}", request.dataset)).expanduser()
-    read = caption_dataset if request.task == "captioning" else vqa_dataset
-    full = read(request.dataset, root)
-    n = request.n_samples if request.n_samples is not None else min(DEFAULT_N_SAMPLES["files"], len(full))
-    return full.subset(n, request.sample_seed)
-
-
-def _setting(config: dict) -> str:
-    return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:12]
-
 
 
 @dataclass
@@ -184,31 +177,31 @@ def evaluate_one(loaded: LoadedVLM, dataset: VLMDataset, request: VLMEvalRequest
     attack run at every eps, with the run and the mean score so far as its info.
     """
     vlm = loaded.vlm
-    task = (CaptioningTask(dataset) if request.task == "captioning"
-            else VQATask(dataset, metric_variant=request.vqa_metric))
-    # How the texts are scored: part of every row's attack_config and setting, clean rows included, so rows
-    # scored by different VQA metric variants never replace or average with each other. CIDEr-D's document
-    # frequencies come from the whole evaluated subset, so a captioning score is only the same measurement on
-    # the same subset: the subset is part of the setting of every captioning row.
-    ids = [s.sample_id for s in dataset.samples]
-    scoring = ({"vqa_metric": request.vqa_metric} if request.task == "vqa"
-               else {"cider_subset": subset_id(ids)} if request.task == "captioning" else {})
+    task = make_task(request.task, dataset, request.vqa_metric, request.scienceqa_prompt)
+    # How the texts are made and scored (VQA metric, POPE split, ScienceQA prompt, shots): part of every row's
+    # attack_config and setting, clean rows included, so rows of different settings never replace each other.
+    all_prompts = build_prompts(task, vlm, dataset, request.dataset_root, request.shots, request.sample_seed)
+    scoring = task_setting(request.task, dataset, request.vlm, request.vqa_metric, request.scienceqa_prompt,
+                           request.shots, all_prompts)
+    generation = vlm.generation(request.task, dataset.name)
+    pad_fill = vlm.image_prep(request.task).pad_fill
     device = vlm.device
     precision = resolve_precision(request.precision, device)
     protocol = VLM_ATTACKS[request.attack]
-    settings = [_Setting(_setting(scoring) if scoring else "", "none", scoring)]
+    settings = [_Setting(setting_id(scoring) if scoring else "", "none", scoring)]
     if protocol != "none":
         settings = []  # the clean scores ride along in every attacked row
         for eps in request.eps:
             config = VLMAttackConfig(eps=eps.value, n_iter=request.n_iter, protocol=protocol,
                                      targets=task.attack_targets, stop_below=dataset.stop_below,
-                                     batch_size=request.batch_size, seed=request.seed, precision=precision)
+                                     batch_size=request.batch_size, seed=request.seed, precision=precision,
+                                     generation=generation)
             described = {**config.describe(), **scoring}
-            settings.append(_Setting(_setting({**described, "eps": eps.value, "norm": "linf"}), f"apgd-{protocol}",
+            settings.append(_Setting(setting_id({**described, "eps": eps.value, "norm": "linf"}), f"apgd-{protocol}",
                                      described, eps, config))
-    all_prompts = task.prompts(vlm)
-    all_truth = task.ground_truth()
-    done = _done(request.out, loaded, request.task, dataset)
+    all_truth = task.ground_truth(vlm)
+    ids = [s.sample_id for s in dataset.samples]
+    done = done_samples(request.out, loaded, request.task, dataset)
     own = shard.take(list(range(len(dataset))))
     todo = [p for p in own if any((st.setting, ids[p]) not in done for st in settings)]
     n_runs = sum(len(planned_runs(st.config)) for st in settings if st.config)
@@ -224,9 +217,9 @@ def evaluate_one(loaded: LoadedVLM, dataset: VLMDataset, request: VLMEvalRequest
     batch = AdaptiveBatch(request.batch_size, "VLM batch", notify=reporter.notify)
 
     def chunk(part: list[int]) -> None:
-        x = dataset.images(vlm.image_size, part).to(device)
+        x = dataset.images(vlm.image_size, part, pad_fill).to(device)
         prompts = [all_prompts[p] for p in part]
-        clean_texts = vlm.generate(x, prompts)
+        clean_texts = vlm.generate_with(x, prompts, generation)
         reporter.advance(line, len(part))
         clean_scores = task.score(vlm, part, clean_texts)
         rows: list[dict] = []
@@ -262,62 +255,30 @@ def evaluate_one(loaded: LoadedVLM, dataset: VLMDataset, request: VLMEvalRequest
 
     batch.map_chunks(len(todo), lambda part: chunk(todo[part]))
     reporter.complete(line)
-    stored = _stored(request.out, loaded, request.task, dataset)
+    stored = stored_samples(request.out, loaded, request.task, dataset)
     if any(not set(ids) <= set(stored.get(st.setting, {})) for st in settings):
         return None, computed  # another shard still owes samples: it writes the rows when it finishes
     common = {"run_id": run_id, "created_at": utc_now(), "git_sha": git_sha(), "package_version": package_version(),
               "model": loaded.model_id, "checkpoint_hash": loaded.checkpoint_hash, "text_hash": "",
               "vlm_hash": loaded.vlm_hash, "task": request.task, "dataset": dataset.name, "data_id": dataset.data_id,
               "data_source": dataset.source, "split": dataset.split, "n_samples": len(ids), "n_requested": len(ids),
-              "sample_seed": request.sample_seed, "subset_id": subset_id(ids), "device": str(device),
-              "metric": task.metric, "flags": ""}
+              "sample_seed": request.sample_seed, "subset_id": subset_id(ids), "device": str(device), "flags": ""}
     seconds = time.time() - t0
-    first_setting = stored[settings[0].setting]
-    rows = [_row(common, "none", scoring, None, [float(first_setting[i]["clean_score"]) for i in ids], seconds,
-                 protocol)]
+    first = stored[settings[0].setting]
+    rows = result_rows(common, "none", scoring, None, task.summarise([first[i]["clean_text"] for i in ids],
+                                                               [float(first[i]["clean_score"]) for i in ids]),
+                 seconds, protocol)
     for st in settings:
         if st.config is not None:
-            rows.append(_row(common, st.attack, st.described, st.eps,
-                             [float(stored[st.setting][i]["adv_score"]) for i in ids], seconds, protocol)
-                        | {"grad_evals": mean_grad_evals([stored[st.setting][i].get("grad_evals") for i in ids])})
+            mine = [stored[st.setting][i] for i in ids]
+            cost = {"grad_evals": mean_grad_evals([r.get("grad_evals") for r in mine])}
+            rows += [r | cost for r in result_rows(common, st.attack, st.described, st.eps,
+                                             task.summarise([r["adv_text"] for r in mine],
+                                                            [float(r["adv_score"]) for r in mine]), seconds, protocol)]
     for row in rows:  # the batch that worked, beside the setting (outcomes do not depend on it: not in the key)
         row["attack_config"] = json.dumps({**json.loads(row["attack_config"]), "batch_size": batch.size},
                                           sort_keys=True)
     return rows, computed
-
-
-def _stored(out: Path, loaded: LoadedVLM, task: str, dataset: VLMDataset) -> dict[str, dict[str, dict]]:
-    """This VLM and encoder's stored per-sample rows on ``dataset``: setting -> sample id -> row (the first row of
-    a key). Every identity column but setting and sample is matched (:mod:`simclip_bench.results.identity`)."""
-    frame = read_rows(out, VLM_SAMPLES_FILE)
-    if frame is None:
-        return {}
-    mine = frame[(frame["model"] == loaded.model_id) & (frame["checkpoint_hash"] == loaded.checkpoint_hash)
-                 & (frame["vlm_hash"] == loaded.vlm_hash) & (frame["task"] == task)
-                 & (frame["dataset"] == dataset.name) & (frame["data_id"] == dataset.data_id)]
-    out_rows: dict[str, dict[str, dict]] = {}
-    for row in mine.to_dict("records"):
-        out_rows.setdefault(row["setting"], {}).setdefault(row["sample_id"], row)
-    return out_rows
-
-
-def _done(out: Path, loaded: LoadedVLM, task: str, dataset: VLMDataset) -> set[tuple[str, str]]:
-    return {(setting, sid) for setting, rows in _stored(out, loaded, task, dataset).items() for sid in rows}
-
-
-def _row(common: dict, attack: str, config: dict, eps: Eps | None, scores: Sequence[float], seconds: float,
-         protocol: str) -> dict:
-    # VQA accuracy lies in [0, 1] (a conservative Wilson interval); CIDEr only has 0 as its floor
-    bounded = common["metric"] == VQA_METRIC
-    mean, lo, hi = unit_mean_interval(scores) if bounded else mean_interval(scores, lowest=0.0)
-    # A clean row's setting is "" unless its config says how it was scored (the VQA metric variant).
-    setting = _setting({**config, "eps": eps.value, "norm": "linf"}) if eps else _setting(config) if config else ""
-    row = {**common, "attack": attack, "attack_config": json.dumps(config, sort_keys=True),
-           "setting": setting,
-           "protocol": protocol if eps else "", "norm": "linf" if eps else "", "eps": eps.value if eps else 0.0,
-           "eps_text": eps.text if eps else "0", "value": mean, "ci_low": lo, "ci_high": hi,
-           "seconds": round(seconds, 2), "grad_evals": 0.0}
-    return {c: row.get(c, "") for c in RESULT_COLUMNS}
 
 
 def run_vlm_eval(request: VLMEvalRequest, reporter: Reporter = SILENT) -> VLMEvalResult:
@@ -333,7 +294,8 @@ def run_vlm_eval(request: VLMEvalRequest, reporter: Reporter = SILENT) -> VLMEva
                       eps=unique_eps(request.eps))
     shard = detect_shard(request.shard)
     device = shard_device(resolve_device(request.device), shard)
-    dataset = load_dataset(request)
+    datasets = load_datasets(request.task, request.dataset, request.dataset_root, request.n_samples,
+                             request.sample_seed)
     specs = request.models or default_encoders(request)
     if not request.models and request.vlm == DEFAULT_VLM and len(specs) == 1:
         reporter.notify(f"no finished 'simclip train' run under {request.runs_dir}/: evaluating {DEFAULT_MODEL} only")
@@ -346,13 +308,14 @@ def run_vlm_eval(request: VLMEvalRequest, reporter: Reporter = SILENT) -> VLMEva
     sample_rows: list[dict] = []
     pending: list[str] = []
     for spec in specs:
-        loaded = load_vlm(request.vlm, spec, device, request.allow_unsafe_pickle)
-        r, s = evaluate_one(loaded, dataset, request, run_id, reporter=reporter, shard=shard)
-        sample_rows += s
-        if r is None:
-            pending.append(f"{loaded.model_id} / {dataset.name}")
-        else:  # this process completed the cell (the last shard to finish, or a re-run): it writes its rows
-            upsert_results(request.out, r)
-            rows += r
+        loaded = load_vlm(request.vlm, spec, device, request.allow_unsafe_pickle, shots=request.shots)
+        for dataset in datasets:  # POPE: one per split
+            r, s = evaluate_one(loaded, dataset, request, run_id, reporter=reporter, shard=shard)
+            sample_rows += s
+            if r is None:
+                pending.append(f"{loaded.model_id} / {dataset.name}")
+            else:  # this process completed the cell (the last shard to finish, or a re-run): it writes its rows
+                upsert_results(request.out, r)
+                rows += r
     return VLMEvalResult(rows, sample_rows, request.out / RESULTS_FILE, request.out / VLM_SAMPLES_FILE, shard,
                          pending)

@@ -58,8 +58,8 @@ from simclip_bench.results.store import (
 )
 from simclip_bench.runs import DEFAULT_RUNS_DIR, latest_run
 from simclip_bench.tasks.protocols import DEFAULT_PROTOCOL, Protocol, get_protocol
-from simclip_bench.tasks.zeroshot import CellPlan, run_cell, unreadable_among
-from simclip_bench.tasks.zeroshot_rows import done_keys, missing_samples
+from simclip_bench.tasks.zeroshot import CellPlan, missing_samples, run_cell, unreadable_among
+from simclip_bench.tasks.zeroshot_rows import done_keys
 
 SUMMARY_FILE = "summary.csv"
 CPU_BATCH = 500  # --batch-size auto on a CPU, and always for the reference backend (its batch is in its setting)

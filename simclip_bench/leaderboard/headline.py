@@ -28,6 +28,9 @@ HEADLINES: dict[str, Headline] = {
     # CIDEr is stored as pycocoevalcap returns it (about 1.0 for good captions) and shown x100, as papers do.
     "captioning": Headline("captioning", "cider", "CIDEr", unit=""),
     "vqa": Headline("vqa", "vqa_accuracy", "VQA accuracy"),
+    # POPE: F1 per split (RobustVLM and LLaVA report it), averaged over the three splits as over datasets.
+    "pope": Headline("pope", "f1", "POPE F1"),
+    "scienceqa": Headline("scienceqa", "accuracy", "ScienceQA-IMG accuracy"),
 }
 
 

@@ -18,8 +18,9 @@ chs20/RobustVLM ``vlm_eval/run_evaluation.py`` with ``--attack ensemble``), fiel
    Flickr30k), or at 0, where no score can fall further (RobustVLM's VQA rule: accuracy 0);
 4. a float32 APGD run **from each sample's best point so far** (the clean image when nothing beat it),
    on the text whose run found it (the first ground truth when none did);
-5. VQA only: targeted float32 runs towards "Maybe" and then "Word", **from the clean image**, minimising
-   the loss of the target answer.
+5. VQA only: targeted float32 runs towards "maybe" and then "Word", **from the clean image**, minimising
+   the loss of the target answer (RobustVLM names the runs ``apgd-maybe`` and ``apgd-Word`` and targets the
+   text after the dash, so the first target is lower-case).
 
 Every output that is scored is generated in float32 (the model whose numbers are reported); RobustVLM
 generates the outputs of its float16 runs with the float16 model. Every run is checked to stay inside
@@ -48,10 +49,11 @@ from simclip_bench.attacks.cost import CountedObjective
 from simclip_bench.devices import autocast_for
 from simclip_bench.memory.adaptive_batch import AdaptiveBatch
 from simclip_bench.tasks.lm_objective import LanguageModelObjective, TargetStringObjective, contains_target
-from simclip_bench.vlm.base import VisionLanguageModel
+from simclip_bench.vlm.base import Generation, VisionLanguageModel
 
 PROTOCOLS: tuple[str, ...] = ("ensemble", "single")
-VQA_TARGETS: tuple[str, ...] = ("Maybe", "Word")
+# evaluate_vqa: ("apgd-maybe", ...), ("apgd-Word", ...); target_str = the run name after "-"
+VQA_TARGETS: tuple[str, ...] = ("maybe", "Word")
 # RobustVLM's APGD for VLMs: first step 1·eps from the clean image (vlm_eval/run_evaluation.py).
 VLM_INITIAL_STEP = 1.0
 TARGETED_STRING_ITERATIONS = 10_000  # bash/llava_eval_targeted.sh: --steps 10000, float32
@@ -74,6 +76,10 @@ class VLMAttackConfig:
     seed: int = 0
     max_new_tokens: int = 20
     precision: str = "fp32"
+    generation: Generation | None = None  # how scored outputs are decoded; None: greedy, ``max_new_tokens``
+
+    def decoding(self) -> Generation:
+        return self.generation or Generation(max_new_tokens=self.max_new_tokens)
 
     def describe(self) -> dict:
         described = {"protocol": self.protocol, "iterations": self.n_iter, "max_references": self.max_references,
@@ -121,11 +127,11 @@ def vlm_apgd(eps: float, n_iter: int, batch_size: int, seed: int) -> APGD:
 
 
 def _generate(vlm: VisionLanguageModel, x: torch.Tensor, prompts: Sequence[str], batch: int,
-              max_new_tokens: int) -> list[str]:
-    """Greedy texts; called outside the search's autocast, so in float32: what is scored and reported."""
+              generation: Generation) -> list[str]:
+    """The task's decoding; called outside the search's autocast, so in float32: what is scored and reported."""
     out: list[str] = []
     for s in range(0, len(x), batch):
-        out += vlm.generate(x[s:s + batch], list(prompts[s:s + batch]), max_new_tokens=max_new_tokens)
+        out += vlm.generate_with(x[s:s + batch], list(prompts[s:s + batch]), generation)
     return out
 
 
@@ -184,7 +190,7 @@ def attack_vlm(vlm: VisionLanguageModel, x: torch.Tensor, prompts: Sequence[str]
                         objective, x[idx], idx, start=None if start is None else start[idx])
                 check_perturbation(result.x_adv, x[idx], config.eps)
                 texts_adv = _generate(vlm, result.x_adv, [prompts[i] for i in part], len(part),
-                                      config.max_new_tokens)
+                                      config.decoding())
             except BaseException:
                 counts[idx] = spent
                 raise
@@ -236,5 +242,6 @@ def targeted_string_attack(vlm: VisionLanguageModel, x: torch.Tensor, prompts: S
     result = batch.run(attack)
     check_perturbation(result.x_adv, x, eps)
     texts = [t for part in batch.map_chunks(len(x), lambda p: _generate(vlm, result.x_adv[p], prompts[p], len(x),
-                                                                         max_new_tokens)) for t in part]
+                                                                         Generation(max_new_tokens=max_new_tokens)))
+             for t in part]
     return result.x_adv, texts, [contains_target(t, target) for t in texts]

@@ -47,7 +47,7 @@ from simclip_bench.memory.adaptive_batch import AdaptiveBatch
 from simclip_bench.models.spec import LoadedModel
 from simclip_bench.results.store import append_samples
 from simclip_bench.tasks.zeroshot_head import ZeroShotClassifier, build_text_classifier
-from simclip_bench.tasks.zeroshot_rows import sample_rows
+from simclip_bench.tasks.zeroshot_rows import done_keys, sample_rows
 
 PREFLIGHT_SAMPLES = 64
 REFERENCE_BATCH_FIXED = ("the reference backend draws its randomness per batch, so its results depend on --batch-size "
@@ -294,6 +294,20 @@ def _attack(spec: EnsembleSpec, head, x, y, keys, eps: Eps, plan: CellPlan, devi
     outcome = run_ensemble(spec, head, x, y, eps.value, norm=plan.norm, seed=plan.seed, batch_size=plan.batch_size,
                            autocast=lambda: autocast_for(plan.precision, device), sample_keys=keys)
     return outcome.adv_pred, outcome.norms, outcome.fooled_by, outcome.grad_evals
+
+
+def missing_samples(samples, loaded: LoadedModel, plan: CellPlan) -> dict[str, int]:
+    """The cell's samples (id -> dataset index) that lack an outcome for some setting in the store ``samples``,
+    the audit's settings included for the audited samples."""
+    settings, audit_settings = plan.settings(), plan.audit_settings()
+    audited = {plan.source.sample_id(plan.indices[j]) for j in plan.audit_positions}
+    done = done_keys(samples, loaded, plan.source)
+
+    def lacks(sid: str) -> bool:
+        return any((s, sid) not in done for s in settings) or \
+            (sid in audited and any((s, sid) not in done for s in audit_settings))
+
+    return {plan.source.sample_id(i): i for i in plan.indices if lacks(plan.source.sample_id(i))}
 
 
 def unreadable_among(loaded: LoadedModel, plan: CellPlan, missing: dict[str, int]) -> dict[str, str] | None:

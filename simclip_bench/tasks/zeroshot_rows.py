@@ -12,7 +12,6 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from simclip_bench.data.classification import ClassificationSource
     from simclip_bench.models.spec import LoadedModel
-    from simclip_bench.tasks.zeroshot import CellPlan
 
 TASK = "zeroshot"
 
@@ -49,17 +48,3 @@ def sample_rows(run_id, loaded, source, attack, setting, norm, eps, sample_ids, 
              "adv_correct": cp == lab and ap == lab, "fooled_by": fb, "max_perturbation": mp, "grad_evals": ge}
             for sid, lab, cp, ap, mp, fb, ge in zip(sample_ids, labels, clean_pred, adv_pred, norms, fooled_by,
                                                     grad_evals, strict=True)]
-
-
-def missing_samples(samples, loaded: LoadedModel, plan: CellPlan) -> dict[str, int]:
-    """The cell's samples (id -> dataset index) that lack an outcome for some setting in the store ``samples``,
-    the audit's settings included for the audited samples."""
-    settings, audit_settings = plan.settings(), plan.audit_settings()
-    audited = {plan.source.sample_id(plan.indices[j]) for j in plan.audit_positions}
-    done = done_keys(samples, loaded, plan.source)
-
-    def lacks(sid: str) -> bool:
-        return any((s, sid) not in done for s in settings) or \
-            (sid in audited and any((s, sid) not in done for s in audit_settings))
-
-    return {plan.source.sample_id(i): i for i in plan.indices if lacks(plan.source.sample_id(i))}

@@ -18,6 +18,7 @@ from ``simclip pretrain-vlm``; the vision tower is not part of them.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -30,13 +31,20 @@ from torch import nn
 from simclip_bench.errors import UserError
 from simclip_bench.models.checkpoint import load_safetensors, read_safetensors_metadata, save_safetensors_atomic
 from simclip_bench.models.pixel_clip import PixelSpaceEncoder
-from simclip_bench.vlm.base import VisionLanguageModel
-from simclip_bench.vlm.words import WordVocab
+from simclip_bench.multiple_choice import OPTION_LETTERS as MULTIPLE_CHOICE_LETTERS
+from simclip_bench.vlm.base import (
+    REFERENCE_MAX_NEW_TOKENS,
+    Generation,
+    VisionLanguageModel,
+    reference_max_new_tokens,
+)
+from simclip_bench.vlm.words import WordVocab, split_words
 
 TINY_VLM_FORMAT = "simclip-bench.tiny-vlm.v1"
 TINY_VLM_WEIGHTS = Path(__file__).resolve().parent / "weights" / "tiny-vlm.safetensors"
 CAPTION_PROMPT = "caption:"
 VQA_ATTACK_TARGETS: tuple[str, ...] = ("maybe", "word")
+QUESTION_LINE = "Question:"
 
 
 @dataclass
@@ -108,11 +116,39 @@ class TinyVLM(VisionLanguageModel):
     def device(self) -> torch.device:
         return next(self.head.parameters()).device
 
-    def caption_prompt(self) -> str:
+    def caption_prompt(self, dataset: str = "") -> str:
         return CAPTION_PROMPT
 
-    def vqa_prompt(self, question: str) -> str:
+    def vqa_prompt(self, question: str, dataset: str = "") -> str:
         return question
+
+    def choice_prompt(self, question: str, choices: Sequence[str], style: str = "") -> str:
+        """The question line alone (``Question: ...`` of LLaVA's ScienceQA text, else the first line): the
+        tiny VLM was taught short questions, not lettered options."""
+        lines = [ln.strip() for ln in question.splitlines() if ln.strip()]
+        asked = [ln[len(QUESTION_LINE):].strip() for ln in lines if ln.startswith(QUESTION_LINE)]
+        return (asked or lines or [""])[0]
+
+    def choice_target(self, letter: str, choices: Sequence[str]) -> str:
+        return choices[MULTIPLE_CHOICE_LETTERS.index(letter)]
+
+    def read_choice(self, text: str, choices: Sequence[str]) -> str:
+        """The letter of the option the answer names (the tiny VLM answers with words, never letters)."""
+        named = [k for k, c in enumerate(choices) if split_words(c) == split_words(text)]
+        return MULTIPLE_CHOICE_LETTERS[named[0]] if len(named) == 1 else text
+
+    def generation(self, task: str, dataset: str = "") -> Generation:
+        return Generation(max_new_tokens=reference_max_new_tokens(task, dataset))
+
+    def describe(self) -> dict:
+        return {"adapter": "tiny-vlm", "format": TINY_VLM_FORMAT, "caption_prompt": CAPTION_PROMPT,
+                "vqa_prompt": "the question", "choice_prompt": "the question line",
+                "choice_answers": "option text, read back as its letter", "labels": "answer and <eos>",
+                "image_prep": "shorter side resized, centre crop", "image_size": self.image_size,
+                "generation": {t: self.generation(t).describe() for t in REFERENCE_MAX_NEW_TOKENS}
+                | {"vqa/textvqa": self.generation("vqa", "textvqa").describe()},
+                "context_tokens": self.head.cfg.max_len,
+                "vocabulary_sha256": hashlib.sha256(json.dumps(self.vocab.words).encode()).hexdigest()}
 
     def features(self, images: torch.Tensor) -> torch.Tensor:
         return F.normalize(self.encoder(images).float(), dim=-1)
@@ -127,7 +163,11 @@ class TinyVLM(VisionLanguageModel):
         return sequence_scores(self.head, self.features(images), prompt_ids, target_ids)
 
     @torch.no_grad()
-    def generate(self, images: torch.Tensor, prompts: Sequence[str], max_new_tokens: int = 20) -> list[str]:
+    def generate(self, images: torch.Tensor, prompts: Sequence[str], max_new_tokens: int = 20,
+                 min_new_tokens: int = 0, num_beams: int = 1, length_penalty: float = 1.0) -> list[str]:
+        """Greedy decoding up to ``max_new_tokens`` (and the context length); beam search is not implemented."""
+        if num_beams != 1 or min_new_tokens:
+            raise ValueError("the tiny VLM decodes greedily: num_beams 1, min_new_tokens 0")
         feats = self.features(images)
         rows = [self._prompt_ids(p) for p in prompts]
         budget = self.head.cfg.max_len - self.head.cfg.n_prefix - max(len(r) for r in rows)
