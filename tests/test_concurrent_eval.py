@@ -117,6 +117,7 @@ def _results(out, volatile: list[str]) -> pd.DataFrame:
     return results.drop(columns=volatile).sort_values(["attack", "eps_text"]).reset_index(drop=True)
 
 
+@pytest.mark.slow  # a subprocess run (or several): minutes on a 2-core machine
 def test_the_same_grid_twice_at_once_writes_every_row_once(sequential, tmp_path):
     reference, _ = sequential
     out = tmp_path / "out"
@@ -126,6 +127,7 @@ def test_the_same_grid_twice_at_once_writes_every_row_once(sequential, tmp_path)
     pd.testing.assert_frame_equal(_results(out, VOLATILE), _results(reference, VOLATILE))
 
 
+@pytest.mark.slow  # a subprocess run (or several): minutes on a 2-core machine
 def test_two_grids_at_once_equal_the_two_run_one_after_the_other(sequential, tmp_path):
     _, reference = sequential
     out = tmp_path / "out"

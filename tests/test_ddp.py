@@ -43,6 +43,7 @@ def ddp_run(tmp_path_factory):
     return out
 
 
+@pytest.mark.slow  # a subprocess run (or several): minutes on a 2-core machine
 def test_both_ranks_end_with_the_same_weights(ddp_run):
     summary = json.loads((ddp_run / "metrics.jsonl").read_text().splitlines()[-1])
     assert summary["world_size"] == 2 and summary["ranks_agree"] is True

@@ -160,6 +160,7 @@ def single(tmp_path_factory):
 GRIDS = {"zeroshot": ZEROSHOT, "captioning": CAPTIONING, "fast": FAST, "reference": REFERENCE}
 
 
+@pytest.mark.slow  # a subprocess run (or several): minutes on a 2-core machine
 @pytest.mark.parametrize("grid", GRIDS)
 def test_two_shards_at_once_write_one_processs_table(single, tmp_path, grid):
     args = GRIDS[grid]
@@ -175,6 +176,7 @@ def test_two_shards_at_once_write_one_processs_table(single, tmp_path, grid):
         assert _table(out)["audit_n"].dropna().tolist() == [10]
 
 
+@pytest.mark.slow  # a subprocess run (or several): minutes on a 2-core machine
 @pytest.mark.parametrize("grid", GRIDS)
 def test_two_processes_under_torchrun_write_one_processs_table(single, tmp_path, grid):
     args = GRIDS[grid]
@@ -188,6 +190,7 @@ def _rows(path: Path) -> int:
     return path.read_bytes().count(b"\n") - 1 if path.exists() else 0
 
 
+@pytest.mark.slow  # a subprocess run (or several): minutes on a 2-core machine
 def test_a_shard_killed_midway_is_finished_by_running_it_again(single, tmp_path):
     out = tmp_path / "out"
     at = ZEROSHOT.index("--batch-size") + 1
@@ -212,6 +215,7 @@ def test_a_shard_killed_midway_is_finished_by_running_it_again(single, tmp_path)
     pd.testing.assert_frame_equal(_samples(out, ZEROSHOT), _samples(single["zeroshot"], ZEROSHOT))
 
 
+@pytest.mark.slow  # a subprocess run (or several): minutes on a 2-core machine
 def test_an_array_element_without_shard_evaluates_its_whole_grid_and_says_so(tmp_path):
     # e.g. an array that spreads models over jobs: each element's grid is its own, never a quarter of it
     env = {**ENV, "SLURM_ARRAY_TASK_ID": "2", "SLURM_ARRAY_TASK_COUNT": "4"}
@@ -223,6 +227,7 @@ def test_an_array_element_without_shard_evaluates_its_whole_grid_and_says_so(tmp
     assert (tmp_path / "out" / "results.csv").exists()
 
 
+@pytest.mark.slow  # a subprocess run (or several): minutes on a 2-core machine
 def test_shards_in_separate_stores_merge_into_one_processs_table(single, tmp_path):
     # where file locks cannot be trusted across machines: one store per shard, then --merge-from
     _run_at_once(_eval(tmp_path / "a", ZEROSHOT, "--shard", "0/2"), _eval(tmp_path / "b", ZEROSHOT, "--shard", "1/2"))

@@ -198,6 +198,7 @@ def _encoder_bits(run: Path) -> tuple[dict[str, str], dict[str, bytes]]:
     return read_safetensors_metadata(path), {k: t.numpy().tobytes() for k, t in load_safetensors(path).items()}
 
 
+@pytest.mark.slow  # a subprocess run (or several): minutes on a 2-core machine
 def test_sigkill_at_a_random_step_then_resume_ends_with_the_uninterrupted_weights(tmp_path):
     seed = int(os.environ.get("SIMCLIP_KILL_SEED", time.time_ns() % 1_000_000))
     kill_at = random.Random(seed).randint(2, KILL_STEPS - 2)  # two steps to spare: the kill lands mid-run

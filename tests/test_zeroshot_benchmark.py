@@ -91,6 +91,7 @@ def _rows_written(out) -> int:
     return path.read_bytes().count(b"\n") - 1 if path.exists() else 0
 
 
+@pytest.mark.slow  # a subprocess run (or several): minutes on a 2-core machine
 def test_sigkill_midway_then_rerun_gives_the_uninterrupted_table(tmp_path, other_model, folder):
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     whole = tmp_path / "whole"

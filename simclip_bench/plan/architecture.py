@@ -21,7 +21,7 @@ from simclip_bench.models.builtin import BUILTIN_MODELS, register_model_configs
 from simclip_bench.models.checkpoint import ENCODER_FILENAME, read_safetensors_metadata
 from simclip_bench.models.known_checkpoints import known_by_name, known_by_spec
 from simclip_bench.models.random_init import is_random_spec, parse_random_spec, register_variant
-from simclip_bench.models.spec import HF_HUB, parse_model_spec
+from simclip_bench.models.spec_syntax import HF_HUB, parse_model_spec
 
 _registered_dir: Path | None = None
 
