@@ -19,7 +19,8 @@ def print_vlm_rows(task: str, dataset: str, vqa_metric: str, result, scienceqa_p
     metric = {"captioning": "CIDEr-D ×100", "vqa": f"VQA accuracy % ({vqa_metric} metric)",
               "pope": "% (LLaVA's eval_pope.py)", "scienceqa": f"accuracy % ({scienceqa_prompt} prompt)"}[task]
     table = Table(title=escape(f"{task} on {dataset} (n={result.rows[0]['n_samples']}), {metric}"))
-    interval = MEAN_CI if task == "captioning" else UNIT_MEAN_CI  # as results/intervals.py computes them
+    interval = (MEAN_CI if task == "captioning" else f"{UNIT_MEAN_CI}; F1: bootstrap" if task == "pope"
+                else UNIT_MEAN_CI)  # as results/intervals.py and tasks/pope.py compute them
     several = task == "pope"  # one row per split and metric
     for col in ("model", *(("dataset", "metric") if several else ()), "attack", "eps", "score",
                 f"95% CI ({interval})", "seconds", GRAD_EVALS):

@@ -23,8 +23,8 @@ CLIP_PAPER = "Radford et al. 2021 (CLIP), Table 9"
 # Rendering one built-in shapes image of side px costs about BASE + PER_PIXEL * px^2 seconds of host CPU, once per
 # process (the split is rendered whole at first use and cached): calibrated on the development CPU, 1 thread
 # (benchmarks/plan_vs_measured.py; benchmarks/RESULTS.md, "Cost plan").
-SHAPES_RENDER_BASE_SECONDS = 0.75e-3
-SHAPES_RENDER_SECONDS_PER_PIXEL = 3.2e-7
+SHAPES_RENDER_BASE_SECONDS = 0.45e-3
+SHAPES_RENDER_SECONDS_PER_PIXEL = 2.7e-7
 
 
 def shapes_render_seconds(n_images: int, image_size: int) -> float:

@@ -51,12 +51,13 @@ PLAN_DEVICES: dict[str, PlanDevice] = {
                        _GPU_CALL_SECONDS, 141, "NVIDIA H200 datasheet; efficiency and call time assumed"),
     "a100": PlanDevice("a100", "NVIDIA A100 SXM 80 GB", {"bf16": 312e12, "fp32": 19.5e12}, _GPU_EFFICIENCY,
                        _GPU_CALL_SECONDS, 80, "NVIDIA A100 datasheet; efficiency and call time assumed"),
-    # Calibrated 2026-12-06 on the 2-core development CPU, 2 torch threads (cpuslot --exclusive):
-    # benchmarks/plan_vs_measured.py. Peak: the fp32 FLOP/s of a 2048^3 matmul there; bf16 autocast on this CPU
+    # Calibrated 2026-12-06 on the idle 2-core development CPU, 2 torch threads: benchmarks/plan_vs_measured.py
+    # --calibrate (benchmarks/RESULTS.md, "Cost plan"). Peak: the fp32 FLOP/s of a 2048^3 matmul there (174 G);
+    # efficiency and call time solved from a compute-bound and a call-bound APGD run. bf16 autocast on this CPU
     # is 2-17x slower than fp32 (docs/reliability.md), so its efficiency is taken 4x lower.
-    "cpu": PlanDevice("cpu", "the 2-core development CPU, 2 threads", {"bf16": 60e9, "fp32": 60e9},
-                      {"fp32": 0.5, "bf16": 0.125}, 0.003, 23, "calibrated here (benchmarks/plan_vs_measured.py)",
-                      calibrated=True, setup_seconds=6.0, load_bytes_per_second=0.5e9),
+    "cpu": PlanDevice("cpu", "the 2-core development CPU, 2 threads", {"bf16": 174e9, "fp32": 174e9},
+                      {"fp32": 0.78, "bf16": 0.195}, 0.0084, 23, "calibrated here (benchmarks/plan_vs_measured.py)",
+                      calibrated=True, setup_seconds=8.0, load_bytes_per_second=0.5e9),
 }
 
 
