@@ -178,7 +178,7 @@ def evaluate_one(loaded: LoadedVLM, dataset: VLMDataset, request: VLMEvalRequest
     """
     vlm = loaded.vlm
     task = make_task(request.task, dataset, request.vqa_metric, request.scienceqa_prompt)
-    # How the texts are made and scored (VQA metric, POPE split, ScienceQA prompt, shots): part of every row's
+    # How the texts are made and scored (VQA metric, ScienceQA prompt, CIDEr subset, shots): part of every row's
     # attack_config and setting, clean rows included, so rows of different settings never replace each other.
     all_prompts = build_prompts(task, vlm, dataset, request.dataset_root, request.shots, request.sample_seed)
     scoring = task_setting(request.task, dataset, request.vlm, request.vqa_metric, request.scienceqa_prompt,

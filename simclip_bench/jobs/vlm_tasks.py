@@ -8,8 +8,9 @@ demonstrations.
   ``okvqa``, ``textvqa``, ``vizwiz`` (VQA), ``pope`` (its three splits, each a dataset ``pope-<split>``),
   ``scienceqa``. A subset is ``--n-samples`` per dataset (POPE: per split), seeded, the same for every model.
 * **Setting.** What decides a row's value beyond model, data and attack goes into its ``attack_config`` and
-  so its ``setting``: the VQA metric variant, the POPE split, the ScienceQA prompt style, and for
-  OpenFlamingo the number of shots.
+  so its ``setting``: the VQA metric variant, the ScienceQA prompt style, the captioning subset (CIDEr's
+  document frequencies), and for OpenFlamingo the number of shots and its prompts. A POPE split is a dataset
+  of its own (name and ``data_id``), so its three splits share one setting and average on the leaderboard.
 * **Demonstrations** (OpenFlamingo, RobustVLM ``run_evaluation.py``): a query set of up to 2 048 training
   samples drawn with the sample seed, and for evaluated sample i its own seeded draw of k of them (k =
   ``--shots``, or 2 text-only ones zero-shot): captions (the first of each image) or question and first
@@ -105,8 +106,6 @@ def task_setting(task: str, dataset: VLMDataset, vlm_spec: str, vqa_metric: str,
         setting["cider_subset"] = subset_id([s.sample_id for s in dataset.samples])
     if task == "vqa":
         setting["vqa_metric"] = vqa_metric
-    if task == "pope":
-        setting["pope_split"] = dataset.split
     if task == "scienceqa":
         setting["scienceqa_prompt"] = scienceqa_prompt
     if vlm_spec.startswith(OPENFLAMINGO):

@@ -242,9 +242,9 @@ def build_leaderboard(results: pd.DataFrame, cards: dict[tuple[str, str], ModelC
     # Captioning/VQA rows name "vlm[encoder]": an entry is an encoder, whatever task or VLM scored it.
     rows["source_model"] = rows["model"]
     # a dataset name that stands for several datasets is shown with the start of its data_id
-    ids = rows.groupby("dataset")["data_source"].nunique()
-    rows["dataset"] = [f"{d}@{_short(s)}" if ids[d] > 1 else d for d, s in zip(rows["dataset"], rows["data_source"],
-                                                                              strict=False)]
+    sources = rows.groupby(["task", "dataset"])["data_source"].transform("nunique")  # within a task
+    rows["dataset"] = [f"{d}@{_short(s)}" if n > 1 else d
+                       for d, s, n in zip(rows["dataset"], rows["data_source"], sources, strict=False)]
     split = [split_vlm_model_id(m) for m in rows["model"]]
     rows["model"] = [encoder for encoder, _ in split]
     rows["vlm"] = [vlm or "" for _, vlm in split]
