@@ -241,3 +241,12 @@ def test_the_time_model_at_a_lower_count_keeps_the_calls_and_scales_the_gradient
     assert 0 < row.gradient_seconds < row.seconds
     assert row.seconds_at(row.grad_evals) == pytest.approx(row.seconds)
     assert row.seconds_at(row.grad_evals / 2) == pytest.approx(row.seconds - row.gradient_seconds / 2)
+
+
+def test_the_vlm_plan_counts_runs_per_task_as_the_ensemble_runs_them():
+    # RobustVLM's ensemble: one run per ground truth (captioning and VQA up to 5; POPE and ScienceQA have one,
+    # the label and the right option), the float32 run, and VQA's two targeted runs
+    from simclip_bench.plan.vlm_plan import vlm_runs
+
+    assert [vlm_runs(t, "ensemble") for t in ("captioning", "vqa", "pope", "scienceqa")] == [6, 8, 2, 2]
+    assert vlm_runs("pope", "single") == 1 and vlm_runs("vqa", "none") == 0

@@ -31,6 +31,7 @@ from simclip_bench.plan.model_cost import _count, model_cost
 TEXT_TOKENS = 48  # prompt and answer around the image tokens (LLaVA-1.5's caption prompt is about 30)
 MAX_NEW_TOKENS = 20
 VQA_TARGETS = 2
+ONE_REFERENCE_TASKS = ("pope", "scienceqa")  # one ground truth: the label, the right option
 NATIVE_LLAVA_TOWER = "ViT-L-14-336-quickgelu"
 
 
@@ -49,7 +50,8 @@ def vlm_runs(task: str, protocol: str, max_references: int = 5) -> int:
         return 0
     if protocol == "single":
         return 1
-    return max_references + 1 + (VQA_TARGETS if task == "vqa" else 0)
+    references = 1 if task in ONE_REFERENCE_TASKS else max_references
+    return references + 1 + (VQA_TARGETS if task == "vqa" else 0)
 
 
 def _tiny_cost() -> VLMCost:
