@@ -198,7 +198,7 @@ def test_dry_run_prints_the_plan_and_loads_nothing(tmp_path, monkeypatch):
     def no_loading(*args, **kwargs):
         raise AssertionError("--dry-run loaded a model")
 
-    for way in ("_finish", "_create", "_create_from_hub"):  # every path of load_model ends in one of them
+    for way in ("_finish", "create_open_clip", "create_from_hub"):  # every path of load_model ends in one of them
         monkeypatch.setattr(spec, way, no_loading)
     (tmp_path / "work").mkdir()
     monkeypatch.chdir(tmp_path / "work")
