@@ -48,6 +48,7 @@ import simclip_bench.jobs.claims as claims_module
 import simclip_bench.jobs.zeroshot_eval as job
 import simclip_bench.results.store as store
 import simclip_bench.tasks.zeroshot as cell
+import simclip_bench.tasks.zeroshot_rows as rows_module
 from simclip_bench.data.catalog import ROBUSTVLM_DATASETS
 from simclip_bench.data.classification import ClassificationSource, ImageBatch
 from simclip_bench.jobs.zeroshot_eval import EvalRequest, run_eval
@@ -81,6 +82,13 @@ class SimSource(ClassificationSource):
 
     def sample_id(self, index: int) -> str:
         return f"{index:07d}"
+
+    def identity(self) -> dict:
+        return {"kind": "simulated", "name": self.name, "size": self._size, "classes": len(self.classnames)}
+
+    @property
+    def source_text(self) -> str:
+        return f"simulated:{self.name}"
 
     def label(self, index: int) -> int:
         return int(_unit(self.name, index, "label") * len(self.classnames))
@@ -140,13 +148,13 @@ def _install_sleeps(args, clock: Clock, slow: float) -> None:
     def load_model(spec, device, allow_unsafe_pickle=False):
         nap(args.load_s, "setup")
         visual = SimpleNamespace(preprocess_cfg={})
-        return SimpleNamespace(model_id=spec, checkpoint_hash="simulated-" + "ab" * 27,
+        return SimpleNamespace(model_id=spec, checkpoint_hash="simulated-" + "ab" * 27, text_hash="simulated",
                                model=SimpleNamespace(clip=SimpleNamespace(visual=visual), image_size=1, encoder=None))
 
     def build_text_classifier(model, classnames, templates):
         nap(len(classnames) * len(templates) * args.prompt_ms / 1000, "setup")
 
-    def preflight_checks(head, x, y):
+    def preflight_checks(head, x, y, batch_size=None):
         nap(args.checks_s, "setup")
         return []
 
@@ -165,7 +173,7 @@ def _install_sleeps(args, clock: Clock, slow: float) -> None:
             adv = torch.tensor([lab if rob else (lab + 1) % len(plan.source.classnames)
                                 for lab, (_, rob, _) in zip(labels.tolist(), results, strict=True)])
             fooled = ["" if eps is None or rob or not ok else spec.name for ok, rob, _ in results]
-            rows += cell._rows(run_id, loaded, plan.source.name, spec.name, setting, plan.norm, eps,
+            rows += rows_module.sample_rows(run_id, loaded, plan.source, spec.name, setting, plan.norm, eps,
                                [chunk_ids[j] for j in positions], labels, clean, clean if eps is None else adv,
                                torch.zeros(len(positions)), fooled, torch.zeros(len(positions)))
         nap(seconds, "work")
