@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from test_scaleout import _run_at_once  # every command at once, their stdouts
 
 from simclip_bench.jobs.claims import CLAIMS_FILE, ChunkClaims, Worker
 from simclip_bench.results.store import read_results
@@ -102,14 +103,6 @@ def _eval(out: Path, *extra: str, slow: bool = False) -> list[str]:
     head = [sys.executable, "-c", SLOW] if slow else [sys.executable, "-m", "simclip_bench"]
     return [*head, "eval", *GRID, "--out", str(out), *extra]
 
-
-def _run_at_once(*commands: list[str]) -> list[str]:
-    procs = [subprocess.Popen(c, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
-             for c in commands]
-    outputs = [p.communicate(timeout=300) for p in procs]
-    for p, (_, err) in zip(procs, outputs, strict=True):
-        assert p.returncode == 0, err[-3000:]
-    return [" ".join(out.split()) for out, _ in outputs]
 
 
 def _computed(stdout: str) -> int:

@@ -14,17 +14,10 @@ SYSTEM = ("A chat between a curious user and an artificial intelligence assistan
 
 @pytest.fixture(scope="module")
 def llava():
-    from test_vlm_llava import tiny_llava, tiny_tokenizer
+    from test_vlm_llava import tiny_llava_with_tiny_clip
 
-    from simclip_bench.models.hf_vision import open_clip_to_hf_vision
-    from simclip_bench.models.spec import load_model
-    from simclip_bench.vlm.llava import LlavaVLM, swap_vision_tower
-
-    loaded = load_model("tiny-clip", "cpu")
-    model = tiny_llava()
-    swap_vision_tower(model, open_clip_to_hf_vision(loaded.model.clip.visual))
-    enc = loaded.model.encoder
-    return LlavaVLM(model, tiny_tokenizer(), mean=enc.mean.flatten().tolist(), std=enc.std.flatten().tolist())
+    vlm, _ = tiny_llava_with_tiny_clip(name="llava")
+    return vlm
 
 
 def test_the_conversation_is_vicuna_v1_with_its_system_sentence():

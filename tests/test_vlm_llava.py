@@ -37,8 +37,9 @@ def tiny_llava(vision_width: int = 128, image_size: int = 32, patch: int = 8):
     return LlavaForConditionalGeneration(config).eval()
 
 
-@pytest.fixture(scope="module")
-def llava_with_tiny_clip():
+def tiny_llava_with_tiny_clip(name: str = "tiny-llava"):
+    """The tiny random LLaVA with the built-in tiny-clip swapped in as its vision tower, normalising as tiny-clip;
+    returns it and the loaded tiny-clip."""
     from simclip_bench.models.hf_vision import open_clip_to_hf_vision
     from simclip_bench.models.spec import load_model
     from simclip_bench.vlm.llava import LlavaVLM, swap_vision_tower
@@ -47,8 +48,13 @@ def llava_with_tiny_clip():
     model = tiny_llava()
     swap_vision_tower(model, open_clip_to_hf_vision(loaded.model.clip.visual))
     enc = loaded.model.encoder
-    return LlavaVLM(model, tiny_tokenizer(), name="tiny-llava", mean=enc.mean.flatten().tolist(),
+    return LlavaVLM(model, tiny_tokenizer(), name=name, mean=enc.mean.flatten().tolist(),
                     std=enc.std.flatten().tolist()), loaded
+
+
+@pytest.fixture(scope="module")
+def llava_with_tiny_clip():
+    return tiny_llava_with_tiny_clip()
 
 
 def test_the_swapped_tower_is_the_simclip_encoder(llava_with_tiny_clip):

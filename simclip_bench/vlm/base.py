@@ -140,6 +140,17 @@ class VisionLanguageModel(ABC):
         return torch.device("cpu")
 
 
+def teacher_forced_scores(logits: torch.Tensor, labels: torch.Tensor, scored: torch.Tensor,
+                          decides: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """``target_scores`` of a causal LM from one teacher-forced pass: the mean cross-entropy over the ``scored``
+    label positions per sample, and whether greedy decoding would produce every token at the ``decides``
+    positions (default: the scored ones). ``logits`` (N, L, V) predict ``labels`` (N, L)."""
+    nll = torch.nn.functional.cross_entropy(logits.transpose(1, 2), labels, reduction="none")
+    loss = (nll * scored).sum(1) / scored.sum(1).clamp(min=1)
+    decides = scored if decides is None else decides
+    return loss, ((logits.argmax(-1) == labels) | ~decides).all(1)
+
+
 def vlm_identity(weights_digest: str, vlm: VisionLanguageModel) -> str:
     """``LoadedVLM.vlm_hash``: sha256 of the weights' digest (everything but the swapped tower,
     :func:`~simclip_bench.models.checkpoint.weights_sha256`) and of ``vlm.describe()`` as sorted JSON."""

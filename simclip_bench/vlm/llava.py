@@ -43,7 +43,6 @@ from pathlib import Path
 
 import open_clip
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from simclip_bench.errors import UserError
@@ -58,6 +57,7 @@ from simclip_bench.vlm.base import (
     LoadedVLM,
     VisionLanguageModel,
     reference_max_new_tokens,
+    teacher_forced_scores,
     vlm_identity,
 )
 
@@ -191,10 +191,7 @@ class LlavaVLM(VisionLanguageModel):
             first = width - len(row) + masked - 1  # label position of the first scored token
             is_target[i, first:] = True
             answer[i, first:-1] = True
-        nll = F.cross_entropy(logits.transpose(1, 2), labels, reduction="none")
-        loss = (nll * is_target).sum(1) / is_target.sum(1).clamp(min=1)
-        match = ((logits.argmax(-1) == labels) | ~answer).all(1)
-        return loss, match
+        return teacher_forced_scores(logits, labels, is_target, decides=answer)
 
     @torch.no_grad()
     def generate(self, images: torch.Tensor, prompts: Sequence[str], max_new_tokens: int = 20,

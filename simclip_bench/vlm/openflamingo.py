@@ -41,10 +41,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from simclip_bench.vlm.base import Generation, VisionLanguageModel, reference_max_new_tokens
+from simclip_bench.vlm.base import Generation, VisionLanguageModel, reference_max_new_tokens, teacher_forced_scores
 from simclip_bench.vlm.flamingo_layers import FlamingoLayer, GatedCrossAttentionBlock, MediaState, PerceiverResampler
 
 MEDIA, END_OF_CHUNK, PAD = "<image>", "<|endofchunk|>", "<PAD>"
@@ -210,10 +209,7 @@ class OpenFlamingoVLM(VisionLanguageModel):
         finally:
             self.model.state.clear()
         labels, scored = ids[:, 1:], self.labels(ids)[:, 1:]
-        nll = F.cross_entropy(logits.transpose(1, 2), labels, reduction="none")
-        loss = (nll * scored).sum(1) / scored.sum(1).clamp(min=1)
-        match = ((logits.argmax(-1) == labels) | ~scored).all(1)
-        return loss, match
+        return teacher_forced_scores(logits, labels, scored)
 
     @torch.no_grad()
     def generate(self, images: torch.Tensor, prompts: Sequence[str], max_new_tokens: int = 20,
